@@ -1,0 +1,40 @@
+"""Configuration items of astro_galsim, settable in the user's astropy config file.
+
+Each item lives in the ``[config]`` section of ``astro_galsim.cfg`` in the astropy
+configuration directory, or can be changed for a session::
+
+    >>> from astro_galsim import conf
+    >>> with conf.set_temp('data_release', 16):
+    ...     conf.data_release
+    16
+"""
+from astropy import config as _config
+
+__all__ = ['Conf', 'conf']
+
+
+class Conf(_config.ConfigNamespace):
+    """Configuration parameters for `astro_galsim`."""
+
+    cache_dir = _config.ConfigItem(
+        '',
+        'Directory for downloaded frames and finished cutouts. Empty means a folder '
+        '"astro_galsim" inside the astropy cache directory.',
+        cfgtype='string')
+    data_release = _config.ConfigItem(
+        17, 'SDSS data release used for catalogue queries and frame downloads.', cfgtype='integer')
+    timeout = _config.ConfigItem(
+        60.0, 'Seconds before a request to a remote service is abandoned.', cfgtype='float')
+    max_retries = _config.ConfigItem(
+        3, 'How many times a failed download is retried, with exponential backoff.', cfgtype='integer')
+    download_workers = _config.ConfigItem(
+        4, 'How many downloads run at the same time.', cfgtype='integer')
+    batch_size = _config.ConfigItem(
+        256, 'Images preprocessed and encoded together in one batch.', cfgtype='integer')
+    num_threads = _config.ConfigItem(
+        0, 'Threads torch may use for the encoder; 0 leaves torch its default.', cfgtype='integer')
+    show_progress = _config.ConfigItem(
+        True, 'Show tqdm progress bars on long work.', cfgtype='boolean')
+
+
+conf = Conf()
