@@ -1,5 +1,6 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +67,30 @@ def read_image(path):
                      f'({", ".join(FITS_SUFFIXES)}) or colour ({", ".join(COLOUR_SUFFIXES)}) image')
 
 
+@contextmanager
+def _quiet_header_warnings():
+    """Silence astropy's notes on the non-standard cards of DR7 fpC headers (read correctly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', VerifyWarning)
+        warnings.simplefilter('ignore', FITSFixedWarning)
+        warnings.filterwarnings('ignore', message='The following header keyword is invalid',
+                                category=AstropyUserWarning)
+        yield
+
+
 def _read_fits(path):
     try:
-        with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
-            # DR7 fpC headers hold cards astropy calls non-standard; they are read correctly
-            warnings.simplefilter('ignore', VerifyWarning)
-            hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)), None)
-            if hdu is None:
-                raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
-            data = np.asarray(hdu.data)
-            header = hdu.header.copy()
+        with _quiet_header_warnings():
+            with fits.open(path, memmap=False) as hdul:
+                hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)),
+                           None)
+                if hdu is None:
+                    raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
+                data = np.array(hdu.data)
+                header = hdu.header.copy()
     except OSError as exc:
         raise ValueError(f'cannot read {str(path)!r} as FITS: {exc}') from exc
-    with warnings.catch_warnings():
-        # old SDSS headers carry non-standard keywords that astropy fixes up with a warning
-        warnings.simplefilter('ignore', FITSFixedWarning)
+    with _quiet_header_warnings():
         wcs = WCS(header).celestial
     if not wcs.has_celestial:
         wcs = None

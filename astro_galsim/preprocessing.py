@@ -106,7 +106,8 @@ def to_colour(image):
     Parameters
     ----------
     image : `~astropy.nddata.NDData` or `~numpy.ndarray`
-        A colour cutout (``(3, ny, nx)`` uint8, as from `~astro_galsim.read_image`), a
+        A colour cutout (``(3, ny, nx)`` uint8, as from `~astro_galsim.read_image`, or any
+        three-plane array without ``meta['bands']``, taken as already stretched), a
         calibrated cube in nanomaggies with ``meta['bands']``, or a single-band image
         (raw ``fpC`` counts are calibrated with their header; an image of unknown
         calibration is background-subtracted and scaled by its noise).
@@ -130,7 +131,9 @@ def to_colour(image):
     meta = image.meta or {}
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
-    if data.ndim == 3 and data.shape[0] == 3 and (data.dtype == np.uint8 or meta.get('kind') == 'colour'):
+    colour = data.dtype == np.uint8 or meta.get('kind') == 'colour' or 'bands' not in meta
+    if data.ndim == 3 and data.shape[0] == 3 and colour:
+        # a colour image (three planes with no bands named are taken as one, in display form)
         rgb = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else max(float(data.max()), 1.0))
     elif data.ndim == 3:
         bands = tuple(meta.get('bands', ()))

@@ -1,0 +1,119 @@
+"""Building a database from a folder of images or a catalogue of positions, resumably."""
+from pathlib import Path
+
+import numpy as np
+from astropy import log
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from tqdm.auto import tqdm
+
+from .config import conf
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
+
+__all__ = ['build_database', 'read_source']
+
+
+def read_source(source):
+    """The galaxies of a build source, as ``(items, ids, coords)``.
+
+    Parameters
+    ----------
+    source : str or `~pathlib.Path`
+        A folder of images (FITS/JPEG/PNG; an ``index.csv`` beside them with ``path`` and
+        optionally ``objid``, ``ra``, ``dec`` columns names and places them), or a table
+        file (ECSV, CSV, FITS, VOTable) with ``ra``/``dec`` columns in degrees and
+        optionally ``objid``/``id``, whose positions are fetched from SDSS.
+    """
+    source = Path(source)
+    if source.is_dir():
+        index = source / 'index.csv'
+        if index.is_file():
+            table = Table.read(index, format='ascii.csv')
+            items = [source / p for p in table['path']]
+        else:
+            items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
+            table = Table({'path': [str(p) for p in items]})
+        if not items:
+            raise ValueError(f'no images (FITS, JPEG, PNG) found in folder {str(source)!r}')
+    elif source.is_file():
+        table = Table.read(source, format='ascii.csv' if source.suffix.lower() == '.csv' else None)
+        items = None
+    else:
+        raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
+    names = {n.lower(): n for n in table.colnames}
+    if 'ra' in names and 'dec' in names:
+        ra = np.ma.filled(np.ma.asarray(table[names['ra']], dtype=float), np.nan)
+        dec = np.ma.filled(np.ma.asarray(table[names['dec']], dtype=float), np.nan)
+        coords = SkyCoord(ra * u.deg, dec * u.deg)
+    elif items is None:
+        raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')
+    else:
+        coords = SkyCoord(np.full(len(items), np.nan) * u.deg, np.full(len(items), np.nan) * u.deg)
+    id_col = names.get('objid') or names.get('id')
+    if id_col is not None:
+        ids = [str(v) for v in table[id_col]]
+    elif items is not None:
+        ids = [Path(p).name.split('.')[0] for p in items]
+    else:
+        ids = [f'{c.ra.deg:.5f}{c.dec.deg:+.5f}' for c in coords]
+    if items is None:
+        items = coords
+    return items, ids, coords
+
+
+def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None):
+    """Describe every galaxy of ``source`` and save the database to ``output``.
+
+    The database is saved (atomically) after every chunk; a build that stops is resumed
+    by running it again: galaxies already in ``output`` are skipped.
+
+    Parameters
+    ----------
+    source : str or `~pathlib.Path`
+        See `read_source`.
+    output : str or `~pathlib.Path`
+        Database FITS file.
+    chunk_size : int, optional
+        Galaxies per saved step.
+    resume : bool, optional
+        Continue a partial database at ``output``; False starts again.
+    search : `~astro_galsim.SimilaritySearch`, optional
+        Where to add the galaxies (default: a new one with the pretrained encoder).
+    provenance : dict, optional
+        Stored in a new database.
+
+    Returns
+    -------
+    search : `~astro_galsim.SimilaritySearch`
+    report : `~astropy.table.Table`
+        One row per galaxy processed in this run: id, accepted, reason.
+    """
+    from .search import SimilaritySearch
+    output = Path(output)
+    items, ids, coords = read_source(source)
+    if search is None:
+        if resume and output.exists():
+            search = SimilaritySearch.load(output)
+            log.info(f'resuming: {len(search)} galaxies already in {output}')
+        else:
+            search = SimilaritySearch()
+            if provenance:
+                search.database.provenance.update(provenance)
+    todo = np.flatnonzero(~np.isin(np.array(ids), search.ids))
+    reports = []
+    bar = tqdm(total=len(todo), disable=not conf.show_progress, desc='building')
+    for start in range(0, len(todo), chunk_size):
+        rows = todo[start:start + chunk_size]
+        chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
+        report = search.add(chunk, ids=[ids[i] for i in rows],
+                            coords=None if isinstance(items, SkyCoord) else coords[rows])
+        reports.append(Table(report[['id', 'accepted', 'reason']]))
+        search.save(output, overwrite=True)
+        bar.update(len(rows))
+    bar.close()
+    from astropy.table import vstack
+    report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
+    print(f'{output}: {len(search)} galaxies ({int(np.sum(report["accepted"])) if len(report) else 0} added now, '
+          f'{int(np.sum(~np.asarray(report["accepted"], bool))) if len(report) else 0} rejected)')
+    return search, report

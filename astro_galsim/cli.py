@@ -1,0 +1,209 @@
+"""The ``astro-galsim`` command line."""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ['main']
+
+_TABLE_FORMATS = {'.ecsv': 'ascii.ecsv', '.csv': 'ascii.csv', '.vot': 'votable', '.xml': 'votable',
+                  '.fits': 'fits'}
+
+
+def _print_table(table, columns=('query', 'rank', 'id', 'distance', 'coord', 'r50', 'ellipticity')):
+    shown = table[[c for c in columns if c in table.colnames]]
+    if 'distance' in shown.colnames:
+        shown['distance'].info.format = '.4f'
+    for name in ('r50', 'ellipticity'):
+        if name in shown.colnames:
+            shown[name].info.format = '.2f'
+    shown.pprint(max_lines=-1, max_width=-1)
+
+
+def _write_table(table, path):
+    path = Path(path)
+    fmt = _TABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
+    tmp = path.with_name(path.name + '.tmp')
+    table.write(tmp, format=fmt, overwrite=True)
+    tmp.replace(path)
+    print(f'wrote {path}')
+
+
+def _parse_target(text, search):
+    """An image path, a database id, "RA Dec" in degrees or sexagesimal, or a name."""
+    from astropy.coordinates import SkyCoord
+    if Path(text).is_file():
+        return text
+    if search.database.lookup_ids(text) >= 0:
+        return text
+    parts = text.replace(',', ' ').split()
+    try:
+        if len(parts) == 2:
+            unit = 'deg' if all(p.lstrip('+-').replace('.', '', 1).isdigit() for p in parts) else ('hourangle', 'deg')
+            return SkyCoord(parts[0], parts[1], unit=unit)
+        return SkyCoord(text)
+    except ValueError:
+        pass
+    try:
+        return SkyCoord.from_name(text)
+    except Exception as exc:  # the name resolver raises several kinds of errors
+        raise SystemExit(f'astro-galsim: {text!r} is not an image file, a database id, "RA Dec" or a name '
+                         f'the resolver knows ({exc})')
+
+
+def cmd_demo(args):
+    """Run the whole pipeline offline on the Hubble Deep Field bundled with scikit-image."""
+    from astropy.coordinates import SkyCoord
+    from .demo import hubble_deep_field_cutouts
+    from .search import SimilaritySearch
+    from .visualization import gallery
+    started = time.perf_counter()
+    cutouts = hubble_deep_field_cutouts(n=args.n)
+    print(f'Hubble Deep Field (scikit-image): {len(cutouts)} galaxy cutouts')
+    search = SimilaritySearch()
+    report = search.add(cutouts)
+    print(f'added {int(report["accepted"].sum())} of {len(report)} galaxies to {search!r}')
+    query_id = search.ids[0]
+    result = search.query(query_id, k=args.k)
+    print(f'\nThe {args.k} galaxies that look most like {query_id}:')
+    _print_table(result)
+    by_id = {c.meta['objid']: c for c in cutouts}
+    fig = gallery(by_id[query_id], [by_id[i] for i in result['id']],
+                  [f'{i}\nd={d:.3f}' for i, d in zip(result['id'], result['distance'])], query_label=query_id)
+    fig.savefig(args.output, dpi=100)
+    print(f'wrote gallery {args.output}')
+
+    demo = SimilaritySearch.load_demo()
+    position = SkyCoord(180.4819, -1.0693, unit='deg')
+    print(f'\nShipped demo database ({len(demo)} SDSS galaxies): neighbours of the galaxy at '
+          f'{position.to_string("hmsdms")}')
+    _print_table(demo.query(position, k=args.k))
+    print(f'\ndone in {time.perf_counter() - started:.1f} s')
+
+
+def cmd_query(args):
+    from .search import SimilaritySearch
+    search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
+    target = _parse_target(args.target, search)
+    result = search.query(target, k=args.k, exclude_radius=args.exclude_radius)
+    if args.output:
+        _write_table(result, args.output)
+    else:
+        _print_table(result)
+
+
+def cmd_info(args):
+    from .search import SimilaritySearch
+    search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
+    print(repr(search))
+    print('encoder:', search.encoder.identity)
+    print('provenance:', dict(search.database.provenance))
+    print('columns:', ', '.join(search.table.colnames))
+
+
+def cmd_build(args):
+    from .build import build_database
+    build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart)
+
+
+def cmd_train(args):
+    from .pipeline import DEFAULT_NORMALISATION
+    from .training import load_training_images, train_autoencoder
+    arrays, _, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
+    card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
+                             epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
+                             training_data=str(args.data))
+    print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
+          f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
+
+
+def cmd_evaluate(args):
+    from astropy.table import Table
+    from .evaluation import evaluate
+    from .search import SimilaritySearch
+    folder = Path(args.data)
+    labels = Table.read(folder / 'labels.csv', format='ascii.csv')
+    search = SimilaritySearch()
+    vectors = search.embed([folder / p for p in labels['path']])
+    ok = np.isfinite(vectors).all(axis=1)
+    result = evaluate(vectors[ok], np.asarray(labels[args.label_column])[ok], k=args.k)
+    result.pprint(max_lines=-1, max_width=-1)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='astro-galsim', description='Find galaxies that look like a given one.')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    p = sub.add_parser('demo', help='run the whole pipeline offline on a real image and print neighbours',
+                       description='Cut the galaxies out of the Hubble Deep Field image that scikit-image '
+                       'ships, describe them with the pretrained encoder, print the neighbours of one, '
+                       'write a gallery PNG, and query the shipped SDSS demo database.')
+    p.add_argument('--output', default='astro_galsim_demo.png', help='gallery PNG to write')
+    p.add_argument('--k', type=int, default=8, help='neighbours to show (default 8)')
+    p.add_argument('--n', type=int, default=60, help='galaxies to cut out of the field (default 60)')
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser('query', help='neighbours of a galaxy given by position, name, id or image',
+                       description='Print (or write) the galaxies most like TARGET.')
+    p.add_argument('target', help='"RA Dec" (degrees or sexagesimal), an object name (needs the network), '
+                   'an id in the database, or an image file (FITS, JPEG, PNG)')
+    p.add_argument('--database', help='database FITS file (default: the shipped demo database)')
+    p.add_argument('--k', type=int, default=10, help='neighbours (default 10)')
+    p.add_argument('--exclude-radius', type=lambda s: float(s) * __import__('astropy.units').units.arcsec,
+                   default=None, metavar='ARCSEC', help='leave out galaxies within this angle of the target')
+    p.add_argument('--output', help='write the table to this file (.ecsv, .csv, .vot, .fits) instead of printing')
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser('build', help='build a database from a folder of images or a catalogue of positions',
+                       description='Describe every galaxy of SOURCE and save the database to OUTPUT. '
+                       'SOURCE is a folder of images (with an optional index.csv giving objid, ra, dec) '
+                       'or a table file with ra/dec columns (positions are fetched from SDSS). '
+                       'An interrupted build resumes where it stopped.')
+    p.add_argument('source')
+    p.add_argument('--output', required=True, help='database FITS file')
+    p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step (default 500)')
+    p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser('train', help='train the autoencoder on a folder of galaxy images',
+                       description='Train the encoder on DATA (a folder with index.csv: path, split, objid).')
+    p.add_argument('data')
+    p.add_argument('--output', required=True, help='weights file (.pt); the model card goes beside it')
+    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--contrastive-weight', type=float, default=1.0)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--workers', type=int, default=2)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('evaluate', help='retrieval quality on a labelled image folder',
+                       description='Precision@k, mAP and kNN accuracy of the encoder on DATA '
+                       '(a folder with labels.csv: path and a label column).')
+    p.add_argument('data')
+    p.add_argument('--label-column', default='similarity_group')
+    p.add_argument('--k', type=int, default=10)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('info', help='what a database holds')
+    p.add_argument('database', nargs='?', help='database FITS file (default: the shipped demo database)')
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``astro-galsim`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f'astro-galsim {args.command}: error: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())

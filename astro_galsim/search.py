@@ -1,0 +1,403 @@
+"""`SimilaritySearch`: the front of the package.
+
+It ties the stages together: images (or sky positions, through
+`~astro_galsim.retrieval`) are prepared by `~astro_galsim.pipeline`, described by an
+encoder (`~astro_galsim.model`), and stored in and searched through a
+`~astro_galsim.database.GalaxyDatabase`.
+"""
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.nddata import NDData
+from astropy.table import QTable, Table
+
+from .database import GalaxyDatabase, rocchio_query
+from .model import load_pretrained
+from .pipeline import prepare
+
+__all__ = ['SimilaritySearch']
+
+DEMO_DATABASE = 'demo_database.fits'
+#: Separation within which a queried position is taken to be a galaxy already stored.
+SAME_GALAXY_RADIUS = 2 * u.arcsec
+
+
+class SimilaritySearch:
+    """Find the galaxies in a database that look most like a given one.
+
+    Parameters
+    ----------
+    encoder : `~astro_galsim.model.GalaxyEncoder`, optional
+        What describes galaxies as vectors. Default: the pretrained autoencoder shipped
+        with the package (`~astro_galsim.model.load_pretrained`).
+    database : `~astro_galsim.database.GalaxyDatabase`, optional
+        Galaxies to search. Default: an empty database for this encoder.
+    selection : dict, optional
+        Acceptance criteria for `add` (keywords of
+        `~astro_galsim.segmentation.select_galaxy`).
+    cutout_options : dict, optional
+        Keywords of `~astro_galsim.retrieval.get_cutouts` used when galaxies are given by
+        sky position (``source``, ``size``, ``pixel_scale``, ``data_release``).
+
+    Examples
+    --------
+    Build a small database from images, then ask for the neighbours of one of them:
+
+    >>> import numpy as np
+    >>> from astro_galsim import SimilaritySearch
+    >>> y, x = np.mgrid[:96, :96]
+    >>> discs = [np.exp(-np.hypot((x - 48) / (6 + i), (y - 48) / 4))[None].repeat(3, 0)
+    ...          for i in range(6)]
+    >>> search = SimilaritySearch()
+    >>> report = search.add(discs, ids=[f'disc{i}' for i in range(6)])
+    >>> int(report['accepted'].sum()), len(search)
+    (6, 6)
+    >>> result = search.query('disc0', k=3)
+    >>> list(result['rank']), 'disc0' in list(result['id'])
+    ([1, 2, 3], False)
+    """
+
+    def __init__(self, encoder=None, database=None, *, selection=None, cutout_options=None):
+        self.encoder = load_pretrained() if encoder is None else encoder
+        if database is None:
+            database = GalaxyDatabase(encoder_id=self.encoder.identity, dim=self.encoder.latent_dim,
+                                      metric=self.encoder.metric,
+                                      provenance={'normalisation_size': self.encoder.input_shape[-1]})
+        elif database.encoder_id['sha256'] != self.encoder.identity['sha256']:
+            raise ValueError(f'the database was made by encoder {database.encoder_id["name"]!r} '
+                             f'(sha256 {database.encoder_id["sha256"][:12]}...), not by '
+                             f'{self.encoder.identity["name"]!r} (sha256 {self.encoder.identity["sha256"][:12]}'
+                             '...); re-embed its images with this encoder')
+        self.database = database
+        self.selection = dict(selection or {})
+        self.cutout_options = dict(cutout_options or {})
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, path, encoder=None, **kwargs):
+        """Open a database saved with `save`; it must have been made by ``encoder``.
+
+        Parameters
+        ----------
+        path : str or `~pathlib.Path`
+            The database file.
+        encoder : `~astro_galsim.model.GalaxyEncoder`, optional
+            Default: the pretrained encoder.
+        **kwargs
+            Passed to `SimilaritySearch`.
+        """
+        encoder = load_pretrained() if encoder is None else encoder
+        database = GalaxyDatabase.load(path, encoder_id=encoder.identity)
+        return cls(encoder, database, **kwargs)
+
+    @classmethod
+    def load_demo(cls):
+        """The demo database shipped with the package.
+
+        It holds the latent vectors, SDSS objids and positions (no images) of the 7,505
+        SDSS DR14 galaxies the pretrained encoder was trained on (Edukov 2018), so that
+        any of them can be queried by position offline.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> from astropy.coordinates import SkyCoord
+        >>> demo = SimilaritySearch.load_demo()
+        >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
+        >>> len(result), result['query'][0]
+        (5, '587722981740314629')
+        """
+        path = Path(str(resources.files('astro_galsim') / 'data' / DEMO_DATABASE))
+        return cls.load(path)
+
+    def save(self, path, overwrite=False):
+        """Write the database (vectors, catalogue, provenance, encoder identity) to FITS."""
+        self.database.save(path, overwrite=overwrite)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def ids(self):
+        """`~numpy.ndarray` of str: ids of the stored galaxies, in the order of `vectors`."""
+        return self.database.ids
+
+    @property
+    def vectors(self):
+        """`~numpy.ndarray`: latent vectors of the stored galaxies, shape (N, d)."""
+        return self.database.vectors
+
+    @property
+    def table(self):
+        """`~astropy.table.QTable`: the catalogue of stored galaxies (ids, positions, measurements)."""
+        return self.database.table
+
+    def __len__(self):
+        return len(self.database)
+
+    def __repr__(self):
+        return (f'<SimilaritySearch: {len(self)} galaxies, encoder {self.encoder.identity["name"]} '
+                f'(latent {self.encoder.latent_dim}, sha256 {self.encoder.identity["sha256"][:12]}), '
+                f'metric {self.database.metric}>')
+
+    # ------------------------------------------------------------------ inputs
+    def _images_of(self, inputs, coords=None):
+        """Turn user inputs into images (or errors), targets, ids and coordinates."""
+        if isinstance(inputs, Table):
+            coords = _table_coords(inputs)
+            inputs = coords
+        if isinstance(inputs, SkyCoord):
+            return self._retrieve(inputs.reshape((1,)) if inputs.isscalar else inputs)
+        if isinstance(inputs, (NDData, str, Path, np.ndarray)) and not (
+                isinstance(inputs, np.ndarray) and inputs.dtype == object):
+            inputs = [inputs] if not (isinstance(inputs, np.ndarray) and inputs.ndim == 4) else list(inputs)
+        images = list(inputs)
+        for item in images:
+            if not isinstance(item, (NDData, str, Path, np.ndarray)):
+                raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
+                                'path (FITS, JPEG, PNG), a (3, ny, nx) or (ny, nx) array, or SkyCoord positions')
+        if coords is None:
+            coords = _image_coords(images)
+        elif coords.isscalar:
+            coords = coords.reshape((1,))
+        if len(coords) != len(images):
+            raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
+        ids = [_image_id(item, i) for i, item in enumerate(images)]
+        targets = coords if any(getattr(im, 'wcs', None) is not None for im in images
+                                if isinstance(im, NDData)) else None
+        return images, targets, ids, coords
+
+    def _retrieve(self, coords):
+        from .retrieval import RetrievalError, get_cutouts
+        cutouts = get_cutouts(coords, **self.cutout_options)
+        ids = [str(c.meta.get('objid', f'{coords[i].ra.deg:.5f}{coords[i].dec.deg:+.5f}'))
+               if not isinstance(c, RetrievalError) else f'{coords[i].ra.deg:.5f}{coords[i].dec.deg:+.5f}'
+               for i, c in enumerate(cutouts)]
+        return cutouts, coords, ids, coords
+
+    def _prepare(self, images, targets):
+        """Prepare images; retrieval errors become rejected rows."""
+        from .retrieval import RetrievalError
+        failed = {i: str(im) for i, im in enumerate(images) if isinstance(im, RetrievalError)}
+        usable = [im for i, im in enumerate(images) if i not in failed]
+        usable_targets = None
+        if targets is not None and len(usable):
+            keep = np.array([i not in failed for i in range(len(images))])
+            usable_targets = targets[keep]
+        arrays, table = prepare(usable, usable_targets, normalisation=self.encoder.normalisation,
+                                selection=self.selection)
+        if failed:
+            full_arrays = np.zeros((len(images),) + arrays.shape[1:], dtype=np.float32)
+            rows = np.array([i for i in range(len(images)) if i not in failed], dtype=int)
+            full_arrays[rows] = arrays
+            full = QTable({name: np.full(len(images), np.nan) * getattr(table[name], 'unit', 1)
+                           if table[name].dtype.kind == 'f' else
+                           np.zeros(len(images), dtype=table[name].dtype) for name in table.colnames})
+            full['reason'] = np.zeros(len(images), dtype=object)
+            for name in table.colnames:
+                full[name][rows] = table[name]
+            for i, message in failed.items():
+                full['reason'][i] = f'retrieval failed: {message}'
+            full['reason'] = full['reason'].astype(str)
+            arrays, table = full_arrays, full
+        return arrays, table
+
+    # ------------------------------------------------------------------ main API
+    def embed(self, images):
+        """Describe galaxies by their latent vectors.
+
+        Parameters
+        ----------
+        images : `~astropy.nddata.NDData`, path, array, list of these, or `~astropy.coordinates.SkyCoord`
+            Images (FITS, JPEG, PNG files; NDData; ``(3, ny, nx)`` colour or ``(ny, nx)``
+            arrays) or sky positions to fetch from SDSS.
+
+        Returns
+        -------
+        vectors : `~numpy.ndarray`, shape (N, d)
+            One row per input, in input order; rows of NaN where no galaxy was found.
+        """
+        images, targets, _, _ = self._images_of(images)
+        arrays, table = self._prepare(images, targets)
+        vectors = self.encoder.encode(arrays)
+        vectors[~np.asarray(table['found'], dtype=bool)] = np.nan
+        return vectors
+
+    def add(self, images, ids=None, coords=None, *, columns=None):
+        """Add galaxies to the database; only accepted ones are stored.
+
+        Parameters
+        ----------
+        images : as for `embed`, or a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
+            column or ``ra``/``dec`` columns in degrees
+            Galaxies to add.
+        ids : sequence of str, optional
+            Their ids (default: the SDSS objid or file name, else ``'img<n>'``).
+        coords : `~astropy.coordinates.SkyCoord`, optional
+            Their positions, when the images do not say.
+        columns : dict of array-like, optional
+            Extra catalogue columns to store (one value per input).
+
+        Returns
+        -------
+        report : `~astropy.table.QTable`
+            One row per input: ``id``, ``accepted``, ``reason``, then the measurements.
+        """
+        user_columns = dict(columns or {})
+        if isinstance(images, Table):
+            user_columns = {name: images[name] for name in images.colnames
+                            if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
+        images, targets, default_ids, coords = self._images_of(images, coords)
+        ids = default_ids if ids is None else [str(i) for i in ids]
+        if len(ids) != len(images):
+            raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
+        arrays, measured = self._prepare(images, targets)
+        report = QTable({'id': np.array(ids, dtype=str)})
+        report['accepted'] = measured['accepted']
+        report['reason'] = measured['reason']
+        for name in measured.colnames:
+            if name not in report.colnames:
+                report[name] = measured[name]
+        duplicate = np.isin(report['id'], self.ids)
+        if duplicate.any():
+            report['accepted'][duplicate] = False
+            report['reason'][duplicate] = 'id already in the database'
+        keep = np.asarray(report['accepted'], dtype=bool)
+        if keep.any():
+            rows = report[keep]
+            rows['coord'] = coords[keep]
+            for name, values in user_columns.items():
+                rows[name] = values[keep] if hasattr(values, '__getitem__') else values
+            self.database.add(self.encoder.encode(arrays[keep]), rows)
+        return report
+
+    def query(self, target, k=10, *, exclude_self=True, exclude_radius=None, where=None, negatives=None):
+        """Find the stored galaxies that look most like the target(s).
+
+        Parameters
+        ----------
+        target : `~astropy.nddata.NDData`, path, array, id, `~astropy.coordinates.SkyCoord`, list, or `~astropy.table.Table`
+            What to look for. A position already in the database (within 2 arcsec) and an
+            id are looked up, not fetched again; other positions are fetched from SDSS.
+            A list or array of targets gives a long-format table with a ``query`` column.
+        k : int, optional
+            Neighbours per target.
+        exclude_self : bool, optional
+            Leave the target itself out of its neighbours.
+        exclude_radius : `~astropy.units.Quantity`, optional
+            Also leave out galaxies within this angle of the target (overlapping cutouts).
+        where : dict or callable, optional
+            Filter on stored columns (see `~astro_galsim.database.GalaxyDatabase.search`).
+        negatives : as ``target``, optional
+            Galaxies the results should not look like; the query moves away from them.
+
+        Returns
+        -------
+        result : `~astropy.table.QTable`
+            ``query``, ``rank``, ``id``, ``distance``, ``coord`` (when known), the stored
+            measurements, and for a `~astropy.table.Table` target its own columns.
+        """
+        vectors, query_ids, query_coords, carried = self._query_vectors(target)
+        negative_vectors = None if negatives is None else self._query_vectors(negatives)[0]
+        result = self.database.search(vectors, k=k, query_ids=query_ids, query_coords=query_coords,
+                                      exclude_self=exclude_self, exclude_radius=exclude_radius,
+                                      where=where, negative_vectors=negative_vectors)
+        if carried is not None:
+            carried = carried.copy()
+            carried['query'] = np.array(query_ids, dtype=str)
+            from astropy.table import join
+            result = join(result, QTable(carried), keys='query', join_type='left')
+            result.sort(['query', 'rank'])
+        return result
+
+    def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, **kwargs):
+        """Find galaxies like several examples at once (and unlike others).
+
+        The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
+        the examples themselves are left out of the results.
+        """
+        pos, pos_ids, _, _ = self._query_vectors(positives)
+        neg = None if negatives is None else self._query_vectors(negatives)[0]
+        query = rocchio_query(pos, neg, beta=beta)
+        return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
+
+    def _query_vectors(self, target):
+        """Vectors, labels, positions and carried user columns of query targets."""
+        carried = None
+        if isinstance(target, Table):
+            carried = target
+            target = _table_coords(target)
+        if isinstance(target, str) and not Path(target).suffix:
+            target = [target]
+        if isinstance(target, (list, tuple)) and target and all(
+                isinstance(t, str) and not Path(t).suffix for t in target):
+            rows = self.database.lookup_ids(target)
+            missing = [t for t, r in zip(target, rows) if r < 0]
+            if missing:
+                raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
+            return self.vectors[rows], list(target), self.database.coords[rows], carried
+        if isinstance(target, SkyCoord):
+            coords = target.reshape((1,)) if target.isscalar else target
+            rows = self.database.lookup_coords(coords, radius=SAME_GALAXY_RADIUS)
+            vectors = np.full((len(coords), self.encoder.latent_dim), np.nan, dtype=np.float32)
+            labels = [str(self.ids[r]) if r >= 0 else f'{c.ra.deg:.5f}{c.dec.deg:+.5f}'
+                      for r, c in zip(rows, coords)]
+            known = rows >= 0
+            vectors[known] = self.vectors[rows[known]]
+            if (~known).any():
+                vectors[~known] = self.embed(coords[~known])
+            bad = ~np.isfinite(vectors).all(axis=1)
+            if bad.any():
+                raise ValueError(f'no galaxy could be described at {coords[bad][:3].to_string()}: '
+                                 'outside the survey, or no galaxy at the position')
+            return vectors, labels, coords, carried
+        images, targets, ids, coords = self._images_of(target)
+        arrays, table = self._prepare(images, targets)
+        if not table['found'].all():
+            bad = [ids[i] for i in np.flatnonzero(~np.asarray(table['found']))]
+            raise ValueError(f'no central galaxy found in query image(s) {bad[:5]}: '
+                             f'{table["reason"][~np.asarray(table["found"])][0]}')
+        return self.encoder.encode(arrays), ids, coords, carried
+
+
+def _table_coords(table):
+    for name in table.colnames:
+        if isinstance(table[name], SkyCoord):
+            return table[name]
+    names = {n.lower(): n for n in table.colnames}
+    if 'ra' in names and 'dec' in names:
+        ra, dec = table[names['ra']], table[names['dec']]
+        return SkyCoord(u.Quantity(ra, u.deg), u.Quantity(dec, u.deg))
+    raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
+                     'add one to look galaxies up by position')
+
+
+def _image_coords(images):
+    """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN."""
+    ra, dec = [], []
+    for im in images:
+        position = (np.nan, np.nan)
+        if isinstance(im, NDData):
+            meta = im.meta or {}
+            if 'ra' in meta and 'dec' in meta:
+                position = (float(meta['ra']), float(meta['dec']))
+            elif im.wcs is not None:
+                ny, nx = np.shape(im.data)[-2:]
+                sky = im.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+                position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
+        ra.append(position[0])
+        dec.append(position[1])
+    return SkyCoord(ra * u.deg, dec * u.deg)
+
+
+def _image_id(item, number):
+    if isinstance(item, NDData):
+        meta = item.meta or {}
+        if 'objid' in meta:
+            return str(meta['objid'])
+        if 'path' in meta:
+            return Path(meta['path']).name.split('.')[0]
+    if isinstance(item, (str, Path)):
+        return Path(item).name.split('.')[0]
+    return f'img{number}'

@@ -1,0 +1,204 @@
+"""Tests of astro_galsim.index: exact search, pynndescent back end, incremental adds, graphs.
+
+pynndescent compiles for 20-40 s in every fresh process, so its index is built once per
+module (fixture ``nnd_index``); later builds in the same process are fast.
+"""
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from astro_galsim.index import NeighbourIndex, exact_knn, recall
+
+
+def clustered(n, d=16, n_clusters=20, seed=0, spread=0.3):
+    """Gaussian blobs: realistic enough for recall tests, hard enough to fail a bad index."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d)) * 2
+    labels = rng.integers(n_clusters, size=n)
+    return (centres[labels] + rng.normal(scale=spread, size=(n, d))).astype(np.float32)
+
+
+def brute_force(data, queries, k, metric='euclidean'):
+    dist = cdist(queries.astype(np.float64), data.astype(np.float64),
+                 'cosine' if metric == 'cosine' else 'euclidean')
+    order = np.argsort(dist, axis=1, kind='stable')[:, :k]
+    return order, np.take_along_axis(dist, order, axis=1)
+
+
+@pytest.fixture(scope='module')
+def data():
+    x = clustered(4100)
+    return x[:4000], x[4000:]
+
+
+@pytest.fixture(scope='module')
+def nnd_index(data):
+    """The one pynndescent build paying the numba compilation of this module."""
+    return NeighbourIndex(data[0], method='nndescent', random_state=0)
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+def test_exact_matches_brute_force(data, metric):
+    base, queries = data
+    index = NeighbourIndex(base, metric=metric, method='exact')
+    indices, distances = index.query(queries, k=10)
+    true_i, true_d = brute_force(base, queries, 10, metric)
+    assert indices.dtype == np.int64 and distances.dtype == np.float32
+    np.testing.assert_array_equal(indices, true_i)
+    np.testing.assert_allclose(distances, true_d, rtol=1e-4, atol=1e-5)
+
+
+def test_exact_blocks_agree(data, monkeypatch):
+    """Queries split into several blocks give the same answer as one block."""
+    import astro_galsim.index as index_module
+    base, queries = data
+    whole = exact_knn(base, queries, 7)
+    monkeypatch.setattr(index_module, '_EXACT_BLOCK_BYTES', 4 * len(base) * 3)
+    split = exact_knn(base, queries, 7)
+    np.testing.assert_array_equal(whole[0], split[0])
+    np.testing.assert_array_equal(whole[1], split[1])
+
+
+def test_exact_ties_are_deterministic():
+    base = np.zeros((6, 4), dtype=np.float32)  # all identical: ties everywhere
+    base[5] = 1
+    indices, distances = exact_knn(base, base[:1], 4)
+    np.testing.assert_array_equal(indices, [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(distances, 0)
+
+
+def test_query_accepts_single_vector_and_clips_k(data):
+    base, queries = data
+    index = NeighbourIndex(base[:5], method='exact')
+    indices, distances = index.query(queries[0], k=50)
+    assert indices.shape == (1, 5)
+    assert sorted(indices[0]) == [0, 1, 2, 3, 4]
+    assert np.all(np.diff(distances[0]) >= 0)
+
+
+def test_bad_inputs_are_refused(data):
+    base, _ = data
+    with pytest.raises(ValueError, match='metric'):
+        NeighbourIndex(base, metric='manhattan')
+    with pytest.raises(ValueError, match='method'):
+        NeighbourIndex(base, method='faiss')
+    bad = base[:10].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r'NaN or infinite values \(rows \[3\]'):
+        NeighbourIndex(bad)
+    index = NeighbourIndex(base[:10], method='exact')
+    with pytest.raises(ValueError, match='dimensions'):
+        index.query(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match='k must be'):
+        index.query(base[:1], k=0)
+    with pytest.raises(ValueError, match='2-D'):
+        NeighbourIndex(np.zeros((2, 3, 4)))
+
+
+def test_auto_method_follows_size(data):
+    base, _ = data
+    assert NeighbourIndex(base, method='auto').method == 'exact'
+    lazy = NeighbourIndex(base, method='auto', exact_threshold=1000, lazy=True)
+    assert lazy.method == 'nndescent'
+    # a lazy auto index answers small calls exactly instead of building pynndescent
+    found = lazy.query(base[:3], 4)
+    assert lazy._nnd is None
+    np.testing.assert_array_equal(found[0], brute_force(base, base[:3], 4)[0])
+    small = NeighbourIndex(base[:500], method='auto', exact_threshold=1000)
+    assert small.method == 'exact'
+    small.add(base[500:1200])  # crosses the threshold
+    assert small.method == 'nndescent'
+
+
+def test_exact_add_equals_rebuild(data):
+    base, queries = data
+    grown = NeighbourIndex(base[:1000], metric='cosine', method='exact')
+    grown.add(base[1000:2500])
+    grown.add(base[2500:])
+    fresh = NeighbourIndex(base, metric='cosine', method='exact')
+    np.testing.assert_array_equal(grown.vectors, fresh.vectors)
+    for a, b in zip(grown.query(queries, 10), fresh.query(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_subset_query(data):
+    base, queries = data
+    index = NeighbourIndex(base, method='exact')
+    subset = np.arange(0, len(base), 7)
+    indices, distances = index.query(queries, 5, subset=subset)
+    true_i, true_d = brute_force(base[subset], queries, 5)
+    np.testing.assert_array_equal(indices, subset[true_i])
+    mask = np.zeros(len(base), bool)
+    mask[subset] = True
+    np.testing.assert_array_equal(index.query(queries, 5, subset=mask)[0], indices)
+
+
+def test_nndescent_recall(data, nnd_index):
+    base, queries = data
+    assert nnd_index.method == 'nndescent'
+    indices, distances = nnd_index.query(queries, k=10)
+    true_i, true_d = brute_force(base, queries, 10)
+    assert recall(indices, true_i) >= 0.99
+    # returned distances are true distances of the returned points
+    direct = np.linalg.norm(base[indices] - queries[:, None, :], axis=2)
+    np.testing.assert_allclose(distances, direct, rtol=1e-4, atol=1e-4)
+    exact_i, _ = nnd_index.query(queries, k=10, exact=True)
+    np.testing.assert_array_equal(exact_i, true_i)
+
+
+def test_nndescent_incremental_add(data, nnd_index):
+    base, queries = data
+    extra = clustered(800, seed=5)
+    index = NeighbourIndex(base, method='nndescent', random_state=0, tail_min=500)
+    index.add(extra[:300])                      # small: searched exactly as a tail
+    assert index._n_main == len(base)
+    union = np.concatenate([base, extra[:300]])
+    own_i, own_d = index.query(extra[:300], k=1)
+    np.testing.assert_array_equal(own_i[:, 0], len(base) + np.arange(300))
+    true_i, _ = brute_force(union, queries, 10)
+    assert recall(index.query(queries, 10)[0], true_i) >= 0.99
+    assert index._n_main == len(base)           # no rebuild for a small tail
+    index.add(extra[300:])                      # tail now > 10 %: rebuilt at next query
+    got = index.query(queries, 10)
+    assert index._n_main == len(base) + len(extra)
+    fresh = NeighbourIndex(np.concatenate([base, extra]), method='nndescent', random_state=0)
+    expected = fresh.query(queries, 10)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_neighbor_graph_exact(data):
+    base, _ = data
+    sample = base[:600]
+    graph = NeighbourIndex(sample, method='exact').neighbor_graph(5)
+    assert graph.shape == (600, 600)
+    assert np.all(np.diff(graph.indptr) == 5)
+    assert graph.diagonal().sum() == 0 and np.all(graph.indices.reshape(600, 5)
+                                                  != np.arange(600)[:, None])
+    true_i, true_d = brute_force(sample, sample, 6)
+    np.testing.assert_array_equal(np.sort(graph.indices.reshape(600, 5), axis=1),
+                                  np.sort(true_i[:, 1:], axis=1))
+    np.testing.assert_allclose(np.sort(graph.data.reshape(600, 5), axis=1), true_d[:, 1:],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_neighbor_graph_duplicates_keep_zero_distance():
+    base = np.repeat(np.arange(5, dtype=np.float32)[:, None], 2, axis=0)  # pairs of twins
+    graph = NeighbourIndex(base, method='exact').neighbor_graph(1)
+    assert graph.nnz == 10  # explicit zeros kept
+    np.testing.assert_array_equal(graph.indices, [1, 0, 3, 2, 5, 4, 7, 6, 9, 8])
+    np.testing.assert_array_equal(graph.data, 0)
+
+
+def test_neighbor_graph_nndescent(data, nnd_index):
+    base, _ = data
+    graph = nnd_index.neighbor_graph(10)
+    assert graph.shape == (len(base), len(base))
+    rows = graph.indices.reshape(len(base), 10)
+    true_i, _ = brute_force(base, base[:500], 11)
+    assert recall(rows[:500], true_i[:, 1:]) >= 0.98
+
+
+def test_recall_helper():
+    assert recall([[1, 2, 3]], [[3, 2, 1]]) == 1.0
+    assert recall([[1, 2], [5, 6]], [[1, 9], [7, 8]]) == 0.25

@@ -1,0 +1,53 @@
+"""Tests of astro_galsim.pipeline (prepare_one / prepare) on real SDSS images."""
+import warnings
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from astro_galsim.pipeline import DEFAULT_NORMALISATION, prepare, prepare_one
+
+FITS = 'sdss_fits_cutouts_pawlikmorph/cutouts/sdsscutout_148.93658+0.8608237_rband.fits'
+BAD_WCS = 'sdss_fits_cutouts_pawlikmorph/cutouts/sdsscutout_211.51-0.31_rband.fits'
+
+
+def _read(path):
+    from astro_galsim.io import read_image
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return read_image(path)
+
+
+def test_prepare_one_fits_with_sky_target(shared_data):
+    image = _read(shared_data / FITS)
+    target = SkyCoord(148.93658 * u.deg, 0.8608237 * u.deg)
+    array, record = prepare_one(image, target)
+    x, y = image.wcs.world_to_pixel(target)
+    size = DEFAULT_NORMALISATION['size']
+    assert array.shape == (3, size, size)
+    assert np.hypot(record['x_centroid'] - x, record['y_centroid'] - y) < 3
+    assert record['pixel_scale'].to_value(u.arcsec) == pytest.approx(0.396, abs=0.002)
+    assert record['found'] and 0 <= array.min() and array.max() <= 1 and array.max() > 0.9
+
+
+def test_prepare_one_known_wrong_wcs_misses_the_target(shared_data):
+    # this file's WCS puts the name's coordinates hundreds of arcsec off the galaxy
+    image = _read(shared_data / BAD_WCS)
+    array, record = prepare_one(image, SkyCoord(211.51 * u.deg, -0.31 * u.deg))
+    centred, centred_record = prepare_one(image)
+    assert centred_record['found'] and centred_record['accepted'] and centred.shape == (3, 64, 64)
+    assert array is None and not record['found'] and not record['accepted']
+    assert record['reason'] == 'no galaxy found near the target position'
+
+
+def test_prepare_keeps_order_and_reports_failures(shared_data, tmp_path):
+    jpeg = shared_data / 'sdss_gz1_eggochi/images/587722982271615079.jpg'
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a jpeg')
+    arrays, table = prepare([jpeg, broken, jpeg])
+    assert arrays.shape == (3, 3, 64, 64)
+    assert table['accepted'][0] and not table['accepted'][1]
+    assert 'broken.jpg' in table['reason'][1]
+    assert np.array_equal(arrays[0], arrays[2]) and not arrays[1].any()
+    assert table['r50'].unit == u.pix and table['centre_offset'][0].value < 10
