@@ -9,7 +9,7 @@ from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
 
 __all__ = ['build_database', 'read_source']
 
@@ -54,7 +54,7 @@ def read_source(source):
     if id_col is not None:
         ids = [str(v) for v in table[id_col]]
     elif items is not None:
-        ids = [Path(p).name.split('.')[0] for p in items]
+        ids = [image_stem(p) for p in items]
     else:
         ids = [f'{c.ra.deg:.5f}{c.dec.deg:+.5f}' for c in coords]
     if items is None:

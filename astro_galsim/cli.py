@@ -57,6 +57,7 @@ def _parse_target(text, search):
 
 def cmd_demo(args):
     """Run the whole pipeline offline on the Hubble Deep Field bundled with scikit-image."""
+    from astropy import units as u
     from astropy.coordinates import SkyCoord
     from .demo import hubble_deep_field_cutouts
     from .search import SimilaritySearch
@@ -64,7 +65,8 @@ def cmd_demo(args):
     started = time.perf_counter()
     cutouts = hubble_deep_field_cutouts(n=args.n)
     print(f'Hubble Deep Field (scikit-image): {len(cutouts)} galaxy cutouts')
-    search = SimilaritySearch()
+    # HST pixels are 0.04": the field's small galaxies are resolved at fewer pixels than SDSS's
+    search = SimilaritySearch(selection={'min_r50': 4 * u.pix})
     report = search.add(cutouts)
     print(f'added {int(report["accepted"].sum())} of {len(report)} galaxies to {search!r}')
     query_id = search.ids[0]

@@ -11,7 +11,7 @@ from astropy.nddata import NDData
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-__all__ = ['read_image', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
+__all__ = ['read_image', 'image_stem', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
 
 #: SDSS bands behind the red, green and blue channels of SkyServer colour cutouts.
 COLOUR_IMAGE_BANDS = ('i', 'r', 'g')
@@ -20,6 +20,19 @@ COLOUR_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 # BUNIT spellings met in SDSS files that astropy's unit parser does not know
 _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count, 'nmgy': u.def_unit('nanomaggy', 3.631e-6 * u.Jy)}
+
+
+def image_stem(path):
+    """File name of an image without its image suffix (``.fits.gz``, ``.jpg``...), as an id.
+
+    >>> image_stem('cutouts/sdsscutout_149.00575+0.3580208_rband.fits.gz')
+    'sdsscutout_149.00575+0.3580208_rband'
+    """
+    name = Path(path).name
+    for suffix in sorted(FITS_SUFFIXES + COLOUR_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
 
 
 def read_image(path):

@@ -82,9 +82,13 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     image = _as_image(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
-    accepted, reason = select_galaxy(measurement, **(selection or {}))
+    scale = _pixel_scale(image)
+    selection = dict(selection or {})
+    if np.isfinite(scale):
+        selection.setdefault('pixel_scale', scale)
+    accepted, reason = select_galaxy(measurement, **selection)
     record = {k: v for k, v in measurement.items() if not k.startswith('_')}
-    record.update(accepted=accepted, reason=reason, pixel_scale=_pixel_scale(image))
+    record.update(accepted=accepted, reason=reason, pixel_scale=scale)
     array = normalise_galaxy(rgb, measurement, **normalisation) if measurement['found'] else None
     return array, record
 

@@ -15,6 +15,7 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .database import GalaxyDatabase, rocchio_query
+from .io import image_stem
 from .model import load_pretrained
 from .pipeline import prepare
 
@@ -254,15 +255,21 @@ class SimilaritySearch:
             raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
         arrays, measured = self._prepare(images, targets)
         report = QTable({'id': np.array(ids, dtype=str)})
-        report['accepted'] = measured['accepted']
-        report['reason'] = measured['reason']
+        accepted = np.array(measured['accepted'], dtype=bool)
+        reasons = list(measured['reason'])
+        stored = np.isin(report['id'], self.ids)
+        _, first = np.unique(report['id'], return_index=True)
+        repeated = ~np.isin(np.arange(len(report)), first)
+        for mask, why in ((stored, 'id already in the database'), (repeated, 'id repeated in this batch')):
+            for i in np.flatnonzero(mask & accepted):
+                reasons[i] = why
+            accepted &= ~mask
+        report['accepted'] = accepted
+        report['reason'] = np.array(reasons, dtype=str)
         for name in measured.colnames:
             if name not in report.colnames:
                 report[name] = measured[name]
-        duplicate = np.isin(report['id'], self.ids)
-        if duplicate.any():
-            report['accepted'][duplicate] = False
-            report['reason'][duplicate] = 'id already in the database'
+        report.meta['normalisation'] = dict(self.encoder.normalisation)
         keep = np.asarray(report['accepted'], dtype=bool)
         if keep.any():
             rows = report[keep]
@@ -397,7 +404,7 @@ def _image_id(item, number):
         if 'objid' in meta:
             return str(meta['objid'])
         if 'path' in meta:
-            return Path(meta['path']).name.split('.')[0]
+            return image_stem(meta['path'])
     if isinstance(item, (str, Path)):
-        return Path(item).name.split('.')[0]
+        return image_stem(item)
     return f'img{number}'

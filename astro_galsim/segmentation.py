@@ -10,13 +10,14 @@ side: the central galaxy of a survey cutout is resolved there, and detection is 
 The sky level and noise are estimated with the detected sources masked (detect, mask,
 re-estimate), since the border of a tight cutout holds galaxy light.
 """
+import math
 import warnings
 
 import numpy as np
 from astropy import units as u
-from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable
-from photutils.segmentation import SegmentationImage, SourceCatalog, deblend_sources, detect_sources
+from photutils.morphology import gini as _photutils_gini
+from photutils.segmentation import SegmentationImage, deblend_sources, detect_sources
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
 
@@ -44,6 +45,7 @@ _MIN_GINI = 0.05
 _MAX_CENTRE_OFFSET = 0.2  # nearest segment farther than this fraction of the image: no galaxy
 _DRAG_TOLERANCE = 0.5    # centroid shift (in equivalent radii of the target child) that flags a merged star
 _DRAG_AREA = 5.0         # ...and a brighter child smaller than this many times the target child,
+_DEG_TO_RAD = u.deg.to(u.rad)  # as astropy converts an angle Quantity (value * scale)
 _DRAG_COMPACT = 0.2      # with less than this fraction of its pixels above half its peak (a star), is removed
 
 
@@ -87,30 +89,122 @@ def measurements_table(measurements, pixel_scale=None):
 
 
 def _block_mean(image, factor):
-    """Block-average the last two axes by an integer factor (edges trimmed)."""
+    """Block-average the last two axes by an integer factor (edges trimmed).
+
+    For factors up to 7 the blocks are summed as strided views, in the order in which
+    numpy's ``mean(axis=(-3, -1))`` of the reshaped array adds them (each block row left
+    to right, then the rows top to bottom), which gives bit-identical results about ten
+    times faster; larger factors use the reshape directly.
+    """
     if factor == 1:
         return image
     ny, nx = image.shape[-2] // factor * factor, image.shape[-1] // factor * factor
     trimmed = image[..., :ny, :nx]
-    shape = trimmed.shape[:-2] + (ny // factor, factor, nx // factor, factor)
-    return trimmed.reshape(shape).mean(axis=(-3, -1))
+    if factor > 7 or trimmed.dtype != np.float32:
+        shape = trimmed.shape[:-2] + (ny // factor, factor, nx // factor, factor)
+        return trimmed.reshape(shape).mean(axis=(-3, -1))
+    total = None
+    for i in range(factor):
+        row = trimmed[..., i::factor, 0::factor] + trimmed[..., i::factor, 1::factor]
+        for j in range(2, factor):
+            row += trimmed[..., i::factor, j::factor]
+        if total is None:
+            total = row
+        else:
+            total += row
+    total /= np.float32(factor * factor)
+    return total
 
 
-def _detect(image, smoothed, n_sigma, mask=None):
-    """Sky, noise and segments of a 2-D image; sky from pixels outside the sources.
+def _clipped_stats(values, sigma=3.0, maxiters=5):
+    """Median and standard deviation of sigma-clipped values.
+
+    The same statistics as ``astropy.stats.sigma_clipped_stats(values, sigma=sigma,
+    maxiters=maxiters)`` (median centre, standard deviation, clipping until nothing changes
+    or ``maxiters`` rounds), computed on one sorted copy: each round's kept values are a
+    contiguous range of it, so the median is read off and only the final standard
+    deviation is computed from the values themselves. The bounds of each round use a
+    float64 standard deviation, unless a change within float32 rounding of it could move a
+    bound past a value, in which case the float32 standard deviation that astropy uses
+    decides. The results are bit-identical to astropy's on float32 input.
+
+    Parameters
+    ----------
+    values : `~numpy.ndarray`
+        The values (any shape; non-finite values are dropped).
+
+    Returns
+    -------
+    median, std : `numpy.float32`
+    """
+    values = np.asarray(values, dtype=np.float32).ravel()
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+    if values.size == 0:
+        return np.float32(np.nan), np.float32(np.nan)
+    ordered = np.sort(values)
+    size = ordered.size
+    sigma32 = np.float32(sigma)
+    # (no np.dot: BLAS threads stall on a busy machine)
+    ordered64 = ordered.astype(np.float64)
+    total1, total2 = float(ordered64.sum()), float(np.square(ordered64).sum())
+    lo, hi = 0, size
+    sum1, sum2 = total1, total2
+
+    def median(lo, hi):
+        n, k = hi - lo, lo + (hi - lo) // 2
+        return ordered[k] if n % 2 else (ordered[k - 1] + ordered[k]) / np.float32(2)
+
+    def kept(lo, hi):  # the kept values in their original order, as astropy holds them
+        if lo == 0 and hi == size:
+            return values
+        return values[(values >= ordered[lo]) & (values <= ordered[hi - 1])]
+
+    def bounds(centre, std):
+        return (max(lo, int(np.searchsorted(ordered, centre - std * sigma32, 'left'))),
+                min(hi, int(np.searchsorted(ordered, centre + std * sigma32, 'right'))))
+
+    for _ in range(maxiters):
+        n = hi - lo
+        centre = median(lo, hi)
+        mean = sum1 / n
+        std = np.sqrt(max(sum2 / n - mean * mean, 0.0))
+        new = bounds(centre, np.float32(std * (1 - 1e-5)))
+        if new != bounds(centre, np.float32(std * (1 + 1e-5))):
+            new = bounds(centre, np.nanstd(kept(lo, hi)))
+        if new == (lo, hi):
+            break
+        cut_lo, cut_hi = ordered64[lo:new[0]], ordered64[new[1]:hi]
+        sum1 -= cut_lo.sum() + cut_hi.sum()
+        sum2 -= np.square(cut_lo).sum() + np.square(cut_hi).sum()
+        lo, hi = new
+        if lo >= hi:
+            return np.float32(np.nan), np.float32(np.nan)
+    return median(lo, hi), np.nanstd(kept(lo, hi))
+
+
+def _sky_noise(image, mask=None):
+    """Sigma-clipped sky level and noise of a 2-D image, from the pixels outside ``mask``."""
+    sky, noise = _clipped_stats(image if mask is None else image[~mask])
+    return sky, (noise if noise > 0 else max(float(np.std(image)), 1e-6))
+
+
+def _detect(image, smoothed, n_sigma, mask=None, image_noise=None):
+    """Segments of a 2-D image above the sky of its smoothed copy (pixels outside ``mask``).
 
     The threshold is set on the smoothed image in units of the smoothed image's own
     noise, so that it means the same whatever the pixel noise correlations (JPEG).
+    ``image_noise`` (a callable giving the noise of ``image``) is the fallback when the
+    smoothed image's noise is zero.
     """
-    _, sky, noise = sigma_clipped_stats(image, mask=mask, sigma=3.0, maxiters=5)
-    _, sky_s, noise_s = sigma_clipped_stats(smoothed, mask=mask, sigma=3.0, maxiters=5)
-    noise = noise if noise > 0 else max(float(np.std(image)), 1e-6)
-    noise_s = noise_s if noise_s > 0 else noise
+    sky_s, noise_s = _clipped_stats(smoothed if mask is None else smoothed[~mask])
+    if not noise_s > 0:
+        noise_s = image_noise() if image_noise is not None else _sky_noise(image, mask)[1]
     with warnings.catch_warnings():
         # an empty field is an answer here (no galaxy found), not something to warn about
         warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = detect_sources(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
-    return sky, noise, segm
+        return detect_sources(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
 
 
 def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETECTION_SIZE):
@@ -160,19 +254,21 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     measurement = GalaxyMeasurement(found=False, _block=block)
     # detect, mask the sources, re-estimate sky and noise without them, detect again
     smoothed = ndimage.gaussian_filter(det, 1.0)
-    sky, noise, segm = _detect(det, smoothed, n_sigma)
-    if segm is not None:
-        source_mask = ndimage.binary_dilation(segm.data > 0, iterations=2)
-        if (~source_mask).sum() > 50:
-            sky, noise, segm = _detect(det, smoothed, n_sigma, mask=source_mask)
+    # (the sky and noise of det itself are needed only from the pass that is kept)
+    segm = _detect(det, smoothed, n_sigma)
+    source_mask = None if segm is None else ndimage.binary_dilation(segm.data > 0, iterations=2)
+    if source_mask is not None and (~source_mask).sum() > 50:
+        sky, noise = _sky_noise(det, source_mask)
+        segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise)
+    else:
+        sky, noise = _sky_noise(det)
     measurement.update(_sky=sky, _noise=noise)
     if segm is None:
         return measurement
 
     # the central segment: the one under the target, else the nearest one
     iy, ix = int(np.clip(round(py), 0, det.shape[0] - 1)), int(np.clip(round(px), 0, det.shape[1] - 1))
-    distance, (ry, rx) = ndimage.distance_transform_edt(segm.data == 0, return_indices=True)
-    if distance[iy, ix] > _MAX_CENTRE_OFFSET * max(det.shape):
+    if _distance_to_segments(segm.data, iy, ix) > _MAX_CENTRE_OFFSET * max(det.shape):
         return measurement
     label = int(segm.data[iy, ix])
     if label == 0:
@@ -180,22 +276,23 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     inside = np.argwhere(segm.data == label)
     anchor = (iy, ix) if segm.data[iy, ix] == label else \
         tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
-    central, stars = _split_central(det - sky, smoothed - sky, segm.data == label, anchor)
+    image = det - sky
+    central, stars = _split_central(image, smoothed - sky, segm.data == label, anchor)
 
-    cat = SourceCatalog(det - sky, SegmentationImage(central.astype(np.int32)))
-    galaxy = np.where(central, det - sky, 0.0)
-    xc, yc = float(cat.x_centroid[0]), float(cat.y_centroid[0])
+    shape = _moment_shape(image, central)
+    galaxy = np.where(central, image, 0.0)
+    xc, yc = float(shape['x_centroid']), float(shape['y_centroid'])
     radii = _flux_radii(galaxy, xc, yc, (0.2, 0.5, 0.8, 0.9))
     flux = galaxy.sum()
     measurement.update(
         found=True,
         x_centroid=(xc + 0.5) * block - 0.5, y_centroid=(yc + 0.5) * block - 0.5,
         r20=radii[0] * block, r50=radii[1] * block, r80=radii[2] * block, r90=radii[3] * block,
-        kron_radius=float(cat.kron_radius[0].value) * float(cat.semimajor_axis[0].value) * block,
-        semimajor_axis=float(cat.semimajor_axis[0].value) * block,
-        semiminor_axis=float(cat.semiminor_axis[0].value) * block,
-        ellipticity=float(cat.ellipticity[0]), orientation=float(cat.orientation[0].to_value(u.deg)),
-        area=float(cat.area[0].value) * block ** 2, gini=float(cat.gini[0]),
+        kron_radius=float(shape['kron_radius']) * float(shape['semimajor_axis']) * block,
+        semimajor_axis=float(shape['semimajor_axis']) * block,
+        semiminor_axis=float(shape['semiminor_axis']) * block,
+        ellipticity=float(shape['ellipticity']), orientation=float(shape['orientation']),
+        area=float(shape['area']) * block ** 2, gini=float(shape['gini']),
         concentration=5 * np.log10(radii[2] / radii[0]) if radii[0] > 0 else np.nan,
         asymmetry=_asymmetry(galaxy, xc, yc),
         smoothness=_smoothness(galaxy, xc, yc, radii[3]),
@@ -206,6 +303,94 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         _sky_pixels=(segm.data == 0),
     )
     return measurement
+
+
+def _distance_to_segments(labels, iy, ix):
+    """Euclidean distance from pixel (iy, ix) to the nearest labelled pixel (0 when on one).
+
+    The value ``ndimage.distance_transform_edt(labels == 0)[iy, ix]`` gives, for one pixel.
+    """
+    if labels[iy, ix]:
+        return 0.0
+    yy, xx = np.nonzero(labels)
+    return float(np.sqrt(np.min((yy - iy) ** 2 + (xx - ix) ** 2)))
+
+
+def _moment_shape(image, segment):
+    """Centroid, shape, area, Gini and Kron radius of one segment, as photutils measures them.
+
+    The same numbers as ``SourceCatalog(image, SegmentationImage(segment.astype(int)))``
+    gives for its single source (``x_centroid``, ``y_centroid``, ``semimajor_axis``,
+    ``semiminor_axis``, ``ellipticity``, ``orientation`` in degrees, ``area``, ``gini``
+    and the unscaled ``kron_radius`` with photutils' default ``kron_params``), computed
+    with the same formulae and operations without building a catalogue, which costs more
+    than the arithmetic for one source. ``image`` must be finite.
+    """
+    (slc,) = ndimage.find_objects(segment.astype(np.int8))
+    inside = segment[slc]
+    cutout = image[slc].copy()
+    cutout[~inside | (cutout < 0)] = 0.0
+    ny, nx = cutout.shape
+    y, x = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
+    powers = lambda v: np.column_stack([np.ones(v.size), v, v * v, v ** 3])  # noqa: E731
+    moments = powers(y).T @ cutout @ powers(x)
+    xcen, ycen = moments[0, 1] / moments[0, 0], moments[1, 0] / moments[0, 0]
+    central = powers(y - ycen).T @ cutout @ powers(x - xcen)
+    mu = central / central[0, 0]
+    covar = np.array([[mu[0, 2], mu[1, 1]], [mu[1, 1], mu[2, 0]]])
+    # photutils' (SourceExtractor's) guard against infinitely thin sources
+    if np.linalg.det(covar) < 0:
+        covar[:] = np.nan
+    while np.linalg.det(covar) < (1.0 / 12) ** 2:
+        covar[0, 0] += 1.0 / 12
+        covar[1, 1] += 1.0 / 12
+    eigvals = np.full(2, np.nan)
+    if np.isfinite(covar).all():
+        eigvals = np.linalg.eigvalsh(covar[None])[0][::-1]
+        if (eigvals < 0).any():
+            eigvals[:] = np.nan
+    a, b = np.sqrt(eigvals[0]), np.sqrt(eigvals[1])
+    orientation = np.rad2deg(0.5 * np.arctan2(2.0 * covar[0, 1], covar[0, 0] - covar[1, 1])) % 360
+    theta = orientation * _DEG_TO_RAD
+    cos, sin = np.cos(theta), np.sin(theta)
+    cxx = (cos / a) ** 2 + (sin / b) ** 2
+    cyy = (sin / a) ** 2 + (cos / b) ** 2
+    cxy = 2.0 * cos * sin * ((1.0 / a ** 2) - (1.0 / b ** 2))
+    values = image[slc][inside]
+    xc, yc = xcen + slc[1].start, ycen + slc[0].start
+    return dict(x_centroid=xc, y_centroid=yc, semimajor_axis=a, semiminor_axis=b,
+                ellipticity=1.0 - b / a, orientation=orientation, area=float(values.size),
+                gini=float(_photutils_gini(values)),
+                kron_radius=_kron_radius(image, xc, yc, 6.0 * a, 6.0 * b, theta, cxx, cxy, cyy))
+
+
+def _kron_radius(data_full, xc, yc, a, b, theta, cxx, cxy, cyy, scale=6.0, kron_min=1.4):
+    """photutils' first-moment Kron radius of one source (no neighbours, default kron_params)."""
+    if not all(math.isfinite(v) for v in (xc, yc, a, b, theta)):
+        return np.nan
+    if a == 0 and b == 0:
+        return np.nan
+    half_w = math.sqrt(a * a * math.cos(theta) ** 2 + b * b * math.sin(theta) ** 2)
+    half_h = math.sqrt(a * a * math.sin(theta) ** 2 + b * b * math.cos(theta) ** 2)
+    ixmin, ixmax = math.floor(xc - half_w + 0.5), math.floor(xc + half_w + 0.5) + 1
+    iymin, iymax = math.floor(yc - half_h + 0.5), math.floor(yc + half_h + 0.5) + 1
+    ny, nx = data_full.shape
+    if (ixmax - ixmin) * (iymax - iymin) > max(data_full.size, 1_000_000):
+        return np.nan
+    x0, x1 = max(ixmin, 0), min(ixmax, nx)
+    y0, y1 = max(iymin, 0), min(iymax, ny)
+    if x0 >= x1 or y0 >= y1:
+        return np.nan
+    data = data_full[y0:y1, x0:x1].astype(float)
+    xx = (np.arange(x1 - x0) - (xc - x0))[np.newaxis, :]
+    yy = (np.arange(y1 - y0) - (yc - y0))[:, np.newaxis]
+    rr = np.sqrt(np.maximum(cxx * xx * xx + cxy * xx * yy + cyy * yy * yy, 0.0))
+    inside = rr <= scale
+    numerator, denominator = np.sum(data[inside] * rr[inside]), np.sum(data[inside])
+    radius = kron_min if numerator <= 0 or denominator <= 0 else numerator / denominator
+    if radius > scale:
+        return np.nan
+    return max(radius, kron_min)
 
 
 def _nearest_segment(segm, px, py, max_distance):

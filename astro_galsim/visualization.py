@@ -1,75 +1,679 @@
-"""Figures: galleries of a query and its neighbours.
+"""Figures: galleries of neighbours, the segmentation stage, the latent space and reconstructions.
 
-Every function returns a `matplotlib.figure.Figure`; save it with ``fig.savefig(path)``
-(PNG or PDF). Images are shown as the encoder sees their colours: SDSS gri asinh
-composites (`~astro_galsim.preprocessing.to_colour`).
+Every function returns a `matplotlib.figure.Figure` made without pyplot, so no GUI
+backend is needed (in a notebook, display it by evaluating it, or save it with
+`save_figure`, which writes PNG, PDF or SVG atomically).
+
+Images are shown the way the encoder sees their colours: the gri asinh composite of
+`~astro_galsim.preprocessing.to_colour` (Lupton et al. 2004), the same fixed stretch for
+every panel, so that brightness and colour compare across panels. An optional extra
+`astropy.visualization` stretch can be applied identically to all panels of a figure.
 """
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ['gallery', 'thumbnail']
+__all__ = ['thumbnail', 'gallery', 'result_gallery', 'segmentation_figure', 'project_latent',
+           'latent_map', 'reconstruction_figure', 'save_figure', 'SEGMENT_COLOURS']
+
+#: Colours of the segmentation panels: sky, central galaxy, foreign sources, stars on the galaxy
+#: (the labels of `~astro_galsim.segmentation.segmentation_map`).
+SEGMENT_COLOURS = ('black', '#4c9be8', '#e8a33c', '#e8e23c')
+_SEGMENT_NAMES = ('sky', 'central galaxy', 'foreign source', 'star on the galaxy')
+_QUERY_COLOUR = 'tab:red'
 
 
-def thumbnail(image):
+def _figure(ncols, nrows, size, extra_height=0.0, **kwargs):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(size * ncols, size * nrows + extra_height), layout='constrained', **kwargs)
+
+
+def thumbnail(image, stretch=None):
     """An image as an ``(ny, nx, 3)`` RGB array in [0, 1] for display.
 
     Parameters
     ----------
     image : `~astropy.nddata.NDData`, path or `~numpy.ndarray`
-        Anything `~astro_galsim.pipeline.prepare` accepts; a ``(3, ny, nx)`` float array
-        in [0, 1] is shown as it is.
+        Anything `~astro_galsim.pipeline.prepare` accepts: it is brought to the encoder's
+        colour form with `~astro_galsim.preprocessing.to_colour`. A ``(3, ny, nx)`` float
+        array in [0, 1] (a prepared encoder input, for example) is shown as it is.
+    stretch : `astropy.visualization.BaseStretch`, optional
+        An extra stretch applied to every colour plane (for example
+        ``AsinhStretch(0.1)`` to bring out faint light).
+
+    Returns
+    -------
+    rgb : `~numpy.ndarray`, shape (ny, nx, 3)
+        Ready for `~matplotlib.axes.Axes.imshow`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.visualization import thumbnail
+    >>> colour = np.zeros((3, 4, 5), dtype=np.uint8); colour[0] = 255
+    >>> rgb = thumbnail(colour)
+    >>> rgb.shape, float(rgb[..., 0].min()), float(rgb[..., 1].max())
+    ((4, 5, 3), 1.0, 0.0)
     """
     from .pipeline import _as_image
     from .preprocessing import to_colour
-    array = np.asarray(image) if isinstance(image, np.ndarray) else None
-    if array is not None and array.ndim == 3 and array.shape[0] == 3 and array.dtype.kind == 'f':
-        rgb = array
+    array = image if isinstance(image, np.ndarray) else None
+    if array is not None and array.ndim == 3 and array.shape[0] == 3 and array.dtype.kind == 'f' \
+            and np.nanmin(array) >= 0 and np.nanmax(array) <= 1:
+        rgb = np.asarray(array, dtype=np.float32)
     else:
         rgb = to_colour(_as_image(image))
-    return np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
+    rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
+    if stretch is not None:
+        rgb = np.clip(stretch(rgb, clip=True), 0, 1)
+    return rgb
 
 
-def gallery(query, neighbours, labels=None, *, query_label='query', ncols=6, size=1.8):
+def _blank(ax, text='no image'):
+    ax.set_facecolor('0.92')
+    ax.text(0.5, 0.5, text, ha='center', va='center', fontsize=7, color='0.4', transform=ax.transAxes)
+
+
+def _frame(ax, colour):
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color(colour)
+        spine.set_linewidth(2.5)
+
+
+def _caption(label, distance):
+    if distance is None or not np.isfinite(distance):
+        return str(label)
+    return f'{label}\nd = {float(distance):.3f}'
+
+
+def gallery(query, neighbours, labels=None, *, ids=None, distances=None, query_label='query',
+            ncols=6, size=1.8, stretch=None):
     """Show a query galaxy and its neighbours side by side.
 
     Parameters
     ----------
     query : image
-        The query (anything `thumbnail` accepts).
+        The query (anything `thumbnail` accepts); None leaves a blank panel.
     neighbours : list of images
-        The neighbours, nearest first.
+        The neighbours, nearest first (None for a neighbour without an image).
     labels : list of str, optional
-        A caption per neighbour (for example id and distance).
+        A caption per neighbour; default built from ``ids`` and ``distances``, else ``#1``, ``#2``...
+    ids : list of str, optional
+        Neighbour ids, shown with ``distances`` as ``id / d = 0.123``.
+    distances : array-like, optional
+        Neighbour distances.
     query_label : str, optional
-        Caption of the query.
+        Caption of the query panel (its id, say); the panel is framed in red.
     ncols : int, optional
         Panels per row.
+    size : float, optional
+        Panel size in inches.
+    stretch : `astropy.visualization.BaseStretch`, optional
+        Extra stretch applied identically to every panel (see `thumbnail`).
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        One axes per panel, query first; each image panel holds one
+        `~matplotlib.image.AxesImage` with the panel's `thumbnail`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.visualization import gallery
+    >>> rng = np.random.default_rng(0)
+    >>> images = [rng.random((3, 32, 32)) for _ in range(4)]
+    >>> fig = gallery(images[0], images[1:], ids=['a', 'b', 'c'], distances=[0.1, 0.2, 0.3],
+    ...               query_label='q')
+    >>> len(fig.axes), fig.axes[1].get_title()
+    (4, 'a\\nd = 0.100')
+    """
+    neighbours = list(neighbours)
+    if labels is None:
+        if ids is not None:
+            if len(ids) != len(neighbours):
+                raise ValueError(f'ids has {len(ids)} entries for {len(neighbours)} neighbours')
+            dists = [None] * len(ids) if distances is None else list(np.asarray(distances, dtype=float))
+            labels = [_caption(i, d) for i, d in zip(ids, dists)]
+        else:
+            labels = [f'#{i + 1}' for i in range(len(neighbours))]
+    elif len(labels) != len(neighbours):
+        raise ValueError(f'labels has {len(labels)} entries for {len(neighbours)} neighbours')
+    panels = [query] + neighbours
+    captions = [query_label] + list(labels)
+    ncols = max(1, min(int(ncols), len(panels)))
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig = _figure(ncols, nrows, size, extra_height=0.3)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+    for i, (ax, panel, caption) in enumerate(zip(axes, panels, captions)):
+        ax.set_axis_off()
+        if panel is None:
+            ax.set_axis_on()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            _blank(ax)
+        else:
+            ax.imshow(thumbnail(panel, stretch), origin='upper', interpolation='nearest')
+        ax.set_title(caption, fontsize=8, color=_QUERY_COLOUR if i == 0 else 'black')
+        if i == 0:
+            _frame(ax, _QUERY_COLOUR)
+    return fig
+
+
+def _lookup(images, key):
+    """An image from a dict or a callable id -> image; None when there is none."""
+    if images is None:
+        return None
+    if isinstance(images, Mapping):
+        return images.get(key, images.get(str(key)))
+    if callable(images):
+        return images(key)
+    raise TypeError(f'images must be a dict or a callable mapping ids to images, not {type(images).__name__}')
+
+
+def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.6, stretch=None):
+    """Show the result table of `~astro_galsim.SimilaritySearch.query`: one row per query.
+
+    Parameters
+    ----------
+    result : `~astropy.table.QTable`
+        From `~astro_galsim.SimilaritySearch.query` (columns ``query``, ``rank``, ``id``,
+        ``distance``).
+    images : dict or callable
+        Maps an id (of a query or a neighbour) to an image (anything `thumbnail` takes),
+        or returns None; ids without an image get a blank panel that still shows the id
+        and distance.
+    query_images : dict, optional
+        Images of queries that are not in ``images`` (a query image given by the user),
+        keyed by the ``query`` column's value.
+    max_queries : int, optional
+        Show at most this many queries (rows), in table order.
+    size : float, optional
+        Panel size in inches.
+    stretch : `astropy.visualization.BaseStretch`, optional
+        Extra stretch applied identically to every panel (see `thumbnail`).
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        A grid of queries x (1 + k): the query (framed in red) then its neighbours by
+        rank, titled with their ids and distances.
+
+    Raises
+    ------
+    ValueError
+        If ``result`` lacks one of the columns above or is empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.table import QTable
+    >>> from astro_galsim.visualization import result_gallery
+    >>> result = QTable({'query': ['q', 'q'], 'rank': [1, 2], 'id': ['a', 'b'],
+    ...                  'distance': [0.25, 0.5]})
+    >>> images = {name: np.full((3, 8, 8), v) for name, v in (('q', 0.2), ('a', 0.5), ('b', 0.8))}
+    >>> fig = result_gallery(result, images)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['q', 'a\\nd = 0.250', 'b\\nd = 0.500']
+    """
+    missing = [c for c in ('query', 'rank', 'id', 'distance') if c not in result.colnames]
+    if missing:
+        raise ValueError(f'result table lacks column(s) {missing} (it has {result.colnames}); '
+                         'give the table returned by SimilaritySearch.query')
+    if len(result) == 0:
+        raise ValueError('the result table is empty: there is nothing to show')
+    queries = list(dict.fromkeys(str(q) for q in result['query']))[:max_queries]
+    rows = []
+    for q in queries:
+        part = result[np.asarray(result['query']).astype(str) == q]
+        part = part[np.argsort(np.asarray(part['rank']), kind='stable')]
+        rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float)))
+    ncols = 1 + max(len(r[1]) for r in rows)
+    fig = _figure(ncols, len(rows), size, extra_height=0.3 * len(rows))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for (q, ids, dists), row in zip(rows, axes):
+        query_image = _lookup(query_images, q) if query_images is not None else None
+        if query_image is None:
+            query_image = _lookup(images, q)
+        panels = [(query_image, q)] + [(_lookup(images, i), _caption(i, d)) for i, d in zip(ids, dists)]
+        for j, ax in enumerate(row):
+            if j >= len(panels):
+                fig.delaxes(ax)
+                continue
+            image, caption = panels[j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if image is None:
+                _blank(ax)
+            else:
+                ax.imshow(thumbnail(image, stretch), origin='upper', interpolation='nearest')
+                if j:
+                    ax.set_axis_off()
+            ax.set_title(caption, fontsize=7, color=_QUERY_COLOUR if j == 0 else 'black')
+            if j == 0:
+                _frame(ax, _QUERY_COLOUR)
+    return fig
+
+
+def segmentation_figure(images, targets=None, *, titles=None, normalisation=None, size=2.0):
+    """What the segmentation stage does to galaxy images, one row per image.
+
+    Four panels per image: the input in the encoder's colour form with the central
+    galaxy's centroid and half-light and 90%-light circles; the segments
+    (`~astro_galsim.segmentation.segmentation_map`: central galaxy, foreign sources,
+    stars on the galaxy); the galaxy mask applied to the image (the pixels that were
+    measured); and the normalised encoder input
+    (`~astro_galsim.segmentation.normalise_galaxy`).
+
+    Parameters
+    ----------
+    images : image or list of images
+        Anything `~astro_galsim.pipeline.prepare` accepts.
+    targets : `~astropy.coordinates.SkyCoord`, optional
+        Position of each galaxy (used through the image WCS), as in
+        `~astro_galsim.pipeline.prepare`; default the image centres.
+    titles : list of str, optional
+        A title per image (default its ``meta['objid']`` or file name).
+    normalisation : dict, optional
+        Keywords of `~astro_galsim.segmentation.normalise_galaxy` (default
+        `~astro_galsim.pipeline.DEFAULT_NORMALISATION`).
     size : float, optional
         Panel size in inches.
 
     Returns
     -------
     fig : `matplotlib.figure.Figure`
+        Axes in rows of four; a row where no galaxy was found shows the input and says so.
     """
-    import matplotlib
-    from matplotlib.figure import Figure
-    del matplotlib
-    panels = [query] + list(neighbours)
-    captions = [query_label] + list(labels or [f'#{i + 1}' for i in range(len(neighbours))])
-    ncols = min(ncols, len(panels))
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig = Figure(figsize=(size * ncols, size * nrows + 0.2), layout='constrained')
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for i, (ax, panel, caption) in enumerate(zip(axes, panels, captions)):
-        ax.imshow(thumbnail(panel), origin='upper', interpolation='nearest')
-        ax.set_title(caption, fontsize=8, color='tab:red' if i == 0 else 'black')
-        if i == 0:
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_color('tab:red')
-                spine.set_linewidth(2)
-            ax.set_axis_on()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Circle
+    from .pipeline import DEFAULT_NORMALISATION, _as_image, _pixel_position
+    from .preprocessing import to_colour
+    from .search import _image_id
+    from .segmentation import measure_galaxy, normalise_galaxy, segmentation_map
+
+    single = not isinstance(images, (list, tuple))
+    images = [images] if single else list(images)
+    if targets is not None and not targets.isscalar and len(targets) != len(images):
+        raise ValueError(f'targets has {len(targets)} positions for {len(images)} images')
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f'titles has {len(titles)} entries for {len(images)} images')
+    normalisation = dict(DEFAULT_NORMALISATION if normalisation is None else normalisation)
+    cmap = ListedColormap(SEGMENT_COLOURS)
+    fig = _figure(4, len(images), size, extra_height=0.35 * len(images))
+    axes = fig.subplots(len(images), 4, squeeze=False)
+    for n, (image, row) in enumerate(zip(images, axes)):
+        image = _as_image(image)
+        target = None if targets is None else (targets if targets.isscalar else targets[n])
+        rgb = to_colour(image)
+        origin = 'lower' if image.wcs is not None else 'upper'
+        m = measure_galaxy(rgb, _pixel_position(image, target))
+        name = titles[n] if titles is not None else _image_id(image, n)
+        for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+        row[0].imshow(np.moveaxis(rgb, 0, -1), origin=origin, interpolation='nearest')
+        if not m['found']:
+            row[0].set_title(f'{name}\nno central galaxy found', fontsize=7)
+            for ax, what in zip(row[1:], ('segments', 'mask', 'normalised')):
+                _blank(ax, f'no {what}')
+            continue
+        xc, yc = m['x_centroid'], m['y_centroid']
+        row[0].plot([xc], [yc], '+', color='cyan', ms=9, mew=1.2)
+        for radius, style in ((m['r50'], '-'), (m['r90'], '--')):
+            row[0].add_patch(Circle((xc, yc), radius, fill=False, color='cyan', lw=0.8, ls=style))
+        row[0].set_title(f'{name}\nr50 {m["r50"]:.1f} px, e {m["ellipticity"]:.2f}', fontsize=7)
+        labels = segmentation_map(m, rgb.shape[1:])
+        row[1].imshow(labels, cmap=cmap, vmin=0, vmax=len(SEGMENT_COLOURS) - 1, interpolation='nearest',
+                      origin=origin)
+        counts = np.bincount(labels.ravel(), minlength=4)
+        row[1].set_title(f'segments: galaxy, {int(counts[2] > 0) and _n_regions(labels == 2)} foreign,'
+                         f'\n{m["n_stars"]} star(s) on it', fontsize=7)
+        masked = np.where((labels == 1)[None], rgb, 0.0)
+        row[2].imshow(np.moveaxis(masked, 0, -1), origin=origin, interpolation='nearest')
+        row[2].set_title(f'galaxy mask\ngini {m["gini"]:.2f}, snr {m["snr"]:.0f}', fontsize=7)
+        normalised = normalise_galaxy(rgb, m, **normalisation)
+        row[3].imshow(np.moveaxis(normalised, 0, -1), origin='upper', interpolation='nearest')
+        row[3].set_title(f'normalised {normalised.shape[-1]} x {normalised.shape[-1]}\n'
+                         f'{normalisation.get("radius_scale", 3.0):g} r50 to the edge'
+                         f'{", rotated" if normalisation.get("rotate", True) else ""}', fontsize=7)
+    if len(images):
+        from matplotlib.patches import Patch
+        handles = [Patch(color=c, label=t) for c, t in zip(SEGMENT_COLOURS[1:], _SEGMENT_NAMES[1:])]
+        fig.legend(handles=handles, loc='outside lower center', ncols=3, fontsize=7, frameon=False)
     return fig
+
+
+def _n_regions(mask):
+    from scipy import ndimage
+    return int(ndimage.label(mask)[1])
+
+
+def project_latent(vectors, method='pca', *, random_state=0, **kwargs):
+    """Project latent vectors to two dimensions.
+
+    Parameters
+    ----------
+    vectors : array-like, shape (N, d)
+        The vectors (for example ``search.vectors``); rows with NaN are not allowed.
+    method : {'pca', 'umap'}, optional
+        ``'pca'``: the first two principal components (numpy SVD; deterministic, signs
+        fixed so that each component's largest loading is positive). ``'umap'``: UMAP
+        (needs the optional package ``umap-learn``).
+    random_state : int, optional
+        Seed for UMAP.
+    **kwargs
+        Passed to ``umap.UMAP``.
+
+    Returns
+    -------
+    coords : `~numpy.ndarray`, shape (N, 2)
+        The map positions.
+    explained : `~numpy.ndarray` or None
+        For PCA, the fraction of the variance along each of the two axes.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than 3 vectors, or they contain NaN or infinity.
+    ImportError
+        If ``method='umap'`` and umap-learn is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.visualization import project_latent
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.normal(size=(200, 8)) * [5, 2, 1, 1, 1, 1, 1, 1]
+    >>> coords, explained = project_latent(x)
+    >>> coords.shape, bool(explained[0] > explained[1])
+    ((200, 2), True)
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 3:
+        raise ValueError(f'vectors must be an (N, d) array with at least 3 rows to map, got shape {x.shape}')
+    if not np.isfinite(x).all():
+        raise ValueError('vectors contain NaN or infinity (galaxies that could not be described?): '
+                         'drop those rows before mapping')
+    if method == 'pca':
+        centred = x - x.mean(axis=0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        components = vt[:2]
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+        components = components * signs[:, None]
+        coords = centred @ components.T
+        if coords.shape[1] < 2:
+            coords = np.column_stack([coords, np.zeros(len(coords))])
+        total = (s ** 2).sum()
+        explained = (s[:2] ** 2) / total if total > 0 else np.zeros(2)
+        return coords, explained
+    if method == 'umap':
+        try:
+            import umap
+        except ImportError as exc:
+            raise ImportError("method='umap' needs the optional package umap-learn "
+                              "(pip install umap-learn); use method='pca' otherwise") from exc
+        options = dict(n_neighbors=min(15, len(x) - 1), random_state=random_state)
+        options.update(kwargs)
+        return np.asarray(umap.UMAP(**options).fit_transform(x), dtype=np.float64), None
+    raise ValueError(f"unknown projection method {method!r}: use 'pca' or 'umap'")
+
+
+def _spread_subset(coords, n):
+    """Indices of ``n`` points spread over a 2-D map (greedy farthest-point, deterministic)."""
+    if n >= len(coords):
+        return np.arange(len(coords))
+    span = np.ptp(coords, axis=0)
+    scaled = coords / np.where(span > 0, span, 1)
+    chosen = [int(np.argmin(np.hypot(*(scaled - scaled.mean(axis=0)).T)))]
+    distance = np.hypot(*(scaled - scaled[chosen[0]]).T)
+    for _ in range(n - 1):
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.hypot(*(scaled - scaled[nxt]).T))
+    return np.array(chosen)
+
+
+def latent_map(source, *, method='pca', ids=None, thumbnails=None, n_thumbnails=40, thumbnail_size=0.045,
+               colour=None, cmap='viridis', size=7.0, random_state=0, title=None):
+    """A two-dimensional map of a database's latent space, with galaxy thumbnails.
+
+    Parameters
+    ----------
+    source : `~astro_galsim.SimilaritySearch`, `~astro_galsim.database.GalaxyDatabase` or array
+        Where the vectors come from (an array is an ``(N, d)`` matrix of vectors).
+    method : {'pca', 'umap'}, optional
+        Projection (see `project_latent`); UMAP needs the optional package umap-learn.
+    ids : sequence of str, optional
+        Ids of the rows (default the database's ids; needed with an array and ``thumbnails``).
+    thumbnails : dict or callable, optional
+        Maps an id to an image (or None); up to ``n_thumbnails`` galaxies spread over the
+        map are drawn at their positions.
+    n_thumbnails : int, optional
+        How many thumbnails to draw at most.
+    thumbnail_size : float, optional
+        Thumbnail side as a fraction of the figure width.
+    colour : str or array-like, optional
+        Colour the points by a column of the database's table (name) or by these values:
+        numbers give a colour bar, strings or booleans a legend.
+    cmap : str, optional
+        Colour map for numeric ``colour``.
+    size : float, optional
+        Figure side in inches.
+    random_state : int, optional
+        Seed for UMAP.
+    title : str, optional
+        Axes title (default names the projection and the number of galaxies).
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        Its first axes holds the map: one scatter collection per colour group whose
+        offsets are the `project_latent` coordinates, and the thumbnails as
+        `~matplotlib.offsetbox.AnnotationBbox` artists. ``fig.latent_coords`` holds
+        the coordinates of all galaxies and ``fig.latent_ids`` their ids.
+
+    Raises
+    ------
+    ValueError
+        If ``colour`` names no column or has the wrong length, or the vectors cannot be mapped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.visualization import latent_map
+    >>> rng = np.random.default_rng(0)
+    >>> fig = latent_map(rng.normal(size=(50, 16)), colour=rng.random(50))
+    >>> fig.axes[0].collections[0].get_offsets().shape
+    (50, 2)
+    """
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    table = None
+    if hasattr(source, 'vectors') and hasattr(source, 'ids'):
+        vectors, default_ids = np.asarray(source.vectors), np.asarray(source.ids).astype(str)
+        table = getattr(source, 'table', None)
+    else:
+        vectors = np.asarray(source)
+        default_ids = np.array([str(i) for i in range(len(vectors))])
+    ids = default_ids if ids is None else np.asarray(ids).astype(str)
+    if len(ids) != len(vectors):
+        raise ValueError(f'ids has {len(ids)} entries for {len(vectors)} vectors')
+    coords, explained = project_latent(vectors, method, random_state=random_state)
+
+    values = None
+    if colour is not None:
+        if isinstance(colour, str):
+            if table is None or colour not in table.colnames:
+                names = [] if table is None else table.colnames
+                raise ValueError(f'colour={colour!r} is not a column of the database table (columns: {names})')
+            values = table[colour]
+            label = colour
+        else:
+            values, label = colour, None
+        values = np.asarray(getattr(values, 'value', values))
+        if len(values) != len(vectors):
+            raise ValueError(f'colour has {len(values)} values for {len(vectors)} galaxies')
+
+    fig = _figure(1, 1, size)
+    ax = fig.add_subplot()
+    if values is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, color='tab:blue', alpha=0.6, linewidths=0)
+    elif values.dtype.kind in 'fiu':
+        points = ax.scatter(coords[:, 0], coords[:, 1], s=6, c=values.astype(float), cmap=cmap, alpha=0.8,
+                            linewidths=0)
+        fig.colorbar(points, ax=ax, label=label or '', shrink=0.8)
+    else:
+        groups = values.astype(str)
+        from matplotlib import colormaps
+        palette = colormaps['tab10']
+        for i, group in enumerate(sorted(set(groups))):
+            sel = groups == group
+            ax.scatter(coords[sel, 0], coords[sel, 1], s=6, color=palette(i % 10), alpha=0.8, linewidths=0,
+                       label=group)
+        ax.legend(title=label, fontsize=7, markerscale=2, loc='best')
+
+    if thumbnails is not None and n_thumbnails > 0:
+        have = np.array([_lookup(thumbnails, i) is not None for i in ids]) if isinstance(thumbnails, Mapping) \
+            else np.ones(len(ids), dtype=bool)
+        candidates = np.flatnonzero(have)
+        for row in candidates[_spread_subset(coords[candidates], n_thumbnails)]:
+            image = _lookup(thumbnails, ids[row])
+            if image is None:
+                continue
+            rgb = thumbnail(image)
+            zoom = thumbnail_size * size * fig.dpi / max(rgb.shape[:2])
+            box = AnnotationBbox(OffsetImage(rgb, zoom=zoom, interpolation='nearest'), tuple(coords[row]),
+                                 frameon=True, pad=0.05, bboxprops={'edgecolor': '0.5', 'linewidth': 0.5})
+            box.set_gid(f'thumbnail:{ids[row]}')
+            ax.add_artist(box)
+    if method == 'pca':
+        ax.set_xlabel(f'principal component 1 ({100 * explained[0]:.0f}% of the variance)')
+        ax.set_ylabel(f'principal component 2 ({100 * explained[1]:.0f}% of the variance)')
+    else:
+        ax.set_xlabel(f'{method.upper()} 1')
+        ax.set_ylabel(f'{method.upper()} 2')
+    ax.set_title(title if title is not None else f'latent space of {len(vectors)} galaxies ({method.upper()})',
+                 fontsize=10)
+    fig.latent_coords = coords
+    fig.latent_ids = ids
+    return fig
+
+
+def reconstruction_figure(images, encoder=None, *, ids=None, n=8, size=1.5):
+    """Inputs, autoencoder reconstructions and residuals, one column per galaxy.
+
+    Parameters
+    ----------
+    images : list of images, or `~numpy.ndarray` of shape (N, 3, size, size)
+        Galaxy images (prepared with the encoder's normalisation by
+        `~astro_galsim.pipeline.prepare`), or inputs already prepared.
+    encoder : `~astro_galsim.model.AutoencoderEncoder`, optional
+        Its ``model`` (a `~astro_galsim.model.ConvAutoencoder`) makes the reconstructions;
+        default the pretrained encoder.
+    ids : list of str, optional
+        Column titles.
+    n : int, optional
+        At most this many galaxies (those where a galaxy was found, in input order).
+    size : float, optional
+        Panel size in inches.
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        Three rows: encoder input, reconstruction (titled with the mean squared error)
+        and the absolute difference.
+
+    Raises
+    ------
+    ValueError
+        If no image holds a galaxy, or prepared inputs have the wrong shape.
+    """
+    import torch
+    from .model import load_pretrained
+    from .pipeline import prepare
+    from .search import _image_id
+
+    encoder = load_pretrained() if encoder is None else encoder
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        arrays = np.asarray(images, dtype=np.float32)
+        if arrays.shape[1:] != tuple(encoder.input_shape):
+            raise ValueError(f'prepared inputs have shape {arrays.shape[1:]}, the encoder takes '
+                             f'{tuple(encoder.input_shape)}; pass raw images to have them prepared')
+        names = [str(i) for i in (ids if ids is not None else range(len(arrays)))]
+    else:
+        images = list(images)
+        arrays, table = prepare(images, normalisation=encoder.normalisation)
+        found = np.asarray(table['found'], dtype=bool)
+        names = [str(i) for i in ids] if ids is not None else [_image_id(im, i) for i, im in enumerate(images)]
+        arrays = arrays[found]
+        names = [name for name, ok in zip(names, found) if ok]
+    if len(names) != len(arrays):
+        raise ValueError(f'ids has {len(names)} entries for {len(arrays)} images')
+    if not len(arrays):
+        raise ValueError('no galaxy was found in any of the images: nothing to reconstruct')
+    arrays, names = arrays[:n], names[:n]
+    model = encoder.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            recon, _ = model(torch.from_numpy(np.ascontiguousarray(arrays)))
+    finally:
+        model.train(was_training)
+    recon = recon.numpy()
+    fig = _figure(len(arrays), 3, size, extra_height=0.6)
+    axes = fig.subplots(3, len(arrays), squeeze=False)
+    for j, name in enumerate(names):
+        residual = np.abs(arrays[j] - recon[j]).mean(axis=0)
+        mse = float(np.mean((arrays[j] - recon[j]) ** 2))
+        axes[0, j].imshow(np.moveaxis(arrays[j], 0, -1), origin='upper', interpolation='nearest')
+        axes[0, j].set_title(name, fontsize=7)
+        axes[1, j].imshow(np.clip(np.moveaxis(recon[j], 0, -1), 0, 1), origin='upper', interpolation='nearest')
+        axes[1, j].set_title(f'mse {mse:.4f}', fontsize=7)
+        axes[2, j].imshow(residual, origin='upper', cmap='magma', vmin=0, vmax=0.5, interpolation='nearest')
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, label in zip(axes[:, 0], ('input', 'reconstruction', '|difference|')):
+        ax.set_ylabel(label, fontsize=8)
+    return fig
+
+
+def save_figure(fig, path, **kwargs):
+    """Write a figure to ``path`` atomically; the format follows the suffix (png, pdf, svg...).
+
+    Parameters
+    ----------
+    fig : `matplotlib.figure.Figure`
+    path : str or `~pathlib.Path`
+    **kwargs
+        Passed to `matplotlib.figure.Figure.savefig` (``dpi``, for example).
+
+    Returns
+    -------
+    path : `~pathlib.Path`
+    """
+    path = Path(path)
+    fmt = kwargs.pop('format', None) or path.suffix.lstrip('.').lower()
+    if not fmt:
+        raise ValueError(f'cannot tell the image format of {str(path)!r}: give a suffix such as .png or .pdf')
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent if str(path.parent) else '.')
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            fig.savefig(handle, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

@@ -1,0 +1,647 @@
+"""Scaling out: building and querying galaxy databases on a Dask cluster.
+
+`build_distributed` maps the per-galaxy path (`~astro_galsim.pipeline.prepare` then the
+encoder) over a catalogue on a `distributed` cluster -- a `~distributed.LocalCluster`
+using every core of this machine by default, or any cluster given by its client. The
+catalogue is cut into partitions; each finished partition is written at once as a
+Parquet shard, so a build that is interrupted (killed client, lost cluster, a failing
+partition) is resumed by running it again: finished partitions are not computed again.
+The shards are then merged into the usual `~astro_galsim.database.GalaxyDatabase` FITS
+file.
+
+`query_sharded` searches databases kept as several shards (for instance one per
+machine) in parallel and merges the k best matches of every shard into the global top k.
+
+Both need the optional dependencies ``dask[distributed]`` and ``pyarrow``
+(``pip install astro_galsim[dask]``). See ``docs/scaleout.rst``.
+"""
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from astropy import log
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.nddata import NDData
+from astropy.table import QTable, vstack
+from tqdm.auto import tqdm
+
+from .config import conf
+
+__all__ = ['build_distributed', 'query_sharded', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT']
+
+#: Value of the ``format`` key in the metadata of every shard file.
+SHARD_FORMAT = 'astro_galsim-shard-1'
+_META_KEY = b'astro_galsim'
+
+# Per worker process: encoders by weights sha256, shard databases by (path, mtime, size).
+# A worker loads each encoder once, however many partitions it computes.
+_ENCODERS = {}
+_ENCODER_LOADS = []
+_SHARD_DATABASES = {}
+
+
+class BuildIncomplete(RuntimeError):
+    """A distributed build stopped before every partition was done.
+
+    The finished partitions are saved as shards; running the same build again computes
+    only the others.
+
+    Attributes
+    ----------
+    done, total : int
+        Partitions saved, partitions in the build.
+    shard_dir : `~pathlib.Path`
+        Where the shards are.
+    """
+
+    def __init__(self, message, *, done, total, shard_dir):
+        super().__init__(message)
+        self.done, self.total, self.shard_dir = done, total, shard_dir
+
+
+# ---------------------------------------------------------------------------- helpers
+def _require():
+    try:
+        import distributed  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ImportError('astro_galsim.scaleout needs dask[distributed] and pyarrow: '
+                          'pip install "astro_galsim[dask]"') from exc
+
+
+def _default_weights():
+    from .model import PRETRAINED_WEIGHTS
+    return Path(str(resources.files('astro_galsim') / 'data' / PRETRAINED_WEIGHTS))
+
+
+def _worker_encoder(path, sha256):
+    """The encoder with these weights, loaded once per process."""
+    encoder = _ENCODERS.get(sha256)
+    if encoder is None:
+        from .model import load_pretrained
+        encoder = load_pretrained(path)
+        if encoder.identity['sha256'] != sha256:
+            raise ValueError(f'encoder weights {str(path)!r} on this worker have sha256 '
+                             f'{encoder.identity["sha256"][:16]}..., not {sha256[:16]}... as on the '
+                             'client: give every machine the same weights file')
+        _ENCODERS[sha256] = encoder
+        _ENCODER_LOADS.append(sha256)
+    return encoder
+
+
+def _encoder_loads():
+    """Encoder loads in this process (for tests: once per worker)."""
+    return list(_ENCODER_LOADS)
+
+
+def _partition_key(ids, encoder_sha, normalisation, selection, cutout_options):
+    """Hash naming a partition: its ids and everything that changes its result."""
+    digest = hashlib.sha256()
+    settings = {'encoder': encoder_sha, 'normalisation': normalisation, 'selection': selection,
+                'cutout_options': cutout_options}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for i in ids:
+        digest.update(b'\0' + str(i).encode())
+    return digest.hexdigest()[:16]
+
+
+class _FaultHook:
+    """Test and benchmark hook, called in the worker before each partition is computed.
+
+    Appends the partition number to ``<marker_dir>/calls.txt`` and makes the partitions in
+    ``fail`` raise (or those in ``kill`` end their worker process) the first time each
+    one is attempted.
+    """
+
+    def __init__(self, marker_dir, fail=(), kill=()):
+        self.marker_dir = str(marker_dir)
+        self.fail, self.kill = set(fail), set(kill)
+
+    def __call__(self, number):
+        directory = Path(self.marker_dir)
+        with open(directory / 'calls.txt', 'a') as f:
+            f.write(f'{number}\n')
+        marker = directory / f'attempted-{number}'
+        first = not marker.exists()
+        marker.touch()
+        if first and number in self.kill:
+            os._exit(1)
+        if first and number in self.fail:
+            raise RuntimeError(f'injected fault in partition {number}')
+
+    @staticmethod
+    def calls(marker_dir):
+        path = Path(marker_dir) / 'calls.txt'
+        return [int(n) for n in path.read_text().split()] if path.exists() else []
+
+
+def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, normalisation,
+                       selection, cutout_options, fault=None):
+    """Prepare and embed one partition; a pure function of its inputs.
+
+    Returns a dict of plain arrays (no images): ``id``, ``accepted``, ``reason``, the
+    measurement columns, ``ra``/``dec`` (deg), ``vectors`` (NaN rows where not accepted)
+    and ``units``.
+    """
+    if fault is not None:
+        fault(number)
+    from .pipeline import prepare
+    encoder = _worker_encoder(encoder_path, encoder_sha)
+    n = len(ids)
+    coords = SkyCoord(np.asarray(ra, float) * u.deg, np.asarray(dec, float) * u.deg)
+    failed = {}
+    if isinstance(items, SkyCoord):
+        from .retrieval import RetrievalError, get_cutouts
+        cutouts = get_cutouts(items, **cutout_options)
+        failed = {i: f'retrieval failed: {c}' for i, c in enumerate(cutouts) if isinstance(c, RetrievalError)}
+        images = [c for i, c in enumerate(cutouts) if i not in failed]
+        targets = items
+    else:
+        images = list(items)
+        targets = coords if any(isinstance(im, NDData) and im.wcs is not None for im in images) else None
+    usable = np.array([i not in failed for i in range(n)], dtype=bool)
+    if targets is not None and failed:
+        targets = targets[usable]
+    if images:
+        arrays, table = prepare(images, targets, normalisation=normalisation, selection=selection,
+                                progress=False)
+    else:
+        arrays, table = prepare([], None, normalisation=normalisation, selection=selection, progress=False)
+    out = {'id': np.array(ids, dtype=str), 'units': {}}
+    rows = np.flatnonzero(usable)
+    for name in table.colnames:
+        col = table[name]
+        if name == 'reason':
+            continue
+        values = np.asarray(getattr(col, 'value', col))
+        full = (np.full(n, np.nan) if values.dtype.kind == 'f' else np.zeros(n, dtype=values.dtype))
+        full[rows] = values
+        out[name] = full
+        if isinstance(col, u.Quantity):
+            out['units'][name] = col.unit.to_string()
+    reasons = np.full(n, '', dtype=object)
+    reasons[rows] = list(table['reason'])
+    for i, message in failed.items():
+        reasons[i] = message
+    out['reason'] = reasons.astype(str)
+    out['accepted'] = np.asarray(out.get('accepted', np.zeros(n, bool)), dtype=bool)
+    out['ra'], out['dec'] = coords.ra.deg, coords.dec.deg
+    vectors = np.full((n, encoder.latent_dim), np.nan, dtype=np.float32)
+    keep = np.flatnonzero(out['accepted'])
+    if keep.size:
+        arrays_keep = arrays[np.searchsorted(rows, keep)]
+        vectors[keep] = encoder.encode(arrays_keep)
+    out['vectors'] = vectors
+    out['columns'] = [name for name in table.colnames]
+    return out
+
+
+# ---------------------------------------------------------------------------- shards
+def _shard_table(result, meta):
+    import pyarrow as pa
+    columns, fields = [], []
+    names = ['id', 'accepted', 'reason'] + [c for c in result['columns'] if c not in ('accepted', 'reason')]
+    for name in names + ['ra', 'dec']:
+        values = np.asarray(result[name])
+        if values.dtype.kind == 'U':
+            array = pa.array(values.tolist(), type=pa.string())
+        else:
+            array = pa.array(values)
+        unit = result['units'].get(name, 'deg' if name in ('ra', 'dec') else None)
+        field = pa.field(name, array.type, metadata=None if unit is None else {'unit': unit})
+        columns.append(array)
+        fields.append(field)
+    vectors = np.ascontiguousarray(result['vectors'], dtype=np.float32)
+    dim = vectors.shape[1]
+    flat = pa.array(vectors.ravel(), type=pa.float32())
+    columns.append(pa.FixedSizeListArray.from_arrays(flat, dim))
+    fields.append(pa.field('vector', pa.list_(pa.float32(), dim)))
+    meta = dict(meta, format=SHARD_FORMAT, units={f.name: f.metadata[b'unit'].decode()
+                                                  for f in fields if f.metadata},
+                columns=names, dim=dim, n_rows=len(result['id']))
+    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_shard(path, table):
+    """Write a shard atomically: a temporary file in the same folder, then a rename."""
+    import pyarrow.parquet as pq
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _shard_meta(path):
+    """Metadata of a shard file, or None if it is missing or unreadable."""
+    import pyarrow.parquet as pq
+    try:
+        schema = pq.read_schema(path)
+        meta = json.loads(schema.metadata[_META_KEY])
+    except Exception:  # missing, truncated or foreign file: compute again
+        return None
+    return meta if meta.get('format') == SHARD_FORMAT else None
+
+
+def read_shard(path):
+    """Read a shard written by `build_distributed`.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        A ``part-<number>-<hash>.parquet`` file.
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        One row per galaxy of the partition, accepted or not: ``id``, ``accepted``,
+        ``reason``, the measurements (with their units), ``coord``.
+    vectors : `~numpy.ndarray`, shape (n, d), float32
+        NaN rows for the galaxies not accepted.
+    meta : dict
+        Partition number, hash, encoder, settings.
+    """
+    import pyarrow.parquet as pq
+    arrow = pq.read_table(path)
+    meta = json.loads(arrow.schema.metadata[_META_KEY])
+    if meta.get('format') != SHARD_FORMAT:
+        raise ValueError(f'{path} is not an astro_galsim shard (format {meta.get("format")!r})')
+    units = meta.get('units', {})
+    table = QTable()
+    for name in meta['columns']:
+        values = arrow.column(name).to_numpy(zero_copy_only=False)
+        if name in ('id', 'reason'):
+            values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, dtype='U1')
+        table[name] = values * u.Unit(units[name]) if name in units else values
+    table['coord'] = SkyCoord(arrow.column('ra').to_numpy() * u.deg, arrow.column('dec').to_numpy() * u.deg)
+    flat = arrow.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(len(table), meta['dim'])
+    return table, vectors, meta
+
+
+# ---------------------------------------------------------------------------- build
+def _default_ids_coords(items, ids, coords):
+    from .search import _image_coords, _image_id
+    if isinstance(items, SkyCoord):
+        items = items.reshape((1,)) if items.isscalar else items
+        coords = items if coords is None else coords
+        if ids is None:
+            ids = [f'{c.ra.deg:.5f}{c.dec.deg:+.5f}' for c in items.icrs]
+        return items, [str(i) for i in ids], coords.icrs
+    if isinstance(items, (NDData, str, Path)):
+        items = [items]
+    items = list(items)
+    for item in items:
+        if not isinstance(item, (NDData, str, Path)):
+            raise TypeError(f'cannot build from {type(item).__name__}: give image file paths, NDData '
+                            'or an array SkyCoord of positions')
+    if ids is None:
+        ids = [_image_id(item, i) for i, item in enumerate(items)]
+    if coords is None:
+        coords = _image_coords(items)
+    coords = coords.reshape((1,)) if coords.isscalar else coords
+    return [str(i) if isinstance(i, Path) else i for i in items], [str(i) for i in ids], coords.icrs
+
+
+def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=256,
+                      encoder_path=None, normalisation=None, selection=None, cutout_options=None,
+                      shard_dir=None, provenance=None, retries=2, progress=None, _fault=None,
+                      _stop_after=None):
+    """Describe a catalogue of galaxies on a Dask cluster and save the database.
+
+    The catalogue is cut into partitions of ``partition_size`` galaxies. Each partition is
+    one task: a worker prepares its galaxies (`~astro_galsim.pipeline.prepare`; positions
+    are first fetched with `~astro_galsim.retrieval.get_cutouts`) and embeds the accepted
+    ones with the encoder, which every worker process loads once. Only vectors,
+    measurements and selection reasons travel back, never images. Each finished partition
+    is written at once as a Parquet shard in ``shard_dir``, named by partition number and
+    a hash of its ids, the encoder checksum and the settings; shards already there are
+    not computed again, so an interrupted build is resumed by running it again. At the
+    end the shards are merged, in catalogue order, into a
+    `~astro_galsim.database.GalaxyDatabase` saved to ``output``.
+
+    Parameters
+    ----------
+    items : list of str, `~pathlib.Path` or `~astropy.nddata.NDData`, or `~astropy.coordinates.SkyCoord`
+        Image files (FITS, JPEG, PNG; they must be readable at the same path on every
+        worker), images, or sky positions to fetch from SDSS on the workers.
+    ids : sequence of str, optional
+        One id per galaxy (default: file name, NDData ``objid``/``path`` meta, or the
+        position).
+    coords : `~astropy.coordinates.SkyCoord`, optional
+        Positions of the galaxies when the images do not say (NaN where unknown).
+    output : str or `~pathlib.Path`, optional
+        Database FITS file to write (replaced if it exists). None: only return it.
+    client : `distributed.Client`, optional
+        Cluster to use. Default: a `~distributed.LocalCluster` with one single-threaded
+        worker process per core of this machine, closed at the end.
+    partition_size : int, optional
+        Galaxies per task and per shard: the unit of work redone after an interruption.
+    encoder_path : str or `~pathlib.Path`, optional
+        Encoder weights (with their ``.json`` model card beside them); default: the
+        pretrained encoder of the package. Every worker must see the same file.
+    normalisation : dict, optional
+        Default: the encoder's (from its model card).
+    selection : dict, optional
+        Acceptance criteria (`~astro_galsim.segmentation.select_galaxy` keywords).
+    cutout_options : dict, optional
+        Keywords of `~astro_galsim.retrieval.get_cutouts` for position items.
+    shard_dir : str or `~pathlib.Path`, optional
+        Folder of the shards. Default: ``<output>.shards`` beside ``output`` (a fresh
+        temporary folder, removed at the end, if ``output`` is None).
+    provenance : dict, optional
+        Added to the database provenance.
+    retries : int, optional
+        Times a failing partition task is tried again (a worker that dies is handled by
+        the scheduler, which reschedules its tasks).
+    progress : bool, optional
+        Progress bar (default ``conf.show_progress``).
+
+    Returns
+    -------
+    database : `~astro_galsim.database.GalaxyDatabase`
+        The accepted galaxies, in catalogue order.
+    report : `~astropy.table.QTable`
+        Every galaxy: ``id``, ``accepted``, ``reason``, measurements, ``coord``. Its
+        ``meta`` counts ``partitions``, ``partitions_computed`` and ``partitions_reused``.
+
+    Raises
+    ------
+    BuildIncomplete
+        If partitions still fail after their retries. The others are saved; run the
+        build again to compute only the missing ones.
+    ImportError
+        Without dask[distributed] and pyarrow.
+
+    Examples
+    --------
+    >>> from astro_galsim.scaleout import build_distributed
+    >>> database, report = build_distributed(['a.jpg', 'b.jpg'], output='db.fits')  # doctest: +SKIP
+    """
+    _require()
+    import distributed
+    from .database import GalaxyDatabase
+    from .model import file_sha256, load_pretrained
+
+    items, ids, coords = _default_ids_coords(items, ids, coords)
+    n = len(ids)
+    if len(items) != n or len(coords) != n:
+        raise ValueError(f'items ({len(items)}), ids ({n}) and coords ({len(coords)}) must have '
+                         'one entry per galaxy')
+    if n == 0:
+        raise ValueError('nothing to build: items is empty')
+    partition_size = int(partition_size)
+    if partition_size < 1:
+        raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
+    encoder_path = Path(encoder_path) if encoder_path is not None else _default_weights()
+    encoder = load_pretrained(encoder_path)     # checks the weights against their card
+    encoder_sha = encoder.identity['sha256']
+    if file_sha256(encoder_path) != encoder_sha:  # pragma: no cover - load_pretrained checks
+        raise ValueError(f'encoder weights {encoder_path} changed while loading')
+    normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
+    selection = dict(selection or {})
+    cutout_options = dict(cutout_options or {})
+
+    temporary = None
+    if shard_dir is None:
+        if output is None:
+            temporary = tempfile.TemporaryDirectory(prefix='astro_galsim_shards_')
+            shard_dir = temporary.name
+        else:
+            shard_dir = str(output) + '.shards'
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+
+    ra, dec = coords.ra.deg, coords.dec.deg
+    plan = []
+    for number, start in enumerate(range(0, n, partition_size)):
+        rows = slice(start, min(start + partition_size, n))
+        key = _partition_key(ids[rows], encoder_sha, normalisation, selection, cutout_options)
+        path = shard_dir / f'part-{number:06d}-{key}.parquet'
+        plan.append((number, rows, key, path))
+    todo = []
+    for number, rows, key, path in plan:
+        meta = _shard_meta(path) if path.exists() else None
+        if meta is None or meta.get('key') != key or meta.get('n_rows') != rows.stop - rows.start:
+            todo.append((number, rows, key, path))
+    reused = len(plan) - len(todo)
+    if reused:
+        log.info(f'resuming: {reused} of {len(plan)} partitions already in {shard_dir}')
+
+    own_cluster = None
+    try:
+        if todo:
+            if client is None:
+                ncores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+                own_cluster = distributed.LocalCluster(n_workers=ncores, threads_per_worker=1, processes=True)
+                client = distributed.Client(own_cluster)
+            _run_partitions(client, todo, items, ids, ra, dec, str(encoder_path), encoder, normalisation,
+                            selection, cutout_options, retries, progress, _fault, _stop_after,
+                            total=len(plan), shard_dir=shard_dir)
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
+
+    tables, vectors = [], []
+    for number, rows, key, path in plan:
+        table, vec, _ = read_shard(path)
+        tables.append(table)
+        vectors.append(vec)
+    report = vstack(tables, join_type='exact', metadata_conflicts='silent') if len(tables) > 1 else tables[0]
+    vectors = np.concatenate(vectors)
+    # as SimilaritySearch.add: a repeated id is kept once, at its first occurrence
+    _, first = np.unique(np.asarray(report['id']), return_index=True)
+    repeated = ~np.isin(np.arange(len(report)), first)
+    accepted = np.asarray(report['accepted'], dtype=bool)
+    if (repeated & accepted).any():
+        reasons = np.asarray(report['reason']).astype(object)
+        reasons[repeated & accepted] = 'id repeated in this batch'
+        report['reason'] = reasons.astype(str)
+        accepted &= ~repeated
+        report['accepted'] = accepted
+    stored = report[accepted]
+    order = ['id', 'coord'] + [c for c in stored.colnames if c not in ('id', 'coord')]
+    database = GalaxyDatabase(vectors[accepted], stored[order], encoder_id=encoder.identity,
+                              metric=encoder.metric,
+                              provenance={'normalisation_size': encoder.input_shape[-1], **(provenance or {})})
+    if output is not None:
+        database.save(output, overwrite=True)
+    report.meta.update(partitions=len(plan), partitions_computed=len(todo), partitions_reused=reused,
+                       shard_dir=str(shard_dir))
+    if temporary is not None:
+        temporary.cleanup()
+    return database, report
+
+
+def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, normalisation, selection,
+                    cutout_options, retries, progress, fault, stop_after, *, total, shard_dir):
+    import distributed
+    futures = {}
+    run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
+    for number, rows, key, path in todo:
+        part_items = items[rows] if isinstance(items, SkyCoord) else items[rows]
+        future = client.submit(_compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
+                               encoder_path, encoder.identity['sha256'], normalisation, selection,
+                               cutout_options, fault, key=f'astro_galsim-partition-{number}-{key}-{run}',
+                               retries=retries, pure=False)
+        futures[future] = (number, key, path)
+    meta_common = {'encoder_name': encoder.identity['name'], 'encoder_sha256': encoder.identity['sha256'],
+                   'normalisation': normalisation, 'selection': selection}
+    failures, written = [], 0
+    progress = conf.show_progress if progress is None else progress
+    bar = tqdm(total=len(todo), disable=not progress, desc='partitions')
+    try:
+        for future in distributed.as_completed(list(futures)):
+            number, key, path = futures[future]
+            if future.status != 'finished':
+                try:
+                    future.result()
+                except Exception as exc:  # keep going: the other partitions are still worth saving
+                    failures.append((number, exc))
+                continue
+            result = future.result()
+            future.release()
+            _write_shard(path, _shard_table(result, dict(meta_common, partition=number, key=key)))
+            written += 1
+            bar.update(1)
+            if stop_after is not None and written >= stop_after:
+                break
+    finally:
+        bar.close()
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+    done = total - len(todo) + written
+    if failures or done < total:
+        first = failures[0] if failures else None
+        why = (f'partition(s) {sorted(n for n, _ in failures)} failed after {retries} retries '
+               f'(first error: {type(first[1]).__name__}: {first[1]})' if first else 'the build was stopped')
+        raise BuildIncomplete(f'{why}; {done} of {total} partitions are saved in {shard_dir}: run the '
+                              'same build again to compute only the missing ones', done=done, total=total,
+                              shard_dir=shard_dir)
+
+
+# ---------------------------------------------------------------------------- query
+def _shard_database(path):
+    """A shard database file, loaded once per worker process (until the file changes)."""
+    from .database import GalaxyDatabase
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    database = _SHARD_DATABASES.get(key)
+    if database is None:
+        database = GalaxyDatabase.load(path)
+        _SHARD_DATABASES[key] = database
+    return database
+
+
+def _search_shard(shard, query_vectors, k, search_options):
+    database = _shard_database(shard) if isinstance(shard, (str, Path)) else shard
+    return database.search(query_vectors, k=k, **search_options)
+
+
+def query_sharded(shards, query_vectors, k=10, *, client=None, query_ids=None, **search_options):
+    """Search galaxy databases held as several shards and merge their best matches.
+
+    Every shard answers the queries with its own k nearest galaxies (in parallel on the
+    cluster when a client is given); the global top k of each query is among these, so
+    merging them by distance gives the same answer as one search of all galaxies
+    together (exactly so for exact search; for an approximate index, with the recall of
+    the shards' indexes).
+
+    Parameters
+    ----------
+    shards : list of str, `~pathlib.Path` or `~astro_galsim.database.GalaxyDatabase`
+        The shard databases, all made by the same encoder. Paths are opened on the
+        workers, once per worker process (they must be readable there); with a client
+        shard ``i`` is sent to worker ``i`` modulo the number of workers, so that each
+        shard stays loaded on one machine.
+    query_vectors : array-like, shape (m, d) or (d,)
+        The query vectors.
+    k : int, optional
+        Matches per query.
+    client : `distributed.Client`, optional
+        Cluster to search on; None searches the shards one after the other here.
+    query_ids : sequence of str, optional
+        Labels of the queries (and, with ``exclude_self``, ids never returned for them).
+    **search_options
+        Other keywords of `~astro_galsim.database.GalaxyDatabase.search` (``where``,
+        ``exclude_ids``, ``exclude_self``...).
+
+    Returns
+    -------
+    result : `~astropy.table.QTable`
+        As `~astro_galsim.database.GalaxyDatabase.search` (``query``, ``rank``, ``id``,
+        ``distance``, stored columns) with a ``shard`` column: the position of the
+        shard in ``shards``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.table import QTable
+    >>> from astro_galsim.database import GalaxyDatabase
+    >>> from astro_galsim.scaleout import query_sharded
+    >>> rng = np.random.default_rng(1)
+    >>> vectors = rng.normal(size=(60, 8)).astype('f4')
+    >>> enc = {'name': 'demo', 'sha256': '0' * 64}
+    >>> shards = [GalaxyDatabase(vectors[i::3], QTable({'id': [f'g{j}' for j in range(i, 60, 3)]}),
+    ...                          encoder_id=enc) for i in range(3)]
+    >>> whole = GalaxyDatabase(vectors, QTable({'id': [f'g{j}' for j in range(60)]}), encoder_id=enc)
+    >>> merged = query_sharded(shards, vectors[:2], k=5)
+    >>> list(merged['id']) == list(whole.search(vectors[:2], k=5)['id'])
+    True
+    """
+    queries = np.asarray(query_vectors, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[np.newaxis]
+    shards = list(shards)
+    if not shards:
+        raise ValueError('query_sharded needs at least one shard')
+    k = int(k)
+    if k < 1:
+        raise ValueError(f'k must be a positive integer; got {k}')
+    options = dict(search_options, query_ids=query_ids)
+    if client is None:
+        results = [_search_shard(s, queries, k, options) for s in shards]
+    else:
+        workers = list(client.scheduler_info(n_workers=-1)['workers'])
+        futures = []
+        for i, shard in enumerate(shards):
+            where = {'workers': [workers[i % len(workers)]], 'allow_other_workers': True} if workers else {}
+            shard = str(shard) if isinstance(shard, Path) else shard
+            futures.append(client.submit(_search_shard, shard, queries, k, options, pure=False, **where))
+        results = client.gather(futures)
+    for i, result in enumerate(results):
+        result['shard'] = np.full(len(result), i, dtype=np.int64)
+    common = [c for c in results[0].colnames if all(c in r.colnames for r in results)]
+    merged = vstack([r[common] for r in results], join_type='exact', metadata_conflicts='silent')
+    if query_ids is not None:
+        labels = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
+        position = {q: i for i, q in enumerate(labels)}
+        qnum = np.array([position[str(q)] for q in merged['query']], dtype=np.int64)
+    else:
+        qnum = np.asarray(merged['query'], dtype=np.int64)
+    order = np.lexsort((np.asarray(merged['rank']), np.asarray(merged['shard']),
+                       np.asarray(merged['distance'], dtype=np.float64), qnum))
+    merged, qnum = merged[order], qnum[order]
+    starts = np.searchsorted(qnum, qnum, side='left')
+    rank = np.arange(len(merged)) - starts + 1
+    keep = rank <= k
+    merged = merged[keep]
+    merged['rank'] = rank[keep]
+    merged.meta['metric'] = results[0].meta.get('metric')
+    return merged

@@ -1,0 +1,190 @@
+"""Benchmark of the distributed build (`astro_galsim.scaleout.build_distributed`).
+
+Real SDSS JPEGs already on disk (``../shared/data/sdss_galaxies_mikeedi/images``) are
+prepared and embedded
+
+* serially in this process (`SimilaritySearch.add`, the baseline, measured in the same run),
+* on a `distributed.LocalCluster` of 1 and of 2 worker processes (one thread each).
+
+For every run the script prints galaxies per second and the ratio to the serial baseline,
+and the peak resident memory of each worker process (``ru_maxrss``). Cluster start-up and
+the workers' first imports are timed separately and not counted in the build time (the
+encoder load, once per worker, is counted).
+
+Then it measures the cost of an interruption: a 2-worker build is stopped after half of
+its partitions are saved (the remaining tasks are cancelled) and started again; it reports
+how many partitions were started more than once (work redone) and the total time of the
+two runs against an uninterrupted build.
+
+Finally the memory sizing of a database: bytes per galaxy of the FITS file and of the
+loaded `GalaxyDatabase` (vectors + catalogue, no index) for a database with the real
+columns, tiled to ``--sizing-n`` galaxies.
+
+Usage::
+
+    python benchmarks/scaleout.py                    # 400 images, partitions of 25
+    python benchmarks/scaleout.py --n 800 --partition-size 50
+"""
+import argparse
+import gc
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'sdss_galaxies_mikeedi' / 'images'
+
+
+def _warm():
+    """Import the heavy modules in a worker (not counted as build time)."""
+    import astro_galsim.model  # noqa: F401
+    import astro_galsim.pipeline  # noqa: F401
+    import astro_galsim.scaleout  # noqa: F401
+    return os.getpid()
+
+
+def _peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss():
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+def run_cluster(files, n_workers, partition_size, workdir):
+    import distributed
+    from astro_galsim.scaleout import build_distributed
+    t0 = time.perf_counter()
+    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                       dashboard_address='127.0.0.1:0')
+    client = distributed.Client(cluster)
+    t_start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    client.run(_warm)
+    t_warm = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        db, report = build_distributed(files, client=client, partition_size=partition_size,
+                                       shard_dir=workdir / f'shards-{n_workers}', progress=False)
+        t_build = time.perf_counter() - t0
+        peaks = client.run(_peak_rss)
+        interrupt = None
+        if n_workers == 2:
+            interrupt = run_interruption(files, client, partition_size, workdir, t_build)
+    finally:
+        client.close()
+        cluster.close()
+    return dict(workers=n_workers, start=t_start, warm=t_warm, build=t_build, db=db,
+                peak_rss=sorted(peaks.values()), interrupt=interrupt)
+
+
+def run_interruption(files, client, partition_size, workdir, t_full):
+    from astro_galsim.scaleout import BuildIncomplete, _FaultHook, build_distributed
+    shard_dir, marks = workdir / 'shards-interrupt', workdir / 'marks'
+    marks.mkdir()
+    hook = _FaultHook(marks)   # records every partition a worker starts; injects nothing
+    n_parts = -(-len(files) // partition_size)
+    t0 = time.perf_counter()
+    try:
+        build_distributed(files, client=client, partition_size=partition_size, shard_dir=shard_dir,
+                          progress=False, _fault=hook, _stop_after=n_parts // 2)
+    except BuildIncomplete as exc:
+        saved = exc.done
+    t_first = time.perf_counter() - t0
+    started_first = len(_FaultHook.calls(marks))
+    t0 = time.perf_counter()
+    _, report = build_distributed(files, client=client, partition_size=partition_size, shard_dir=shard_dir,
+                                  progress=False, _fault=hook)
+    t_second = time.perf_counter() - t0
+    started = len(_FaultHook.calls(marks))
+    return dict(partitions=n_parts, saved=saved, started_first=started_first,
+                computed_restart=report.meta['partitions_computed'], started_total=started,
+                redone=started - n_parts, t_first=t_first, t_second=t_second, t_full=t_full)
+
+
+def sizing(db, n_target, workdir):
+    """Bytes per galaxy of the file and of the loaded database, real columns tiled to n_target."""
+    from astropy.table import QTable
+    from astro_galsim.database import GalaxyDatabase
+    reps = -(-n_target // len(db))
+    table = QTable(db.table, copy=True)
+    tiled = QTable({name: np.concatenate([table[name]] * reps)[:n_target] if name != 'coord'
+                    else None for name in table.colnames if name != 'coord'})
+    tiled['id'] = np.array([f'{1237650000000000000 + i}' for i in range(n_target)])
+    tiled['ra'] = np.random.default_rng(0).uniform(0, 360, n_target)
+    tiled['dec'] = np.random.default_rng(1).uniform(-10, 60, n_target)
+    vectors = np.concatenate([db.vectors] * reps)[:n_target]
+    big = GalaxyDatabase(vectors, tiled, encoder_id=db.encoder_id, provenance=db.provenance)
+    path = workdir / 'sizing.fits'
+    big.save(path)
+    file_bytes = os.path.getsize(path) / n_target
+    del big, tiled, vectors
+    gc.collect()
+    before = _rss()
+    loaded = GalaxyDatabase.load(path)
+    gc.collect()
+    memory = (_rss() - before) / n_target
+    return dict(n=n_target, file=file_bytes, memory=memory, columns=len(loaded.table.colnames))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--n', type=int, default=400, help='images (default 400)')
+    parser.add_argument('--partition-size', type=int, default=25)
+    parser.add_argument('--sizing-n', type=int, default=100_000)
+    args = parser.parse_args()
+
+    from astro_galsim import SimilaritySearch
+    files = sorted(str(p) for p in (DATA / 'train').glob('*.jpg'))[:args.n]
+    if len(files) < args.n:
+        sys.exit(f'need {args.n} images in {DATA}, found {len(files)}')
+    print(f'{len(files)} real SDSS JPEGs from {DATA}, partitions of {args.partition_size}, '
+          f'{os.cpu_count()} cores; load average now {os.getloadavg()[0]:.1f}')
+    workdir = Path(tempfile.mkdtemp(prefix='astro_galsim_bench_'))
+    try:
+        t0 = time.perf_counter()
+        search = SimilaritySearch()
+        search.add(files)
+        t_serial = time.perf_counter() - t0
+        serial_peak = _peak_rss()
+        runs = [run_cluster(files, w, args.partition_size, workdir) for w in (1, 2)]
+        size = sizing(runs[-1]['db'], args.sizing_n, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    n = len(files)
+    print(f'\nThroughput (stored {len(search)} of {n}; start-up and worker imports not counted)')
+    print(f"{'path':<26} {'build s':>8} {'gal/s':>7} {'vs serial':>9} {'vs 1 worker':>11} "
+          f"{'peak RSS/worker MB':>19} {'start s':>8} {'imports s':>9} {'max |dv|':>9}")
+    print(f"{'serial, in process':<26} {t_serial:>8.2f} {n / t_serial:>7.1f} {1:>9.2f} {'':>11} "
+          f"{serial_peak / 2**20:>19.0f} {'':>8} {'':>9} {'':>9}")
+    for r in runs:
+        dv = float(np.max(np.abs(r['db'].vectors - search.vectors))) if list(r['db'].ids) == list(search.ids) \
+            else float('nan')
+        print(f"{'LocalCluster, ' + str(r['workers']) + ' worker(s)':<26} {r['build']:>8.2f} {n / r['build']:>7.1f} "
+              f"{t_serial / r['build']:>9.2f} {runs[0]['build'] / r['build']:>11.2f} "
+              f"{' / '.join(f'{p / 2**20:.0f}' for p in r['peak_rss']):>19} {r['start']:>8.1f} "
+              f"{r['warm']:>9.1f} {dv:>9.1e}")
+    it = runs[-1]['interrupt']
+    print(f"\nInterruption (2 workers, {it['partitions']} partitions of {args.partition_size}): stopped after "
+          f"{it['saved']} saved ({it['started_first']} started), restart computed {it['computed_restart']}")
+    print(f"{'':<34} {'seconds':>8} {'vs uninterrupted':>16}")
+    print(f"{'uninterrupted build':<34} {it['t_full']:>8.2f} {1:>16.2f}")
+    print(f"{'stopped run + restart':<34} {it['t_first'] + it['t_second']:>8.2f} "
+          f"{(it['t_first'] + it['t_second']) / it['t_full']:>16.2f}")
+    print(f"partitions started more than once (work redone): {it['redone']} of {it['partitions']} "
+          f"({100 * it['redone'] / it['partitions']:.0f}%)")
+    print(f"\nDatabase sizing ({size['n']:,} galaxies, {size['columns']} catalogue columns, 64-d vectors, "
+          f"no index): file {size['file']:.0f} B/galaxy, loaded in memory {size['memory']:.0f} B/galaxy")
+
+
+if __name__ == '__main__':
+    main()

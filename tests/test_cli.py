@@ -1,0 +1,142 @@
+"""Tests of the ``astro-galsim`` command line (astro_galsim.cli.main)."""
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import QTable
+
+from astro_galsim.cli import main
+
+DEMO_DATABASE = Path(str(resources.files('astro_galsim') / 'data' / 'demo_database.fits'))
+needs_demo = pytest.mark.skipif(not DEMO_DATABASE.is_file(),
+                                reason=f'the shipped demo database {DEMO_DATABASE} has not been built yet')
+
+COMMANDS = {
+    'demo': ['--output', '--k', '--n'],
+    'query': ['target', '--database', '--k', '--exclude-radius', '--output'],
+    'build': ['source', '--output', '--chunk-size', '--restart'],
+    'train': ['data', '--output', '--epochs', '--contrastive-weight', '--seed', '--workers'],
+    'evaluate': ['data', '--label-column', '--k'],
+    'info': ['database'],
+}
+
+
+@pytest.fixture(scope='module')
+def hdf_database(tmp_path_factory):
+    """A small database file built from Hubble Deep Field cutouts, and its search."""
+    from astro_galsim import SimilaritySearch
+    from astro_galsim.demo import hubble_deep_field_cutouts
+    search = SimilaritySearch()
+    search.add(hubble_deep_field_cutouts(n=30))
+    path = tmp_path_factory.mktemp('cli') / 'hdf.fits'
+    search.save(path)
+    return path, search
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith('usage: astro-galsim')
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize('command', sorted(COMMANDS))
+def test_command_help_names_its_arguments(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, '--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f'usage: astro-galsim {command}')
+    for argument in COMMANDS[command]:
+        assert argument in out, f'{command} --help does not mention {argument}'
+
+
+def test_missing_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert 'COMMAND' in capsys.readouterr().err
+
+
+def test_info_prints_the_galaxy_count(hdf_database, capsys):
+    path, search = hdf_database
+    assert main(['info', str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f'{len(search)} galaxies' in out
+    assert search.encoder.identity['sha256'][:12] in out
+
+
+def test_query_by_id_prints_the_neighbours(hdf_database, capsys):
+    path, search = hdf_database
+    query = str(search.ids[0])
+    assert main(['query', query, '--database', str(path), '--k', '3']) == 0
+    out = capsys.readouterr().out
+    expected = search.query(query, k=3)
+    lines = [line.split() for line in out.splitlines()]
+    printed = [words[2] for words in lines if len(words) > 3 and words[0] == query and words[1].isdigit()]
+    assert printed == list(expected['id'])
+    assert query not in printed
+
+
+def test_query_output_file_reads_back(hdf_database, tmp_path, capsys):
+    path, search = hdf_database
+    output = tmp_path / 'x.ecsv'
+    query = str(search.ids[1])
+    assert main(['query', query, '--database', str(path), '--k', '4', '--output', str(output)]) == 0
+    assert f'wrote {output}' in capsys.readouterr().out
+    table = QTable.read(output, format='ascii.ecsv')
+    for column in ('query', 'rank', 'id', 'distance'):
+        assert column in table.colnames
+    assert list(table['rank']) == [1, 2, 3, 4]
+    assert set(table['query']) == {query}
+    expected = search.query(query, k=4)
+    assert list(table['id']) == list(expected['id'])
+    np.testing.assert_allclose(table['distance'], expected['distance'], rtol=1e-6)
+    assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_query_bad_output_suffix(hdf_database, tmp_path):
+    path, search = hdf_database
+    with pytest.raises(SystemExit, match='cannot write .*x.txt: use one of .ecsv'):
+        main(['query', str(search.ids[0]), '--database', str(path), '--output', str(tmp_path / 'x.txt')])
+    assert not (tmp_path / 'x.txt').exists()
+
+
+@needs_demo
+def test_info_on_the_demo_database(capsys):
+    assert main(['info']) == 0
+    out = capsys.readouterr().out
+    from astro_galsim.database import GalaxyDatabase
+    from astro_galsim.model import load_pretrained
+    count = len(GalaxyDatabase.load(DEMO_DATABASE, encoder_id=load_pretrained().identity))
+    assert f'{count} galaxies' in out
+
+
+@needs_demo
+def test_query_demo_by_position_excludes_the_galaxy_itself(capsys):
+    assert main(['query', '180.4819 -1.0693', '--k', '5']) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    rows = [words for words in rows if len(words) > 3 and words[0] == '587722981740314629' and words[1].isdigit()]
+    assert [int(words[1]) for words in rows] == [1, 2, 3, 4, 5]
+    assert rows[0][2] != '587722981740314629'
+    assert all(words[2].isdigit() and len(words[2]) == 18 for words in rows)   # SDSS objids
+
+
+@needs_demo
+def test_demo_writes_a_gallery_and_prints_neighbours(tmp_path, capsys):
+    from PIL import Image
+    output = tmp_path / 'tmp.png'
+    assert main(['demo', '--output', str(output), '--k', '5', '--n', '30']) == 0
+    out = capsys.readouterr().out
+    with Image.open(output) as image:
+        assert image.format == 'PNG'
+        width, height = image.size
+    assert 300 <= width <= 3000 and 100 <= height <= 3000
+    hdf_rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].startswith('HDF-')]
+    assert len(hdf_rows) == 5
+    assert all(words[2].startswith('HDF-') and words[2] != words[0] for words in hdf_rows)

@@ -1,0 +1,125 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from astro_galsim.model import ConvAutoencoder, dihedral_views, file_sha256, load_pretrained
+from astro_galsim.pipeline import prepare
+from astro_galsim.training import augment, context_normalisation, train_autoencoder
+
+
+@pytest.fixture(scope='module')
+def encoder():
+    return load_pretrained()
+
+
+@pytest.fixture(scope='module')
+def real_inputs(shared_data, encoder):
+    folder = shared_data / 'sdss_gz1_eggochi' / 'images'
+    paths = sorted(folder.glob('*.jpg'))[:40]
+    arrays, table = prepare(paths, normalisation=encoder.normalisation)
+    assert table['found'].all()
+    return paths, arrays
+
+
+def test_pretrained_card_matches_weights(encoder):
+    card = encoder.card
+    from importlib import resources
+    weights = resources.files('astro_galsim') / 'data' / 'encoder.pt'
+    assert card['sha256'] == file_sha256(weights)
+    for key in ('architecture', 'normalisation', 'training', 'metrics', 'name'):
+        assert key in card
+    assert encoder.input_shape == (3, card['normalisation']['size'], card['normalisation']['size'])
+
+
+def test_damaged_weights_are_refused(tmp_path):
+    from importlib import resources
+    src = resources.files('astro_galsim') / 'data'
+    shutil.copy(src / 'encoder.pt', tmp_path / 'encoder.pt')
+    shutil.copy(src / 'encoder.json', tmp_path / 'encoder.json')
+    data = bytearray((tmp_path / 'encoder.pt').read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / 'encoder.pt').write_bytes(bytes(data))
+    with pytest.raises(ValueError, match='damaged'):
+        load_pretrained(tmp_path / 'encoder.pt')
+
+
+def test_weights_file_with_code_is_not_executed(tmp_path):
+    # a pickle that would run code must be refused by weights_only loading
+    class Evil:
+        def __reduce__(self):
+            return (print, ('pwned',))
+    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
+    card = dict(load_pretrained().card)
+    card['sha256'] = file_sha256(tmp_path / 'evil.pt')
+    (tmp_path / 'evil.json').write_text(json.dumps(card))
+    with pytest.raises(Exception, match='(?i)weights only|unsupported|global'):
+        load_pretrained(tmp_path / 'evil.pt')
+
+
+def test_description_invariant_to_flips_and_quarter_turns(encoder, real_inputs):
+    _, arrays = real_inputs
+    base = encoder.encode(arrays[:8])
+    for view in dihedral_views(torch.from_numpy(arrays[:8])):
+        np.testing.assert_allclose(encoder.encode(view.numpy()), base, atol=2e-5)
+
+
+def test_rotation_moves_a_galaxy_less_than_its_neighbours(encoder, real_inputs, shared_data):
+    # a real galaxy turned by 30 degrees (any angle) stays much closer to itself than to the
+    # nearest other galaxy: orientation normalisation plus the eight-fold average
+    from astro_galsim import read_image
+    paths, arrays = real_inputs
+    vectors = encoder.encode(arrays)
+    d = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest_other = d.min(axis=1)
+    rotated = [ndimage.rotate(read_image(p).data, 30, axes=(1, 2), reshape=False, order=1) for p in paths[:12]]
+    rot_arrays, _ = prepare(rotated, normalisation=encoder.normalisation)
+    moved = np.linalg.norm(encoder.encode(rot_arrays) - vectors[:12], axis=1)
+    ratio = moved / np.median(nearest_other)
+    assert np.median(ratio) < 0.5
+    assert np.mean(moved < nearest_other[:12]) >= 0.75
+
+
+def test_encode_rejects_wrong_shape(encoder):
+    with pytest.raises(ValueError, match='prepare images'):
+        encoder.encode(np.zeros((2, 3, 32, 32), dtype=np.float32))
+
+
+def test_augment_keeps_range_and_shape():
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.rand(4, 3, 96, 96)
+    out = augment(batch, 64, gen)
+    assert out.shape == (4, 3, 64, 64)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    # two draws differ (random views), the same seed repeats them
+    again = augment(batch, 64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, again)
+    assert not torch.allclose(out, augment(batch, 64, gen))
+
+
+def test_training_round_trip_and_model_card(tmp_path, real_inputs):
+    # a tiny training run: the saved weights reload (weights_only) to the same descriptions
+    paths, _ = real_inputs
+    normalisation = {'size': 32, 'radius_scale': 3.0, 'rotate': True, 'isolate': True}
+    arrays, _ = prepare(paths[:24], normalisation=context_normalisation(normalisation))
+    assert arrays.shape[-1] == 48
+    out = tmp_path / 'tiny.pt'
+    card = train_autoencoder(arrays, out, normalisation=normalisation, latent_dim=8, widths=(8, 8, 16, 16),
+                             epochs=2, batch_size=8, seed=3, bf16=False, progress=False)
+    assert out.is_file() and out.with_suffix('.json').is_file()
+    assert not list(tmp_path.glob('*.tmp*'))
+    loaded = load_pretrained(out)
+    assert loaded.card == json.loads(out.with_suffix('.json').read_text())
+    assert card['sha256'] == file_sha256(out)
+    assert loaded.latent_dim == 8 and loaded.normalisation == normalisation
+    model = ConvAutoencoder(latent_dim=8, size=32, widths=(8, 8, 16, 16))
+    model.load_state_dict(torch.load(out, weights_only=True))
+    x = torch.from_numpy(prepare(paths[:3], normalisation=normalisation)[0])
+    with torch.no_grad():
+        z = torch.nn.functional.normalize(torch.stack([model.eval().encode(v) for v in dihedral_views(x)]).mean(0))
+    np.testing.assert_allclose(loaded.encode(x.numpy()), z.numpy(), atol=1e-5)
+    assert card['training']['seed'] == 3 and len(card['metrics']['history']) >= 1

@@ -1,0 +1,254 @@
+"""Tests of astro_galsim.scaleout: distributed builds, resumable shards, sharded queries.
+
+One two-worker `distributed.LocalCluster` (processes, one thread each) serves the whole
+module; the builds use real SDSS JPEGs from ``../shared/data/sdss_galaxies_mikeedi``.
+"""
+import re
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable
+
+distributed = pytest.importorskip('distributed')
+pq = pytest.importorskip('pyarrow.parquet')
+
+from astro_galsim import SimilaritySearch  # noqa: E402
+from astro_galsim.database import GalaxyDatabase  # noqa: E402
+from astro_galsim.io import read_image  # noqa: E402
+from astro_galsim.scaleout import (BuildIncomplete, _compute_partition, _encoder_loads,  # noqa: E402
+                                   _FaultHook, build_distributed, query_sharded, read_shard)
+
+N_IMAGES = 24
+PARTITION = 5   # 25 items -> 5 partitions
+
+
+@pytest.fixture(scope='module')
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address='127.0.0.1:0')
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope='module')
+def images(shared_data, tmp_path_factory):
+    """24 real JPEGs and, in the middle, a truncated copy of one (rejected, with a reason)."""
+    files = sorted((shared_data / 'sdss_galaxies_mikeedi' / 'images' / 'train').glob('*.jpg'))[:N_IMAGES]
+    broken = tmp_path_factory.mktemp('broken') / 'broken.jpg'
+    broken.write_bytes(files[0].read_bytes()[:200])
+    return [str(f) for f in files[:12]] + [str(broken)] + [str(f) for f in files[12:]]
+
+
+@pytest.fixture(scope='module')
+def serial(images):
+    """The same catalogue through the serial in-process path."""
+    search = SimilaritySearch()
+    report = search.add(images)
+    return search, report
+
+
+def assert_same_database(db, search):
+    assert list(db.ids) == list(search.ids)
+    np.testing.assert_allclose(db.vectors, search.vectors, atol=1e-5, rtol=0)
+    assert db.table.colnames == search.table.colnames
+    for name in search.table.colnames[2:]:
+        a, b = search.table[name], db.table[name]
+        assert type(a) is type(b), name
+        if isinstance(a, u.Quantity):
+            assert a.unit == b.unit, name
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    assert db.encoder_id == search.database.encoder_id
+
+
+def test_distributed_build_equals_serial(client, images, serial, tmp_path):
+    search, serial_report = serial
+    output = tmp_path / 'db.fits'
+    db, report = build_distributed(images, output=output, client=client, partition_size=PARTITION)
+    assert len(db) == N_IMAGES  # the broken file is not stored...
+    assert_same_database(db, search)
+    # ...but it is in the report, with the reason, like in the serial report
+    assert list(report['id']) == list(serial_report['id'])
+    assert list(report['accepted']) == list(serial_report['accepted'])
+    assert list(report['reason']) == list(serial_report['reason'])
+    assert not report['accepted'][12] and 'cannot read' in report['reason'][12]
+    assert report.meta['partitions'] == 5 and report.meta['partitions_computed'] == 5
+    # the saved file is the same database as the serial one saved
+    search.save(tmp_path / 'serial.fits')
+    serial_loaded = SimilaritySearch.load(tmp_path / 'serial.fits')
+    assert_same_database(GalaxyDatabase.load(output), serial_loaded)
+    # each worker loaded the encoder at most once, although it computed several partitions
+    loads = client.run(_encoder_loads)
+    assert sum(len(v) for v in loads.values()) >= 1
+    assert all(len(v) <= 1 for v in loads.values()), loads
+
+
+def test_shard_files(client, images, tmp_path):
+    shard_dir = tmp_path / 'shards'
+    db, _ = build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir)
+    names = sorted(p.name for p in shard_dir.iterdir())
+    assert len(names) == 5 and all(re.fullmatch(r'part-00000\d-[0-9a-f]{16}\.parquet', n) for n in names)
+    arrow = pq.read_table(shard_dir / names[2])
+    assert arrow.column_names[:3] == ['id', 'accepted', 'reason']
+    assert {'ra', 'dec', 'r50', 'gini', 'vector'} <= set(arrow.column_names)
+    vector_type = arrow.schema.field('vector').type
+    assert vector_type.list_size == 64 and str(vector_type.value_type) == 'float'
+    assert arrow.schema.field('r50').metadata[b'unit'] == b'pix'
+    assert arrow.schema.field('ra').metadata[b'unit'] == b'deg'
+    assert arrow.num_rows == 5
+    # partition 2 holds items 10..14, among them the rejected truncated file
+    table, vectors, meta = read_shard(shard_dir / names[2])
+    assert meta['partition'] == 2 and meta['encoder_sha256'] == db.encoder_id['sha256']
+    assert list(table['id']) == [re.sub(r'\.jpg$', '', p.split('/')[-1]) for p in images[10:15]]
+    assert table['r50'].unit == u.pix
+    assert np.isnan(vectors[2]).all() and np.isfinite(vectors[[0, 1, 3, 4]]).all()
+    np.testing.assert_array_equal(vectors[[0, 1, 3, 4]], db.vectors[10:14])
+
+
+def test_failed_partition_resumes_without_redoing_work(client, images, serial, tmp_path):
+    output = tmp_path / 'db.fits'
+    hook = _FaultHook(tmp_path, fail={2})
+    with pytest.raises(BuildIncomplete, match=r'partition\(s\) \[2\] failed.*4 of 5 partitions') as info:
+        build_distributed(images, output=output, client=client, partition_size=PARTITION, retries=0,
+                          _fault=hook)
+    assert (info.value.done, info.value.total) == (4, 5)
+    assert not output.exists()
+    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 2, 3, 4]
+    # the restart computes only partition 2, and the result is the uninterrupted database
+    db, report = build_distributed(images, output=output, client=client, partition_size=PARTITION,
+                                   _fault=hook)
+    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 2, 2, 3, 4]
+    assert report.meta['partitions_computed'] == 1 and report.meta['partitions_reused'] == 4
+    assert_same_database(db, serial[0])
+    np.testing.assert_array_equal(GalaxyDatabase.load(output).vectors, db.vectors)
+
+
+def test_stopped_build_resumes(client, images, serial, tmp_path):
+    shard_dir = tmp_path / 'shards'
+    with pytest.raises(BuildIncomplete, match='stopped') as info:
+        build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir, _stop_after=2)
+    done = info.value.done
+    assert 2 <= done < 5
+    assert len(list(shard_dir.glob('*.parquet'))) == done
+    assert not list(shard_dir.glob('.*tmp'))   # no temporary file left behind
+    db, report = build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir)
+    assert report.meta['partitions_computed'] == 5 - done
+    assert_same_database(db, serial[0])
+
+
+def test_transient_fault_is_retried(client, images, serial, tmp_path):
+    hook = _FaultHook(tmp_path, fail={1})
+    db, report = build_distributed(images, client=client, partition_size=PARTITION, retries=1, _fault=hook)
+    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 1, 2, 3, 4]
+    assert_same_database(db, serial[0])
+
+
+def test_only_changed_partitions_recomputed(client, images, tmp_path, shared_data):
+    shard_dir = tmp_path / 'shards'
+    build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir)
+    extra = sorted((shared_data / 'sdss_galaxies_mikeedi' / 'images' / 'val').glob('*.jpg'))[:3]
+    more = images + [str(p) for p in extra]          # 28 items: partition 5 is new (3 rows)
+    db, report = build_distributed(more, client=client, partition_size=PARTITION, shard_dir=shard_dir)
+    assert report.meta['partitions_computed'] == 1 and report.meta['partitions_reused'] == 5
+    assert len(report) == 28 and list(db.ids[-3:]) == [p.stem for p in extra]
+    # other settings give other shards: nothing is reused
+    _, report = build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir,
+                                  selection={'min_snr': 1e9})
+    assert report.meta['partitions_computed'] == 5
+    assert not np.asarray(report['accepted']).any()
+
+
+def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
+    """Sky positions are turned into cutouts with get_cutouts; failures become rejected rows."""
+    from astro_galsim import retrieval
+    from astro_galsim.model import load_pretrained
+    real = read_image(images[0])
+    calls = []
+
+    def fake_get_cutouts(coords, **options):
+        calls.append((len(coords), options))
+        return [real, retrieval.RetrievalError('outside the survey footprint')]
+
+    monkeypatch.setattr(retrieval, 'get_cutouts', fake_get_cutouts)
+    coords = SkyCoord([180.0, 10.0] * u.deg, [0.0, 5.0] * u.deg)
+    encoder = load_pretrained()
+    from astro_galsim.scaleout import _default_weights
+    out = _compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, str(_default_weights()),
+                             encoder.identity['sha256'], encoder.normalisation, {}, {'size': 64})
+    assert calls == [(2, {'size': 64})]
+    assert list(out['accepted']) == [True, False]
+    assert out['reason'][1] == 'retrieval failed: outside the survey footprint'
+    expected = SimilaritySearch(encoder).embed(real)
+    np.testing.assert_allclose(out['vectors'][0], expected[0], atol=1e-5)
+    assert np.isnan(out['vectors'][1]).all()
+    assert 'images' not in out and all(np.ndim(v) <= 2 for k, v in out.items() if k != 'units')
+
+
+def test_bad_input(images, tmp_path):
+    with pytest.raises(TypeError, match='cannot build from int'):
+        build_distributed([1, 2], client=object())
+    with pytest.raises(ValueError, match='partition_size'):
+        build_distributed(images, partition_size=0, client=object())
+    with pytest.raises(ValueError, match=r'items \(25\), ids \(2\)'):
+        build_distributed(images, ids=['a', 'b'], client=object())
+
+
+def _random_shards(tmp_path, n_shards=3, n=200, dim=16):
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    table = QTable({'id': [f'g{i:04d}' for i in range(n)],
+                    'area': rng.uniform(50, 500, n) * u.pix ** 2,
+                    'coord': SkyCoord(rng.uniform(0, 360, n) * u.deg, rng.uniform(-60, 60, n) * u.deg)})
+    enc = {'name': 'test', 'sha256': '1' * 64}
+    whole = GalaxyDatabase(vectors, table, encoder_id=enc)
+    cuts = np.array_split(rng.permutation(n), n_shards)
+    paths = []
+    for i, rows in enumerate(cuts):
+        rows = np.sort(rows)
+        path = tmp_path / f'shard{i}.fits'
+        GalaxyDatabase(vectors[rows], table[rows], encoder_id=enc).save(path)
+        paths.append(path)
+    return whole, paths, rng.normal(size=(6, dim)).astype(np.float32), vectors
+
+
+@pytest.mark.parametrize('use_client', [True, False])
+def test_sharded_query_equals_combined(client, tmp_path, use_client):
+    whole, paths, queries, _ = _random_shards(tmp_path)
+    expected = whole.search(queries, k=7)
+    result = query_sharded(paths, queries, k=7, client=client if use_client else None)
+    assert list(result['query']) == list(expected['query'])
+    assert list(result['rank']) == list(expected['rank'])
+    assert list(result['id']) == list(expected['id'])
+    np.testing.assert_allclose(result['distance'], expected['distance'], rtol=1e-6)
+    np.testing.assert_array_equal(result['area'], expected['area'])
+    assert result['area'].unit == u.pix ** 2
+    # the shard column says where each match is stored
+    for path_index, gid in zip(result['shard'], result['id']):
+        assert gid in GalaxyDatabase.load(paths[path_index]).ids
+
+
+def test_sharded_query_with_ids_and_filters(client, tmp_path):
+    whole, paths, _, vectors = _random_shards(tmp_path)
+    ids = ['g0003', 'g0150']
+    queries = vectors[[3, 150]]
+    kwargs = dict(k=5, query_ids=ids, where={'area': (100 * u.pix ** 2, None)})
+    expected = whole.search(queries, **kwargs)
+    shards = [GalaxyDatabase.load(p) for p in paths]   # database objects, not paths
+    result = query_sharded(shards, queries, client=client, **kwargs)
+    assert list(result['query']) == list(expected['query']) == ['g0003'] * 5 + ['g0150'] * 5
+    assert list(result['id']) == list(expected['id'])
+    assert 'g0003' not in list(result['id'])     # exclude_self works across shards
+    assert (result['area'] >= 100 * u.pix ** 2).all()
+
+
+def test_killed_worker_task_is_rescheduled(client, images, serial, tmp_path):
+    """Last in the module: the replacement worker would make the next test pay its start-up."""
+    hook = _FaultHook(tmp_path, kill={3})
+    db, report = build_distributed(images, client=client, partition_size=PARTITION, _fault=hook)
+    calls = _FaultHook.calls(tmp_path)
+    assert calls.count(3) == 2 and sorted(set(calls)) == [0, 1, 2, 3, 4]
+    assert_same_database(db, serial[0])
+    client.wait_for_workers(2, timeout=60)
