@@ -169,6 +169,12 @@ def _normalise_table(table, n):
         raise ValueError(f'column names {sorted(dupes)} differ only in case; FITS column names '
                          'are case-insensitive, rename them.')
     _check_ids(ids)
+    for name in table.colnames:
+        # FITS stores a dimensionless Quantity as a plain column; hold it that way in memory
+        # too, so that a loaded database and new rows stack
+        col = table[name]
+        if isinstance(col, u.Quantity) and col.unit == u.dimensionless_unscaled:
+            table[name] = Column(col.value, name=name)
     table.remove_column('id')
     if 'coord' in table.colnames:
         table.remove_column('coord')

@@ -1,7 +1,7 @@
 """Scaling out: building and querying galaxy databases on a Dask cluster.
 
 `build_distributed` maps the per-galaxy path (`~astro_galsim.pipeline.prepare` then the
-encoder) over a catalogue on a `distributed` cluster -- a `~distributed.LocalCluster`
+encoder) over a catalogue on a Dask ``distributed`` cluster -- a ``distributed.LocalCluster``
 using every core of this machine by default, or any cluster given by its client. The
 catalogue is cut into partitions; each finished partition is written at once as a
 Parquet shard, so a build that is interrupted (killed client, lost cluster, a failing
@@ -171,8 +171,12 @@ def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, n
     if images:
         arrays, table = prepare(images, targets, normalisation=normalisation, selection=selection,
                                 progress=False)
-    else:
-        arrays, table = prepare([], None, normalisation=normalisation, selection=selection, progress=False)
+    else:   # nothing was retrieved: the columns prepare would give, with no rows
+        from .segmentation import measurements_table
+        table = measurements_table([{}], pixel_scale=[np.nan] * u.arcsec)[:0]
+        table['accepted'] = np.zeros(0, dtype=bool)
+        table['reason'] = np.zeros(0, dtype=str)
+        arrays = None
     out = {'id': np.array(ids, dtype=str), 'units': {}}
     rows = np.flatnonzero(usable)
     for name in table.colnames:
@@ -346,8 +350,8 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         Positions of the galaxies when the images do not say (NaN where unknown).
     output : str or `~pathlib.Path`, optional
         Database FITS file to write (replaced if it exists). None: only return it.
-    client : `distributed.Client`, optional
-        Cluster to use. Default: a `~distributed.LocalCluster` with one single-threaded
+    client : ``distributed.Client``, optional
+        Cluster to use. Default: a ``distributed.LocalCluster`` with one single-threaded
         worker process per core of this machine, closed at the end.
     partition_size : int, optional
         Galaxies per task and per shard: the unit of work redone after an interruption.
@@ -476,9 +480,9 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         report['accepted'] = accepted
     stored = report[accepted]
     order = ['id', 'coord'] + [c for c in stored.colnames if c not in ('id', 'coord')]
+    provenance = {'normalisation_size': encoder.input_shape[-1], **(provenance or {})}
     database = GalaxyDatabase(vectors[accepted], stored[order], encoder_id=encoder.identity,
-                              metric=encoder.metric,
-                              provenance={'normalisation_size': encoder.input_shape[-1], **(provenance or {})})
+                              metric=encoder.metric, provenance=provenance)
     if output is not None:
         database.save(output, overwrite=True)
     report.meta.update(partitions=len(plan), partitions_computed=len(todo), partitions_reused=reused,
@@ -574,7 +578,7 @@ def query_sharded(shards, query_vectors, k=10, *, client=None, query_ids=None, *
         The query vectors.
     k : int, optional
         Matches per query.
-    client : `distributed.Client`, optional
+    client : ``distributed.Client``, optional
         Cluster to search on; None searches the shards one after the other here.
     query_ids : sequence of str, optional
         Labels of the queries (and, with ``exclude_self``, ids never returned for them).

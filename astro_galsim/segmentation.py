@@ -356,7 +356,7 @@ def _moment_shape(image, segment):
     cxx = (cos / a) ** 2 + (sin / b) ** 2
     cyy = (sin / a) ** 2 + (cos / b) ** 2
     cxy = 2.0 * cos * sin * ((1.0 / a ** 2) - (1.0 / b ** 2))
-    values = image[slc][inside]
+    values = image[slc][inside].astype(float)  # photutils' masked cutouts are float64
     xc, yc = xcen + slc[1].start, ycen + slc[0].start
     return dict(x_centroid=xc, y_centroid=yc, semimajor_axis=a, semiminor_axis=b,
                 ellipticity=1.0 - b / a, orientation=orientation, area=float(values.size),
@@ -577,9 +577,13 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=3.0, rotate=True
 
 def _upsample(mask, block, shape):
     """Nearest-neighbour copy of a detection-resolution mask onto the full grid."""
+    if block == 1 and mask.shape == tuple(shape):
+        return mask.copy()
+    h, w = mask.shape
+    up = np.broadcast_to(mask[:, None, :, None], (h, block, w, block)).reshape(h * block, w * block)
     full = np.zeros(shape, dtype=bool)
-    up = np.repeat(np.repeat(mask, block, axis=0), block, axis=1)[:shape[0], :shape[1]]
-    full[:up.shape[0], :up.shape[1]] = up
+    ny, nx = min(shape[0], up.shape[0]), min(shape[1], up.shape[1])
+    full[:ny, :nx] = up[:ny, :nx]
     return full
 
 
@@ -624,14 +628,17 @@ def _fill_foreign(rgb, measurement, block, seed):
     """Remove foreign sources: separate ones become sky drawn from the same image, stars
     on the galaxy take the galaxy's light from the point-symmetric position."""
     shape = rgb.shape[1:]
-    out = rgb.reshape(3, -1).copy()
     foreign = ndimage.binary_dilation(measurement['_foreign'], iterations=1) & ~measurement['_central']
-    target = np.flatnonzero(_upsample(foreign, block, shape))
-    sky_idx = np.flatnonzero(_upsample(measurement['_sky_pixels'], block, shape))
-    if target.size and sky_idx.size:
-        draw = sky_idx[np.random.default_rng(seed).integers(0, sky_idx.size, target.size)]
-        out[:, target] = out[:, draw]
     stars = measurement['_stars']
+    if not foreign.any() and not stars.any():
+        return rgb
+    out = rgb.reshape(3, -1).copy()
+    target = np.flatnonzero(_upsample(foreign, block, shape)) if foreign.any() else np.empty(0, int)
+    if target.size:
+        sky_idx = np.flatnonzero(_upsample(measurement['_sky_pixels'], block, shape))
+        if sky_idx.size:
+            draw = sky_idx[np.random.default_rng(seed).integers(0, sky_idx.size, target.size)]
+            out[:, target] = out[:, draw]
     if stars.any():
         stars = _upsample(ndimage.binary_dilation(stars, iterations=1), block, shape)
         yy, xx = np.nonzero(stars)

@@ -7,7 +7,8 @@ prepared and embedded
 * on a `distributed.LocalCluster` of 1 and of 2 worker processes (one thread each).
 
 For every run the script prints galaxies per second and the ratio to the serial baseline,
-and the peak resident memory of each worker process (``ru_maxrss``). Cluster start-up and
+and the peak resident memory of each worker process (``VmHWM``). The serial baseline is
+run before and after the cluster runs (the machine may be shared) and the mean is used. Cluster start-up and
 the workers' first imports are timed separately and not counted in the build time (the
 encoder load, once per worker, is counted).
 
@@ -51,6 +52,14 @@ def _warm():
 
 
 def _peak_rss():
+    """Peak resident memory of this process (VmHWM; ru_maxrss is inherited across fork/exec)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -132,30 +141,45 @@ def sizing(db, n_target, workdir):
     loaded = GalaxyDatabase.load(path)
     gc.collect()
     memory = (_rss() - before) / n_target
-    return dict(n=n_target, file=file_bytes, memory=memory, columns=len(loaded.table.colnames))
+    table = loaded.table
+    arrays = loaded.vectors.nbytes + sum(np.asarray(table[c]).nbytes for c in table.colnames if c != 'coord')
+    arrays += table['coord'].ra.nbytes + table['coord'].dec.nbytes
+    return dict(n=n_target, file=file_bytes, memory=memory, arrays=arrays / n_target,
+                columns=len(table.colnames))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--n', type=int, default=400, help='images (default 400)')
     parser.add_argument('--partition-size', type=int, default=25)
     parser.add_argument('--sizing-n', type=int, default=100_000)
     args = parser.parse_args()
 
-    from astro_galsim import SimilaritySearch
+    from astro_galsim import SimilaritySearch, conf
     files = sorted(str(p) for p in (DATA / 'train').glob('*.jpg'))[:args.n]
     if len(files) < args.n:
         sys.exit(f'need {args.n} images in {DATA}, found {len(files)}')
     print(f'{len(files)} real SDSS JPEGs from {DATA}, partitions of {args.partition_size}, '
           f'{os.cpu_count()} cores; load average now {os.getloadavg()[0]:.1f}')
+    print('NOTE: the CPU may be shared with other jobs; compare ratios measured in the same run.')
     workdir = Path(tempfile.mkdtemp(prefix='astro_galsim_bench_'))
     try:
-        t0 = time.perf_counter()
-        search = SimilaritySearch()
-        search.add(files)
-        t_serial = time.perf_counter() - t0
-        serial_peak = _peak_rss()
-        runs = [run_cluster(files, w, args.partition_size, workdir) for w in (1, 2)]
+        serial_times = []
+
+        def serial():
+            t0 = time.perf_counter()
+            search = SimilaritySearch()
+            search.add(files)
+            serial_times.append(time.perf_counter() - t0)
+            return search
+
+        with conf.set_temp('show_progress', False):
+            search = serial()
+            serial_peak = _peak_rss()
+            runs = [run_cluster(files, w, args.partition_size, workdir) for w in (1, 2)]
+            serial()
+        t_serial = float(np.mean(serial_times))
         size = sizing(runs[-1]['db'], args.sizing_n, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -164,18 +188,21 @@ def main():
     print(f'\nThroughput (stored {len(search)} of {n}; start-up and worker imports not counted)')
     print(f"{'path':<26} {'build s':>8} {'gal/s':>7} {'vs serial':>9} {'vs 1 worker':>11} "
           f"{'peak RSS/worker MB':>19} {'start s':>8} {'imports s':>9} {'max |dv|':>9}")
-    print(f"{'serial, in process':<26} {t_serial:>8.2f} {n / t_serial:>7.1f} {1:>9.2f} {'':>11} "
+    print(f"{'serial runs (before/after)':<26} {' / '.join(f'{t:.1f}' for t in serial_times):>8}")
+    print(f"{'serial, in process (mean)':<26} {t_serial:>8.2f} {n / t_serial:>7.1f} {1:>9.2f} {'':>11} "
           f"{serial_peak / 2**20:>19.0f} {'':>8} {'':>9} {'':>9}")
     for r in runs:
-        dv = float(np.max(np.abs(r['db'].vectors - search.vectors))) if list(r['db'].ids) == list(search.ids) \
-            else float('nan')
-        print(f"{'LocalCluster, ' + str(r['workers']) + ' worker(s)':<26} {r['build']:>8.2f} {n / r['build']:>7.1f} "
+        same = list(r['db'].ids) == list(search.ids)
+        dv = float(np.max(np.abs(r['db'].vectors - search.vectors))) if same else float('nan')
+        label = f"LocalCluster, {r['workers']} worker(s)"
+        print(f"{label:<26} {r['build']:>8.2f} {n / r['build']:>7.1f} "
               f"{t_serial / r['build']:>9.2f} {runs[0]['build'] / r['build']:>11.2f} "
               f"{' / '.join(f'{p / 2**20:.0f}' for p in r['peak_rss']):>19} {r['start']:>8.1f} "
               f"{r['warm']:>9.1f} {dv:>9.1e}")
     it = runs[-1]['interrupt']
-    print(f"\nInterruption (2 workers, {it['partitions']} partitions of {args.partition_size}): stopped after "
-          f"{it['saved']} saved ({it['started_first']} started), restart computed {it['computed_restart']}")
+    print(f"\nInterruption (2 workers, {it['partitions']} partitions of {args.partition_size}): "
+          f"stopped after {it['saved']} saved ({it['started_first']} started), "
+          f"restart computed {it['computed_restart']}")
     print(f"{'':<34} {'seconds':>8} {'vs uninterrupted':>16}")
     print(f"{'uninterrupted build':<34} {it['t_full']:>8.2f} {1:>16.2f}")
     print(f"{'stopped run + restart':<34} {it['t_first'] + it['t_second']:>8.2f} "
@@ -183,7 +210,8 @@ def main():
     print(f"partitions started more than once (work redone): {it['redone']} of {it['partitions']} "
           f"({100 * it['redone'] / it['partitions']:.0f}%)")
     print(f"\nDatabase sizing ({size['n']:,} galaxies, {size['columns']} catalogue columns, 64-d vectors, "
-          f"no index): file {size['file']:.0f} B/galaxy, loaded in memory {size['memory']:.0f} B/galaxy")
+          f"no index): file {size['file']:.0f} B/galaxy; loaded: {size['arrays']:.0f} B/galaxy in arrays "
+          f"(vectors {4 * 64} B), {size['memory']:.0f} B/galaxy resident (RSS growth of the load)")
 
 
 if __name__ == '__main__':

@@ -1,9 +1,19 @@
 """Throughput of the segmentation stage and of the cutout -> latent vector path.
 
-Compares astro_galsim's measure_galaxy + normalise_galaxy with a straightforward photutils
-baseline measured in the same run (Background2D + detect_sources + deblend_sources on the
-whole full-resolution image + a full SourceCatalog table + scipy zoom resampling), with 1
-and 2 worker processes, and prints where the time goes (cProfile).
+Compares, in one run and on the same real SDSS JPEG cutouts:
+
+* a straightforward photutils baseline (Background2D + detect_sources + deblend_sources on
+  the whole full-resolution image + a full SourceCatalog table + scipy zoom resampling);
+* astro_galsim's stage (``measure_galaxy`` + ``normalise_galaxy``);
+* the whole path from a cached cutout file to a latent vector: JPEG decode, colour form,
+  the stage, and the pretrained encoder (``load_pretrained().encode``, which averages the
+  8 flips / quarter turns), with 1 and 2 worker processes. Ours goes through
+  `astro_galsim.pipeline.prepare` (the code path users run, process start-up included);
+  the baseline path swaps the stage for the baseline and uses the same encoder.
+
+It prints the single-process time per image of each step (CPU milliseconds, which a
+busy machine disturbs less than wall time) and rates in galaxies per second (wall
+time), with ratios to the baseline measured in the same run.
 
 Usage (from the repository root)::
 
@@ -15,6 +25,7 @@ astro_galsim/data/encoder.pt when it exists; otherwise only preparation is timed
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import time
 import warnings
@@ -62,7 +73,7 @@ def _baseline(rgb):
     y0, y1 = int(max(0, y - r)), int(min(grey.shape[0], y + r + 1))
     x0, x1 = int(max(0, x - r)), int(min(grey.shape[1], x + r + 1))
     cut = rgb[:, y0:y1, x0:x1]
-    return ndimage.zoom(cut, (1, 64 / cut.shape[1], 64 / cut.shape[2]), order=1)
+    return ndimage.zoom(cut, (1, 64 / cut.shape[1], 64 / cut.shape[2]), order=1).astype(np.float32)
 
 
 def _load(path):
@@ -71,30 +82,67 @@ def _load(path):
     return to_colour(read_image(path))
 
 
-def _stage_chunk(args):
-    func, arrays = args
-    return [func(a) for a in arrays]
+def _stack(arrays, size=64):
+    out = np.zeros((len(arrays), 3, size, size), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        if a is not None:
+            out[i] = a
+    return out
 
 
-def _path_chunk(paths):
-    return [_ours(_load(p)) for p in paths]
+def _baseline_paths(paths):
+    return [_baseline(_load(p)) for p in paths]
 
 
-def _run(func, items, workers):
+def _ours_arrays(arrays):
+    return [_ours(a) for a in arrays]
+
+
+def _baseline_arrays(arrays):
+    return [_baseline(a) for a in arrays]
+
+
+def _in_workers(func, items, workers):
+    """func over items split into ``workers`` contiguous parts, one process each."""
     if workers == 1:
         return func(items)
-    chunks = [items[i::workers] for i in range(workers)]
+    parts = np.array_split(np.arange(len(items)), workers)
     with ProcessPoolExecutor(workers) as pool:
-        return [x for part in pool.map(func, chunks) for x in part]
+        done = pool.map(func, [[items[i] for i in part] for part in parts])
+        return [x for part in done for x in part]
 
 
-def _time(label, func, items, workers, table):
-    # a warm-up call (imports, worker start-up excluded from the rate as far as possible)
-    func(items[:2]) if workers == 1 else None
-    start = time.perf_counter()
-    _run(func, items, workers)
-    elapsed = time.perf_counter() - start
-    table.append((label, workers, len(items), elapsed, len(items) / elapsed))
+def _per_image_ms(paths, encoder):
+    """Single-process CPU ms per image of each step, ours and the baseline, interleaved."""
+    from astro_galsim.io import read_image
+    from astro_galsim.preprocessing import to_colour
+    from astro_galsim.segmentation import measure_galaxy, normalise_galaxy
+    clock = time.process_time
+    steps = dict.fromkeys(('read (JPEG decode)', 'colour form', 'measure_galaxy', 'normalise_galaxy',
+                           'photutils baseline stage'), 0.0)
+    outputs = []
+    for path in paths:
+        t0 = clock()
+        image = read_image(path)
+        t1 = clock()
+        rgb = to_colour(image)
+        t2 = clock()
+        m = measure_galaxy(rgb)
+        t3 = clock()
+        outputs.append(normalise_galaxy(rgb, m) if m['found'] else None)
+        t4 = clock()
+        _baseline(rgb)
+        t5 = clock()
+        for name, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            steps[name] += dt
+    ms = {k: 1000 * v / len(paths) for k, v in steps.items()}
+    if encoder is not None:
+        batch = _stack(outputs)
+        encoder.encode(batch[:8])  # warm-up
+        t0 = clock()
+        encoder.encode(batch)
+        ms['encoder (8 views, batched)'] = 1000 * (clock() - t0) / len(batch)
+    return ms
 
 
 def main():
@@ -102,50 +150,71 @@ def main():
     parser.add_argument('--n', type=int, default=200, help='number of galaxies (default 200)')
     parser.add_argument('--profile', action='store_true', help='print a cProfile summary of our stage')
     args = parser.parse_args()
+    from astro_galsim.pipeline import prepare
+
     index = Table.read(DATA / 'index.csv', format='ascii.csv')
     paths = [str(DATA / p) for p in index['path'][::max(1, len(index) // args.n)][:args.n]]
     arrays = [_load(p) for p in paths]
-    print(f'{len(paths)} real SDSS JPEG cutouts, median side {int(np.median([a.shape[1] for a in arrays]))} px; '
-          'CPU shared with other jobs: rates are noisy, compare ratios within this run')
-    rows = []
-    for workers in (1, 2):
-        _time('stage: astro_galsim measure+normalise', _chunk_ours, arrays, workers, rows)
-        _time('stage: photutils baseline', _chunk_base, arrays, workers, rows)
-        _time('path: JPEG file -> normalised array', _path_chunk, paths, workers, rows)
-    encoder_note = ''
+    encoder = None
     if WEIGHTS.is_file():
         from astro_galsim.model import load_pretrained
         encoder = load_pretrained(WEIGHTS)
-        batch = np.stack([a for a in _path_chunk(paths) if a is not None]).astype(np.float32)
+    print(f'{len(paths)} real SDSS JPEG cutouts, median side {int(np.median([a.shape[1] for a in arrays]))} px, '
+          f'{os.cpu_count()} CPUs. The CPU may be shared with other jobs: compare ratios within this run.')
+    _ours_arrays(arrays[:3])  # warm-up (imports, caches)
+    _baseline_arrays(arrays[:3])
+
+    ms = _per_image_ms(paths, encoder)
+    print('\nSingle process, CPU time per image (ms):')
+    for name, value in ms.items():
+        print(f'  {name:32s} {value:8.2f}')
+    ours_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['measure_galaxy'] + ms['normalise_galaxy']
+    base_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['photutils baseline stage']
+    enc = ms.get('encoder (8 views, batched)', 0.0)
+    print(f'  {"cutout -> vector, ours":32s} {ours_path + enc:8.2f}  ({1000 / (ours_path + enc):.0f} gal/s per core)')
+    print(f'  {"cutout -> vector, baseline":32s} {base_path + enc:8.2f}  ({1000 / (base_path + enc):.0f} gal/s per core)')
+
+    rows = []
+    for workers in (1, 2):
+        for label, func in (('stage: photutils baseline', _baseline_arrays),
+                            ('stage: astro_galsim measure+normalise', _ours_arrays)):
+            start = time.perf_counter()
+            _in_workers(func, arrays, workers)
+            rows.append((label, workers, time.perf_counter() - start))
+        # the whole path: files -> arrays (in workers) -> vectors (encoder in this process)
         start = time.perf_counter()
-        encoder.encode(batch)
-        rows.append(('encoder only (8 dihedral views, 1 process)', 1, len(batch), time.perf_counter() - start,
-                     len(batch) / (time.perf_counter() - start)))
-    else:
-        encoder_note = f'note: {WEIGHTS} not found; the encoder step is not timed (preparation only)'
-    base = {w: r[4] for r in rows for w in (1, 2) if r[0] == 'stage: photutils baseline' and r[1] == w}
-    print(f'{"what":46s} {"workers":>7s} {"n":>5s} {"seconds":>8s} {"gal/s":>8s} {"vs baseline":>11s}')
-    for label, workers, n, elapsed, rate in rows:
-        ratio = rate / base[workers] if workers in base else np.nan
-        print(f'{label:46s} {workers:7d} {n:5d} {elapsed:8.2f} {rate:8.1f} {ratio:10.2f}x')
-    if encoder_note:
-        print(encoder_note)
+        batch = _stack(_in_workers(_baseline_paths, paths, workers))
+        if encoder is not None:
+            encoder.encode(batch)
+        rows.append(('path: baseline, file -> vector', workers, time.perf_counter() - start))
+        start = time.perf_counter()
+        batch, _ = prepare(paths, workers=workers, progress=False)
+        if encoder is not None:
+            encoder.encode(batch)
+        rows.append(('path: prepare() + encoder, file -> vector', workers, time.perf_counter() - start))
+
+    base = {(w, kind): len(paths) / t for label, w, t in rows for kind in ('stage', 'path')
+            if label.startswith(kind) and 'baseline' in label}
+    print(f'\nWall-clock rates ({"with" if encoder else "WITHOUT"} the encoder on the path):')
+    print(f'{"what":44s} {"workers":>7s} {"n":>5s} {"seconds":>8s} {"gal/s":>8s} {"vs baseline":>11s}')
+    for label, workers, elapsed in rows:
+        rate = len(paths) / elapsed
+        ratio = rate / base[(workers, label.split(':')[0])]
+        print(f'{label:44s} {workers:7d} {len(paths):5d} {elapsed:8.2f} {rate:8.1f} {ratio:10.2f}x')
+    for kind in ('stage: astro_galsim', 'path: prepare'):
+        one, two = (len(paths) / t for label, w, t in rows if label.startswith(kind))
+        print(f'scaling 1 -> 2 workers, {kind.split(":")[0]} (ours): {two / one:.2f}x')
+    if encoder is None:
+        print(f'note: {WEIGHTS} not found; the encoder step is not timed (preparation only)')
+
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        _chunk_ours(arrays)
+        _ours_arrays(arrays)
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats('cumulative').print_stats(25)
         print(out.getvalue())
-
-
-def _chunk_ours(arrays):
-    return [_ours(a) for a in arrays]
-
-
-def _chunk_base(arrays):
-    return [_baseline(a) for a in arrays]
 
 
 if __name__ == '__main__':

@@ -187,6 +187,27 @@ def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
     assert 'images' not in out and all(np.ndim(v) <= 2 for k, v in out.items() if k != 'units')
 
 
+def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
+    """A partition of positions that all fail gives rejected rows with the usual columns."""
+    from astro_galsim import retrieval
+    from astro_galsim.model import load_pretrained
+    from astro_galsim.scaleout import _default_weights, _shard_table, _write_shard
+    monkeypatch.setattr(retrieval, 'get_cutouts',
+                        lambda coords, **options: [retrieval.RetrievalError('no frame')] * len(coords))
+    coords = SkyCoord([1.0, 2.0] * u.deg, [3.0, 4.0] * u.deg)
+    encoder = load_pretrained()
+    out = _compute_partition(7, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, str(_default_weights()),
+                             encoder.identity['sha256'], encoder.normalisation, {}, {})
+    assert not out['accepted'].any() and list(out['reason']) == ['retrieval failed: no frame'] * 2
+    path = tmp_path / 'part.parquet'
+    _write_shard(path, _shard_table(out, {'partition': 7, 'key': 'k'}))
+    table, vectors, meta = read_shard(path)
+    assert {'r50', 'r50_arcsec', 'gini', 'n_stars'} <= set(table.colnames)
+    assert table['r50_arcsec'].unit == u.arcsec and np.isnan(table['r50']).all()
+    assert vectors.shape == (2, 64) and np.isnan(vectors).all()
+    assert table['coord'][1].dec.deg == 4.0
+
+
 def test_bad_input(images, tmp_path):
     with pytest.raises(TypeError, match='cannot build from int'):
         build_distributed([1, 2], client=object())

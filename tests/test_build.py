@@ -1,0 +1,65 @@
+import shutil
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astro_galsim import SimilaritySearch
+from astro_galsim.build import build_database, read_source
+
+
+@pytest.fixture
+def image_folder(tmp_path, shared_data):
+    """A small build source in the training set's layout: images and an index.csv."""
+    src = shared_data / 'sdss_galaxies_mikeedi'
+    index = Table.read(src / 'index.csv', format='ascii.csv')[:7]
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for row in index:
+        shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
+    index['path'] = [f'{objid}.jpg' for objid in index['objid']]
+    index.write(folder / 'index.csv', format='ascii.csv')
+    return folder, index
+
+
+def test_read_source_folder(image_folder):
+    folder, index = image_folder
+    items, ids, coords = read_source(folder)
+    assert ids == [str(o) for o in index['objid']]
+    assert coords[0].ra.deg == pytest.approx(index['ra'][0])
+
+
+def test_build_resumes_without_redoing(image_folder, tmp_path, monkeypatch):
+    folder, index = image_folder
+    output = tmp_path / 'db.fits'
+    # an interrupted build: the second chunk fails
+    calls = []
+    original = SimilaritySearch.add
+
+    def failing_add(self, images, **kwargs):
+        calls.append(kwargs['ids'])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, **kwargs)
+    monkeypatch.setattr(SimilaritySearch, 'add', failing_add)
+    with pytest.raises(KeyboardInterrupt):
+        build_database(folder, output, chunk_size=3)
+    partial = SimilaritySearch.load(output)
+    assert list(partial.ids) == calls[0]
+    monkeypatch.setattr(SimilaritySearch, 'add', original)
+    # the restart skips what is saved and finishes the rest
+    search, report = build_database(folder, output, chunk_size=3)
+    assert list(report['id']) == [str(o) for o in index['objid'][3:]]
+    assert sorted(search.ids) == sorted(str(o) for o in index['objid'])
+    # the same database as an uninterrupted build
+    fresh, _ = build_database(folder, tmp_path / 'fresh.fits', chunk_size=10)
+    order = fresh.database.lookup_ids(search.ids)
+    np.testing.assert_allclose(search.vectors, fresh.vectors[order], atol=1e-5)
+
+
+def test_build_source_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='neither a folder'):
+        build_database(tmp_path / 'nothing', tmp_path / 'db.fits')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no images'):
+        build_database(tmp_path / 'empty', tmp_path / 'db.fits')
