@@ -48,6 +48,8 @@ def _parse_target(text, search):
         return SkyCoord(text)
     except ValueError:
         pass
+    if text.strip().isdigit():
+        raise KeyError(f'{text} is not an id in the database (and not an image file or a position)')
     try:
         return SkyCoord.from_name(text)
     except Exception as exc:  # the name resolver raises several kinds of errors
@@ -61,7 +63,7 @@ def cmd_demo(args):
     from astropy.coordinates import SkyCoord
     from .demo import hubble_deep_field_cutouts
     from .search import SimilaritySearch
-    from .visualization import gallery
+    from .visualization import gallery, save_figure
     started = time.perf_counter()
     cutouts = hubble_deep_field_cutouts(n=args.n)
     print(f'Hubble Deep Field (scikit-image): {len(cutouts)} galaxy cutouts')
@@ -74,9 +76,9 @@ def cmd_demo(args):
     print(f'\nThe {args.k} galaxies that look most like {query_id}:')
     _print_table(result)
     by_id = {c.meta['objid']: c for c in cutouts}
-    fig = gallery(by_id[query_id], [by_id[i] for i in result['id']],
-                  [f'{i}\nd={d:.3f}' for i, d in zip(result['id'], result['distance'])], query_label=query_id)
-    fig.savefig(args.output, dpi=100)
+    fig = gallery(by_id[query_id], [by_id[i] for i in result['id']], ids=list(result['id']),
+                  distances=np.asarray(result['distance']), query_label=query_id)
+    save_figure(fig, args.output, dpi=100)
     print(f'wrote gallery {args.output}')
 
     demo = SimilaritySearch.load_demo()
@@ -140,14 +142,17 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog='astro-galsim', description='Find galaxies that look like a given one.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    # every command shows its defaults in --help
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **k)
 
     p = sub.add_parser('demo', help='run the whole pipeline offline on a real image and print neighbours',
                        description='Cut the galaxies out of the Hubble Deep Field image that scikit-image '
                        'ships, describe them with the pretrained encoder, print the neighbours of one, '
                        'write a gallery PNG, and query the shipped SDSS demo database.')
     p.add_argument('--output', default='astro_galsim_demo.png', help='gallery PNG to write')
-    p.add_argument('--k', type=int, default=8, help='neighbours to show (default 8)')
-    p.add_argument('--n', type=int, default=60, help='galaxies to cut out of the field (default 60)')
+    p.add_argument('--k', type=int, default=8, help='neighbours to show')
+    p.add_argument('--n', type=int, default=60, help='galaxies to cut out of the field')
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser('query', help='neighbours of a galaxy given by position, name, id or image',
@@ -155,7 +160,7 @@ def _parser():
     p.add_argument('target', help='"RA Dec" (degrees or sexagesimal), an object name (needs the network), '
                    'an id in the database, or an image file (FITS, JPEG, PNG)')
     p.add_argument('--database', help='database FITS file (default: the shipped demo database)')
-    p.add_argument('--k', type=int, default=10, help='neighbours (default 10)')
+    p.add_argument('--k', type=int, default=10, help='neighbours')
     p.add_argument('--exclude-radius', type=lambda s: float(s) * __import__('astropy.units').units.arcsec,
                    default=None, metavar='ARCSEC', help='leave out galaxies within this angle of the target')
     p.add_argument('--output', help='write the table to this file (.ecsv, .csv, .vot, .fits) instead of printing')
@@ -166,31 +171,34 @@ def _parser():
                        'SOURCE is a folder of images (with an optional index.csv giving objid, ra, dec) '
                        'or a table file with ra/dec columns (positions are fetched from SDSS). '
                        'An interrupted build resumes where it stopped.')
-    p.add_argument('source')
+    p.add_argument('source', help='folder of images, or a table file (ECSV, CSV, FITS, VOTable) with ra/dec')
     p.add_argument('--output', required=True, help='database FITS file')
-    p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step (default 500)')
+    p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step')
     p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser('train', help='train the autoencoder on a folder of galaxy images',
                        description='Train the encoder on DATA (a folder with index.csv: path, split, objid).')
-    p.add_argument('data')
+    p.add_argument('data', help='folder of training images with index.csv (path, split, objid)')
     p.add_argument('--output', required=True, help='weights file (.pt); the model card goes beside it')
-    p.add_argument('--epochs', type=int, default=30)
-    p.add_argument('--contrastive-weight', type=float, default=1.0)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--epochs', type=int, default=30, help='most epochs (early stopping may end sooner)')
+    p.add_argument('--contrastive-weight', type=float, default=1.0, help='weight of the NT-Xent term; 0 '
+                   'trains a plain autoencoder')
+    p.add_argument('--seed', type=int, default=0, help='seed of the split, weights and augmentations')
+    p.add_argument('--workers', type=int, default=2, help='processes preparing the images')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='retrieval quality on a labelled image folder',
                        description='Precision@k, mAP and kNN accuracy of the encoder on DATA '
                        '(a folder with labels.csv: path and a label column).')
-    p.add_argument('data')
-    p.add_argument('--label-column', default='similarity_group')
-    p.add_argument('--k', type=int, default=10)
+    p.add_argument('data', help='folder with labels.csv (path and a label column) and the images')
+    p.add_argument('--label-column', default='similarity_group', help='column of labels.csv to group by')
+    p.add_argument('--k', type=int, default=10, help='neighbours per galaxy for precision@k and kNN')
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser('info', help='what a database holds')
+    p = sub.add_parser('info', help='what a database holds',
+                       description='Print the number of galaxies, the encoder, the provenance and the '
+                       'columns of a database.')
     p.add_argument('database', nargs='?', help='database FITS file (default: the shipped demo database)')
     p.set_defaults(func=cmd_info)
     return parser

@@ -33,6 +33,9 @@ class Conf(_config.ConfigNamespace):
         256, 'Images preprocessed and encoded together in one batch.', cfgtype='integer')
     num_threads = _config.ConfigItem(
         0, 'Threads torch may use for the encoder; 0 leaves torch its default.', cfgtype='integer')
+    workers = _config.ConfigItem(
+        1, 'Processes that prepare (segment and normalise) images in SimilaritySearch.add and '
+        'embed; more than 1 pays off from a few hundred images.', cfgtype='integer')
     show_progress = _config.ConfigItem(
         True, 'Show tqdm progress bars on long work.', cfgtype='boolean')
 

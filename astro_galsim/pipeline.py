@@ -146,7 +146,8 @@ def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, select
         progress = conf.show_progress and len(jobs) > 50
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_prepare_safely, jobs, chunksize=16), total=len(jobs),
+            chunksize = max(1, min(16, len(jobs) // (4 * workers)))  # no idle worker at the end
+            results = list(tqdm(pool.map(_prepare_safely, jobs, chunksize=chunksize), total=len(jobs),
                                 disable=not progress, desc='preparing'))
     else:
         results = [_prepare_safely(job) for job in tqdm(jobs, disable=not progress, desc='preparing')]

@@ -318,7 +318,9 @@ def _default_ids_coords(items, ids, coords):
     if coords is None:
         coords = _image_coords(items)
     coords = coords.reshape((1,)) if coords.isscalar else coords
-    return [str(i) if isinstance(i, Path) else i for i in items], [str(i) for i in ids], coords.icrs
+    # absolute paths: a worker may run in another directory
+    items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
+    return items, [str(i) for i in ids], coords.icrs
 
 
 def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=256,
@@ -399,7 +401,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     _require()
     import distributed
     from .database import GalaxyDatabase
-    from .model import file_sha256, load_pretrained
+    from .model import load_pretrained
 
     items, ids, coords = _default_ids_coords(items, ids, coords)
     n = len(ids)
@@ -411,23 +413,24 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     partition_size = int(partition_size)
     if partition_size < 1:
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
-    encoder_path = Path(encoder_path) if encoder_path is not None else _default_weights()
-    encoder = load_pretrained(encoder_path)     # checks the weights against their card
+    bad = [i for i in ids if not i or i.strip() != i or not i.isascii()]
+    if bad:
+        raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
+                         f'them); bad ids: {bad[:5]}')
+    encoder_path = (Path(encoder_path) if encoder_path is not None else _default_weights()).resolve()
+    encoder = load_pretrained(encoder_path)     # checks the weights against their model card
     encoder_sha = encoder.identity['sha256']
-    if file_sha256(encoder_path) != encoder_sha:  # pragma: no cover - load_pretrained checks
-        raise ValueError(f'encoder weights {encoder_path} changed while loading')
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     selection = dict(selection or {})
     cutout_options = dict(cutout_options or {})
 
-    temporary = None
-    if shard_dir is None:
-        if output is None:
-            temporary = tempfile.TemporaryDirectory(prefix='astro_galsim_shards_')
-            shard_dir = temporary.name
-        else:
-            shard_dir = str(output) + '.shards'
-    shard_dir = Path(shard_dir)
+    if shard_dir is None and output is None:
+        with tempfile.TemporaryDirectory(prefix='astro_galsim_shards_') as shard_dir:
+            return build_distributed(items, ids, coords, None, client=client, partition_size=partition_size,
+                                     encoder_path=encoder_path, normalisation=normalisation, selection=selection,
+                                     cutout_options=cutout_options, shard_dir=shard_dir, provenance=provenance,
+                                     retries=retries, progress=progress, _fault=_fault, _stop_after=_stop_after)
+    shard_dir = Path(str(output) + '.shards' if shard_dir is None else shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
     ra, dec = coords.ra.deg, coords.dec.deg
@@ -487,8 +490,6 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         database.save(output, overwrite=True)
     report.meta.update(partitions=len(plan), partitions_computed=len(todo), partitions_reused=reused,
                        shard_dir=str(shard_dir))
-    if temporary is not None:
-        temporary.cleanup()
     return database, report
 
 

@@ -14,6 +14,7 @@ from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
+from .config import conf
 from .database import GalaxyDatabase, rocchio_query
 from .io import image_stem
 from .model import load_pretrained
@@ -186,8 +187,9 @@ class SimilaritySearch:
         if targets is not None and len(usable):
             keep = np.array([i not in failed for i in range(len(images))])
             usable_targets = targets[keep]
+        workers = conf.workers if len(usable) >= 100 else 1
         arrays, table = prepare(usable, usable_targets, normalisation=self.encoder.normalisation,
-                                selection=self.selection)
+                                selection=self.selection, workers=workers)
         if failed:
             full_arrays = np.zeros((len(images),) + arrays.shape[1:], dtype=np.float32)
             rows = np.array([i for i in range(len(images)) if i not in failed], dtype=int)

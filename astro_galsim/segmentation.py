@@ -11,14 +11,12 @@ The sky level and noise are estimated with the detected sources masked (detect, 
 re-estimate), since the border of a tight cutout holds galaxy light.
 """
 import math
-import warnings
 
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 from photutils.morphology import gini as _photutils_gini
-from photutils.segmentation import SegmentationImage, deblend_sources, detect_sources
-from photutils.utils.exceptions import NoDetectionsWarning
+from photutils.segmentation import SegmentationImage, deblend_sources
 from scipy import ndimage
 
 __all__ = ['measure_galaxy', 'normalise_galaxy', 'select_galaxy', 'measurements_table', 'GalaxyMeasurement',
@@ -45,8 +43,8 @@ _MIN_GINI = 0.05
 _MAX_CENTRE_OFFSET = 0.2  # nearest segment farther than this fraction of the image: no galaxy
 _DRAG_TOLERANCE = 0.5    # centroid shift (in equivalent radii of the target child) that flags a merged star
 _DRAG_AREA = 5.0         # ...and a brighter child smaller than this many times the target child,
-_DEG_TO_RAD = u.deg.to(u.rad)  # as astropy converts an angle Quantity (value * scale)
 _DRAG_COMPACT = 0.2      # with less than this fraction of its pixels above half its peak (a star), is removed
+_DEG_TO_RAD = u.deg.to(u.rad)  # as astropy turns an angle Quantity into radians (value * scale)
 
 
 class GalaxyMeasurement(dict):
@@ -201,10 +199,30 @@ def _detect(image, smoothed, n_sigma, mask=None, image_noise=None):
     sky_s, noise_s = _clipped_stats(smoothed if mask is None else smoothed[~mask])
     if not noise_s > 0:
         noise_s = image_noise() if image_noise is not None else _sky_noise(image, mask)[1]
-    with warnings.catch_warnings():
-        # an empty field is an answer here (no galaxy found), not something to warn about
-        warnings.simplefilter('ignore', NoDetectionsWarning)
-        return detect_sources(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
+    return _segments(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
+
+
+def _segments(data, threshold, n_pixels):
+    """Label image of the 8-connected groups of at least ``n_pixels`` pixels above ``threshold``.
+
+    What ``photutils.segmentation.detect_sources(data, threshold, n_pixels).data`` holds
+    (labels numbered in raster order of first appearance, consecutively after the small
+    groups are dropped), or None when there is no such group (an empty field is an
+    answer here, not something to warn about).
+    """
+    labels, count = ndimage.label(data > threshold, structure=np.ones((3, 3), dtype=int))
+    if count == 0:
+        return None
+    keep = np.bincount(labels.ravel(), minlength=count + 1) >= n_pixels
+    keep[0] = False
+    kept = int(keep.sum())
+    if kept == 0:
+        return None
+    if kept < count:
+        relabel = np.zeros(count + 1, dtype=labels.dtype)
+        relabel[keep] = np.arange(1, kept + 1, dtype=labels.dtype)
+        labels = relabel[labels]
+    return labels
 
 
 def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETECTION_SIZE):
@@ -256,7 +274,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     smoothed = ndimage.gaussian_filter(det, 1.0)
     # (the sky and noise of det itself are needed only from the pass that is kept)
     segm = _detect(det, smoothed, n_sigma)
-    source_mask = None if segm is None else ndimage.binary_dilation(segm.data > 0, iterations=2)
+    source_mask = None if segm is None else ndimage.binary_dilation(segm > 0, iterations=2)
     if source_mask is not None and (~source_mask).sum() > 50:
         sky, noise = _sky_noise(det, source_mask)
         segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise)
@@ -268,16 +286,18 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
 
     # the central segment: the one under the target, else the nearest one
     iy, ix = int(np.clip(round(py), 0, det.shape[0] - 1)), int(np.clip(round(px), 0, det.shape[1] - 1))
-    if _distance_to_segments(segm.data, iy, ix) > _MAX_CENTRE_OFFSET * max(det.shape):
+    if _distance_to_segments(segm, iy, ix) > _MAX_CENTRE_OFFSET * max(det.shape):
         return measurement
-    label = int(segm.data[iy, ix])
+    label = int(segm[iy, ix])
     if label == 0:
         label = _nearest_segment(segm, px, py, _MAX_CENTRE_OFFSET * max(det.shape))
-    inside = np.argwhere(segm.data == label)
-    anchor = (iy, ix) if segm.data[iy, ix] == label else \
-        tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
+    if segm[iy, ix] == label:
+        anchor = (iy, ix)
+    else:
+        inside = np.argwhere(segm == label)
+        anchor = tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
     image = det - sky
-    central, stars = _split_central(image, smoothed - sky, segm.data == label, anchor)
+    central, stars = _split_central(image, smoothed - sky, segm == label, anchor)
 
     shape = _moment_shape(image, central)
     galaxy = np.where(central, image, 0.0)
@@ -299,8 +319,8 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         n_stars=int(ndimage.label(stars)[1]) if stars.any() else 0,
         snr=float(flux / (noise * np.sqrt(central.sum()))),
         centre_offset=float(np.hypot(xc - px, yc - py)) * block,
-        _central=central, _foreign=(segm.data > 0) & (segm.data != label), _stars=stars,
-        _sky_pixels=(segm.data == 0),
+        _central=central, _foreign=(segm > 0) & (segm != label), _stars=stars,
+        _sky_pixels=(segm == 0),
     )
     return measurement
 
@@ -401,7 +421,7 @@ def _nearest_segment(segm, px, py, max_distance):
     radius, wins: a large galaxy whose edge stops just short of the target beats a small
     noise peak or star that happens to be a little closer.
     """
-    labels = segm.data
+    labels = segm
     yy, xx = np.mgrid[:labels.shape[0], :labels.shape[1]]
     close = np.hypot(yy - py, xx - px) <= max_distance + 1
     near = np.unique(labels[close & (labels > 0)])

@@ -7,9 +7,11 @@ prepared and embedded
 * on a `distributed.LocalCluster` of 1 and of 2 worker processes (one thread each).
 
 For every run the script prints galaxies per second and the ratio to the serial baseline,
-and the peak resident memory of each worker process (``VmHWM``). The serial baseline is
-run before and after the cluster runs (the machine may be shared) and the mean is used. Cluster start-up and
-the workers' first imports are timed separately and not counted in the build time (the
+the peak resident memory of each worker process (``VmHWM``), the CPU time per galaxy and
+the share of the cores the workers actually got (their CPU time over wall time x workers;
+other jobs on the machine lower it). The serial baseline is run before and after the
+cluster runs (the machine may be shared) and the mean is used. Cluster start-up and the
+workers' first imports are timed separately and not counted in the build time (the
 encoder load, once per worker, is counted).
 
 Then it measures the cost of an interruption: a 2-worker build is stopped after half of
@@ -63,6 +65,10 @@ def _peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu():
+    return time.process_time()
+
+
 def _rss():
     import psutil
     return psutil.Process().memory_info().rss
@@ -80,10 +86,12 @@ def run_cluster(files, n_workers, partition_size, workdir):
     client.run(_warm)
     t_warm = time.perf_counter() - t0
     try:
+        cpu0 = client.run(_cpu)
         t0 = time.perf_counter()
         db, report = build_distributed(files, client=client, partition_size=partition_size,
                                        shard_dir=workdir / f'shards-{n_workers}', progress=False)
         t_build = time.perf_counter() - t0
+        cpu = sum(c - cpu0[w] for w, c in client.run(_cpu).items())
         peaks = client.run(_peak_rss)
         interrupt = None
         if n_workers == 2:
@@ -91,7 +99,7 @@ def run_cluster(files, n_workers, partition_size, workdir):
     finally:
         client.close()
         cluster.close()
-    return dict(workers=n_workers, start=t_start, warm=t_warm, build=t_build, db=db,
+    return dict(workers=n_workers, start=t_start, warm=t_warm, build=t_build, db=db, cpu=cpu,
                 peak_rss=sorted(peaks.values()), interrupt=interrupt)
 
 
@@ -167,11 +175,14 @@ def main():
     try:
         serial_times = []
 
+        serial_cpu = []
+
         def serial():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             search = SimilaritySearch()
             search.add(files)
             serial_times.append(time.perf_counter() - t0)
+            serial_cpu.append(time.process_time() - c0)
             return search
 
         with conf.set_temp('show_progress', False):
@@ -187,10 +198,12 @@ def main():
     n = len(files)
     print(f'\nThroughput (stored {len(search)} of {n}; start-up and worker imports not counted)')
     print(f"{'path':<26} {'build s':>8} {'gal/s':>7} {'vs serial':>9} {'vs 1 worker':>11} "
-          f"{'peak RSS/worker MB':>19} {'start s':>8} {'imports s':>9} {'max |dv|':>9}")
+          f"{'peak RSS/worker MB':>19} {'start s':>8} {'imports s':>9} {'max |dv|':>9} {'CPU share':>9} "
+          f"{'CPU ms/gal':>10}")
     print(f"{'serial runs (before/after)':<26} {' / '.join(f'{t:.1f}' for t in serial_times):>8}")
     print(f"{'serial, in process (mean)':<26} {t_serial:>8.2f} {n / t_serial:>7.1f} {1:>9.2f} {'':>11} "
-          f"{serial_peak / 2**20:>19.0f} {'':>8} {'':>9} {'':>9}")
+          f"{serial_peak / 2**20:>19.0f} {'':>8} {'':>9} {'':>9} {'':>9} "
+          f"{1000 * np.mean(serial_cpu) / n:>10.1f}")
     for r in runs:
         same = list(r['db'].ids) == list(search.ids)
         dv = float(np.max(np.abs(r['db'].vectors - search.vectors))) if same else float('nan')
@@ -198,7 +211,10 @@ def main():
         print(f"{label:<26} {r['build']:>8.2f} {n / r['build']:>7.1f} "
               f"{t_serial / r['build']:>9.2f} {runs[0]['build'] / r['build']:>11.2f} "
               f"{' / '.join(f'{p / 2**20:.0f}' for p in r['peak_rss']):>19} {r['start']:>8.1f} "
-              f"{r['warm']:>9.1f} {dv:>9.1e}")
+              f"{r['warm']:>9.1f} {dv:>9.1e} {r['cpu'] / (r['build'] * r['workers']):>9.2f} "
+              f"{1000 * r['cpu'] / n:>10.1f}")
+    print('CPU share: CPU time the workers got during the build / (build time x workers); below 1 when '
+          'other jobs take the cores.')
     it = runs[-1]['interrupt']
     print(f"\nInterruption (2 workers, {it['partitions']} partitions of {args.partition_size}): "
           f"stopped after {it['saved']} saved ({it['started_first']} started), "

@@ -159,8 +159,10 @@ def main():
     if WEIGHTS.is_file():
         from astro_galsim.model import load_pretrained
         encoder = load_pretrained(WEIGHTS)
-    print(f'{len(paths)} real SDSS JPEG cutouts, median side {int(np.median([a.shape[1] for a in arrays]))} px, '
-          f'{os.cpu_count()} CPUs. The CPU may be shared with other jobs: compare ratios within this run.')
+    side = int(np.median([a.shape[1] for a in arrays]))
+    print(f'{len(paths)} real SDSS JPEG cutouts, median side {side} px, {os.cpu_count()} CPUs, load average '
+          f'{os.getloadavg()[0]:.1f} before the run. The CPU may be shared with other jobs: compare ratios '
+          'within this run.')
     _ours_arrays(arrays[:3])  # warm-up (imports, caches)
     _baseline_arrays(arrays[:3])
 
@@ -171,8 +173,10 @@ def main():
     ours_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['measure_galaxy'] + ms['normalise_galaxy']
     base_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['photutils baseline stage']
     enc = ms.get('encoder (8 views, batched)', 0.0)
-    print(f'  {"cutout -> vector, ours":32s} {ours_path + enc:8.2f}  ({1000 / (ours_path + enc):.0f} gal/s per core)')
-    print(f'  {"cutout -> vector, baseline":32s} {base_path + enc:8.2f}  ({1000 / (base_path + enc):.0f} gal/s per core)')
+    for name, total in (('cutout -> vector, ours', ours_path + enc),
+                        ('cutout -> vector, baseline', base_path + enc)):
+        print(f'  {name:32s} {total:8.2f}  ({1000 / total:.0f} gal/s per core)')
+    print(f'  {"ratio baseline / ours":32s} {(base_path + enc) / (ours_path + enc):8.2f}x')
 
     rows = []
     for workers in (1, 2):

@@ -215,6 +215,8 @@ def test_bad_input(images, tmp_path):
         build_distributed(images, partition_size=0, client=object())
     with pytest.raises(ValueError, match=r'items \(25\), ids \(2\)'):
         build_distributed(images, ids=['a', 'b'], client=object())
+    with pytest.raises(ValueError, match=r"bad ids: \[' b'\]"):
+        build_distributed(images[:2], ids=['a', ' b'], client=object())
 
 
 def _random_shards(tmp_path, n_shards=3, n=200, dim=16):

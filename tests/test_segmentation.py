@@ -273,3 +273,65 @@ def test_selection_defaults_accept_most_of_the_training_sample(shared_data):
     accepted = [select_galaxy(measure_galaxy(_colour(p)))[0] for p in paths]
     assert len(paths) == 101 and np.mean(accepted) >= 0.93
     assert SELECTION_DEFAULTS['min_r50'].unit == u.pix
+
+
+# ---------------------------------------------------------------- fast helpers equal the photutils / astropy originals
+
+def _real_detection_images(shared_data, n=12):
+    """(det, smoothed) pairs of real cutouts at detection resolution, as measure_galaxy makes them."""
+    from astro_galsim.segmentation import _block_mean
+    paths = sorted((shared_data / 'sdss_gz1_eggochi/images').glob('*.jpg'))[::200][:n]
+    out = []
+    for path in paths:
+        rgb = _colour(path)
+        block = max(1, int(np.ceil(max(rgb.shape[1:]) / 192)))
+        det = _block_mean(rgb.mean(axis=0), block)
+        out.append((det, ndimage.gaussian_filter(det, 1.0)))
+    return out
+
+
+def test_clipped_stats_are_astropys_sigma_clipped_stats(shared_data):
+    from astropy.stats import sigma_clipped_stats
+    from astro_galsim.segmentation import _clipped_stats
+    checked = 0
+    for det, smoothed in _real_detection_images(shared_data):
+        mask = ndimage.binary_dilation(smoothed > np.percentile(smoothed, 80), iterations=2)
+        for image, m in ((det, None), (smoothed, None), (det, mask), (smoothed, mask)):
+            _, median, std = sigma_clipped_stats(image, mask=m, sigma=3.0, maxiters=5)
+            assert _clipped_stats(image if m is None else image[~m]) == (median, std)
+            checked += 1
+    # heavy tails and few iterations, where the clipping stops at maxiters
+    values = np.random.default_rng(2).standard_cauchy(5000).astype(np.float32)
+    for maxiters in (1, 2, 5, 10):
+        _, median, std = sigma_clipped_stats(values, sigma=2.5, maxiters=maxiters)
+        assert _clipped_stats(values, sigma=2.5, maxiters=maxiters) == (median, std)
+    assert checked == 48
+
+
+def test_block_mean_is_the_reshaped_mean():
+    from astro_galsim.segmentation import _block_mean
+    rgb = (np.random.default_rng(4).integers(0, 256, (3, 101, 97)) / 255).astype(np.float32)
+    for factor in range(1, 10):
+        ny, nx = 101 // factor * factor, 97 // factor * factor
+        shape = (3, ny // factor, factor, nx // factor, factor)
+        expected = rgb[:, :ny, :nx].reshape(shape).mean(axis=(-3, -1))
+        assert np.array_equal(_block_mean(rgb, factor), expected), factor
+        assert np.array_equal(_block_mean(rgb[0], factor), expected[0]), factor
+
+
+def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data):
+    from photutils.segmentation import SegmentationImage, SourceCatalog, detect_sources
+    from astro_galsim.segmentation import _MIN_PIXELS, _moment_shape, _segments
+    for det, smoothed in _real_detection_images(shared_data, n=8):
+        threshold = np.float32(np.median(smoothed) + 3 * smoothed.std())
+        labels = _segments(smoothed, threshold, _MIN_PIXELS)
+        assert np.array_equal(labels, detect_sources(smoothed, threshold, _MIN_PIXELS).data)
+        central = labels == labels[labels.shape[0] // 2, labels.shape[1] // 2]
+        image = det - np.median(det)
+        cat = SourceCatalog(image, SegmentationImage(central.astype(np.int32)))
+        shape = _moment_shape(image, central)
+        for name in ('x_centroid', 'y_centroid', 'semimajor_axis', 'semiminor_axis', 'ellipticity',
+                     'orientation', 'area', 'gini', 'kron_radius'):
+            value = float(np.ravel(u.Quantity(getattr(cat, name)).value)[0])
+            assert shape[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+    assert _segments(np.zeros((20, 20), np.float32), 0.5, _MIN_PIXELS) is None
