@@ -97,9 +97,7 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
             search = SimilaritySearch.load(output)
             log.info(f'resuming: {len(search)} galaxies already in {output}')
         else:
-            search = SimilaritySearch()
-            if provenance:
-                search.database.provenance.update(provenance)
+            search = SimilaritySearch(provenance=provenance)
     todo = np.flatnonzero(~np.isin(np.array(ids), search.ids))
     reports = []
     bar = tqdm(total=len(todo), disable=not conf.show_progress, desc='building')

@@ -111,7 +111,16 @@ def cmd_info(args):
 
 def cmd_build(args):
     from .build import build_database
-    build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart)
+    from .config import conf
+    provenance = {}
+    for item in args.provenance:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f'--provenance {item!r} is not KEY=VALUE')
+        provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    with conf.set_temp('workers', args.workers):
+        build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
+                       provenance=provenance)
 
 
 def cmd_train(args):
@@ -175,6 +184,9 @@ def _parser():
     p.add_argument('--output', required=True, help='database FITS file')
     p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step')
     p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
+    p.add_argument('--workers', type=int, default=1, help='processes preparing the images')
+    p.add_argument('--provenance', action='append', default=[], metavar='KEY=VALUE',
+                   help='stored in a new database, e.g. --provenance survey=SDSS --provenance data_release=14')
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser('train', help='train the autoencoder on a folder of galaxy images',

@@ -43,6 +43,9 @@ class SimilaritySearch:
     cutout_options : dict, optional
         Keywords of `~astro_galsim.retrieval.get_cutouts` used when galaxies are given by
         sky position (``source``, ``size``, ``pixel_scale``, ``data_release``).
+    provenance : dict, optional
+        Where the images of a new database come from (survey, data release, bands...);
+        stored with it.
 
     Examples
     --------
@@ -62,12 +65,11 @@ class SimilaritySearch:
     ([1, 2, 3], False)
     """
 
-    def __init__(self, encoder=None, database=None, *, selection=None, cutout_options=None):
+    def __init__(self, encoder=None, database=None, *, selection=None, cutout_options=None, provenance=None):
         self.encoder = load_pretrained() if encoder is None else encoder
         if database is None:
             database = GalaxyDatabase(encoder_id=self.encoder.identity, dim=self.encoder.latent_dim,
-                                      metric=self.encoder.metric,
-                                      provenance={'normalisation_size': self.encoder.input_shape[-1]})
+                                      metric=self.encoder.metric, provenance=provenance)
         elif database.encoder_id['sha256'] != self.encoder.identity['sha256']:
             raise ValueError(f'the database was made by encoder {database.encoder_id["name"]!r} '
                              f'(sha256 {database.encoder_id["sha256"][:12]}...), not by '
