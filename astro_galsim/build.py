@@ -62,7 +62,8 @@ def read_source(source):
     return items, ids, coords
 
 
-def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None):
+def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None,
+                   scheduler=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
     The database is saved (atomically) after every chunk; a build that stops is resumed
@@ -82,6 +83,11 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         Where to add the galaxies (default: a new one with the pretrained encoder).
     provenance : dict, optional
         Stored in a new database.
+    scheduler : str, optional
+        Build on Dask (`~astro_galsim.scaleout.build_distributed`): a scheduler address
+        (``tcp://host:8786``) or ``'local'`` for one worker process per core. Partitions of
+        ``chunk_size`` galaxies are saved as shards in ``<output>.shards`` and reused on a
+        restart.
 
     Returns
     -------
@@ -92,6 +98,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     from .search import SimilaritySearch
     output = Path(output)
     items, ids, coords = read_source(source)
+    if scheduler is not None:
+        return _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance)
     if search is None:
         if resume and output.exists():
             search = SimilaritySearch.load(output)
@@ -115,3 +123,22 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     print(f'{output}: {len(search)} galaxies ({int(np.sum(report["accepted"])) if len(report) else 0} added now, '
           f'{int(np.sum(~np.asarray(report["accepted"], bool))) if len(report) else 0} rejected)')
     return search, report
+
+
+def _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance):
+    import shutil
+    from .scaleout import build_distributed
+    from .search import SimilaritySearch
+    if not resume:
+        shutil.rmtree(str(output) + '.shards', ignore_errors=True)
+    client = None
+    if scheduler != 'local':
+        from distributed import Client
+        client = Client(scheduler)
+    try:
+        database, report = build_distributed(items, ids, coords, output, client=client,
+                                             partition_size=chunk_size, provenance=provenance)
+    finally:
+        if client is not None:
+            client.close()
+    return SimilaritySearch(database=database), Table(report[['id', 'accepted', 'reason']])

@@ -120,7 +120,7 @@ def cmd_build(args):
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
     with conf.set_temp('workers', args.workers):
         build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
-                       provenance=provenance)
+                       provenance=provenance, scheduler=args.scheduler)
 
 
 def cmd_train(args):
@@ -185,6 +185,10 @@ def _parser():
     p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step')
     p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
     p.add_argument('--workers', type=int, default=1, help='processes preparing the images')
+    p.add_argument('--scheduler', metavar='ADDRESS', default=None,
+                   help="build on a Dask cluster: a scheduler address (tcp://host:8786), or 'local' for one "
+                        "worker process per core; partitions of --chunk-size galaxies are saved in "
+                        "OUTPUT.shards and reused on a restart (needs astro_galsim[dask])")
     p.add_argument('--provenance', action='append', default=[], metavar='KEY=VALUE',
                    help='stored in a new database, e.g. --provenance survey=SDSS --provenance data_release=14')
     p.set_defaults(func=cmd_build)

@@ -111,6 +111,7 @@ class GalaxyEncoder:
     """
 
     identity = {'name': 'abstract', 'sha256': ''}
+    path = None
     input_shape = (3, 64, 64)
     normalisation = {}
     latent_dim = 0
@@ -245,4 +246,6 @@ def load_pretrained(path=None):
     state = torch.load(path, map_location='cpu', weights_only=True)
     model = ConvAutoencoder(**card['architecture'])
     model.load_state_dict(state)
-    return AutoencoderEncoder(model, card)
+    encoder = AutoencoderEncoder(model, card)
+    encoder.path = path  # so that workers elsewhere can load the same weights
+    return encoder

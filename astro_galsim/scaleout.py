@@ -499,7 +499,10 @@ def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, no
     futures = {}
     run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
     for number, rows, key, path in todo:
-        part_items = items[rows] if isinstance(items, SkyCoord) else items[rows]
+        part_items = items[rows]
+        if any(isinstance(item, NDData) for item in part_items):
+            # images travel as data, not inside the task graph
+            part_items = client.scatter([part_items])[0]
         future = client.submit(_compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
                                encoder_path, encoder.identity['sha256'], normalisation, selection,
                                cutout_options, fault, key=f'astro_galsim-partition-{number}-{key}-{run}',

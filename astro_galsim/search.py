@@ -229,7 +229,7 @@ class SimilaritySearch:
         vectors[~np.asarray(table['found'], dtype=bool)] = np.nan
         return vectors
 
-    def add(self, images, ids=None, coords=None, *, columns=None):
+    def add(self, images, ids=None, coords=None, *, columns=None, client=None):
         """Add galaxies to the database; only accepted ones are stored.
 
         Parameters
@@ -243,12 +243,18 @@ class SimilaritySearch:
             Their positions, when the images do not say.
         columns : dict of array-like, optional
             Extra catalogue columns to store (one value per input).
+        client : `distributed.Client`, optional
+            Prepare and embed on this Dask cluster (`~astro_galsim.scaleout.build_distributed`);
+            each worker loads the encoder once. Images must be files or positions every worker
+            can reach.
 
         Returns
         -------
         report : `~astropy.table.QTable`
             One row per input: ``id``, ``accepted``, ``reason``, then the measurements.
         """
+        if client is not None:
+            return self._add_on_dask(images, ids, coords, columns, client)
         user_columns = dict(columns or {})
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
@@ -281,6 +287,26 @@ class SimilaritySearch:
             for name, values in user_columns.items():
                 rows[name] = values[keep] if hasattr(values, '__getitem__') else values
             self.database.add(self.encoder.encode(arrays[keep]), rows)
+        return report
+
+    def _add_on_dask(self, images, ids, coords, columns, client):
+        if columns or isinstance(images, Table):
+            raise ValueError('add(client=...) takes images or SkyCoord positions, without extra columns')
+        if self.encoder.path is None:
+            raise ValueError('add(client=...) needs an encoder loaded from a weights file every worker can read')
+        from .scaleout import build_distributed
+        built, report = build_distributed(images, ids, coords, client=client, encoder_path=self.encoder.path,
+                                          normalisation=self.encoder.normalisation, selection=self.selection,
+                                          cutout_options=self.cutout_options)
+        accepted = np.asarray(report['accepted'], bool)
+        old = np.isin(np.asarray(report['id']), self.ids) & accepted
+        reasons = np.asarray(report['reason']).astype(object)
+        reasons[old] = 'id already in the database'
+        report['reason'] = reasons.astype(str)
+        report['accepted'] = accepted & ~old
+        new = ~np.isin(built.ids, self.ids)
+        if new.any():
+            self.database.add(built.vectors[new], built.table[new])
         return report
 
     def query(self, target, k=10, *, exclude_self=True, exclude_radius=None, where=None, negatives=None):

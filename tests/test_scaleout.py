@@ -161,6 +161,15 @@ def test_only_changed_partitions_recomputed(client, images, tmp_path, shared_dat
     assert not np.asarray(report['accepted']).any()
 
 
+def test_nddata_items(client, images, serial):
+    """Images given as NDData (sent to the workers as data) give the serial vectors."""
+    search, _ = serial
+    nddata = [read_image(path) for path in images[:4]]
+    db, report = build_distributed(nddata, client=client, partition_size=3)
+    assert list(db.ids) == list(search.ids[:4])
+    np.testing.assert_allclose(db.vectors, search.vectors[:4], atol=1e-5, rtol=0)
+
+
 def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
     """Sky positions are turned into cutouts with get_cutouts; failures become rejected rows."""
     from astro_galsim import retrieval
