@@ -731,7 +731,6 @@ class GalaxyDatabase:
         except ImportError as exc:  # pragma: no cover - sklearn comes with pynndescent
             raise ImportError('GalaxyDatabase.cluster needs scikit-learn '
                               '(pip install scikit-learn).') from exc
-        from scipy.sparse import csgraph
         n = len(self)
         if n == 0:
             return np.zeros(0, dtype=np.int64)

@@ -85,6 +85,8 @@ matplotlib.use('Agg')
 suppress_warnings = ['app.add_directive']
 
 # -- the real `--help` output of every command, for cli.rst --------------------------------
+
+
 def _write_cli_help(folder=Path(__file__).parent / '_generated'):
     import contextlib
     import io

@@ -336,8 +336,8 @@ def test_filters_return_k_results(db):
     assert len(result) == 30
     assert np.all((result['area'] >= 100 * u.pix**2) & (result['area'] <= 180 * u.pix**2))
     first = result[result['query'] == 0]['id']
-    np.testing.assert_array_equal(first, db.ids[passing[brute(db.vectors[passing],
-                                                                queries[:1], 10)[0]]])
+    expected = passing[brute(db.vectors[passing], queries[:1], 10)[0]]
+    np.testing.assert_array_equal(first, db.ids[expected])
     # equality on a flag, a callable, and a filter leaving fewer than k galaxies
     flagged = db.search(queries, k=10, where={'accepted': False, 'morphology': 'merger'})
     assert np.all(~flagged['accepted']) and np.all(flagged['morphology'] == 'merger')

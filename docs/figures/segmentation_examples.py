@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
