@@ -15,9 +15,9 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .config import conf
-from .database import GalaxyDatabase, rocchio_query
+from .database import DatabaseError, GalaxyDatabase, rocchio_query
 from .io import image_stem
-from .model import load_pretrained
+from .model import file_sha256, load_pretrained
 from .pipeline import prepare
 
 __all__ = ['SimilaritySearch']
@@ -101,9 +101,10 @@ class SimilaritySearch:
     def load_demo(cls):
         """The demo database shipped with the package.
 
-        It holds the latent vectors, SDSS objids and positions (no images) of the 7,505
-        SDSS DR14 galaxies the pretrained encoder was trained on (Edukov 2018), so that
-        any of them can be queried by position offline.
+        It holds the latent vectors, SDSS objids, positions and measurements (no images)
+        of the 7,374 galaxies that the default selection accepts among the 7,505 SDSS DR14
+        galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
+        can be queried by position offline. The file's SHA-256 is checked on loading.
 
         Examples
         --------
@@ -115,6 +116,10 @@ class SimilaritySearch:
         (5, '587722981740314629')
         """
         path = Path(str(resources.files('astro_galsim') / 'data' / DEMO_DATABASE))
+        expected = path.with_name(path.name + '.sha256').read_text().strip()
+        if file_sha256(path) != expected:
+            raise DatabaseError(f'the shipped demo database {str(path)!r} does not match its checksum: '
+                                'the installation is damaged; reinstall astro_galsim')
         return cls.load(path)
 
     def save(self, path, overwrite=False):
