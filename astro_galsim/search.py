@@ -54,14 +54,14 @@ class SimilaritySearch:
     >>> import numpy as np
     >>> from astro_galsim import SimilaritySearch
     >>> y, x = np.mgrid[:96, :96]
-    >>> discs = [np.exp(-np.hypot((x - 48) / (6 + i), (y - 48) / 4))[None].repeat(3, 0)
+    >>> discs = [np.exp(-np.hypot((x - 48) / (10 + 2 * i), (y - 48) / 6))[None].repeat(3, 0)
     ...          for i in range(6)]
     >>> search = SimilaritySearch()
     >>> report = search.add(discs, ids=[f'disc{i}' for i in range(6)])
     >>> int(report['accepted'].sum()), len(search)
     (6, 6)
     >>> result = search.query('disc0', k=3)
-    >>> list(result['rank']), 'disc0' in list(result['id'])
+    >>> result['rank'].tolist(), 'disc0' in list(result['id'])
     ([1, 2, 3], False)
     """
 
@@ -112,7 +112,7 @@ class SimilaritySearch:
         >>> from astropy.coordinates import SkyCoord
         >>> demo = SimilaritySearch.load_demo()
         >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
-        >>> len(result), result['query'][0]
+        >>> len(result), str(result['query'][0])
         (5, '587722981740314629')
         """
         path = Path(str(resources.files('astro_galsim') / 'data' / DEMO_DATABASE))
@@ -248,7 +248,7 @@ class SimilaritySearch:
             Their positions, when the images do not say.
         columns : dict of array-like, optional
             Extra catalogue columns to store (one value per input).
-        client : `distributed.Client`, optional
+        client : ``distributed.Client``, optional
             Prepare and embed on this Dask cluster (`~astro_galsim.scaleout.build_distributed`);
             each worker loads the encoder once. Images must be files or positions every worker
             can reach.
