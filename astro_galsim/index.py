@@ -33,6 +33,7 @@ array([0, 1, 2])
 """
 import math
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -175,24 +176,17 @@ def exact_knn(data, queries, k, *, metric='euclidean', normalised=False):
     return out_i, out_d
 
 
-_TORCH = []
-
-
 def _torch():
-    if not _TORCH:
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
-            torch = None
-        _TORCH.append(torch)
-    return _TORCH[0]
+    """torch, if this process has already imported it (importing it costs seconds)."""
+    return sys.modules.get('torch')
 
 
 def _matmul_t(a, b):
-    """``a @ b.T`` in float32, with torch's BLAS when available.
+    """``a @ b.T`` in float32, with torch's BLAS when torch is loaded.
 
     Once torch is loaded, numpy's OpenBLAS threads and torch's OpenMP threads compete
     for the cores and small numpy products become 100x slower; staying in torch avoids it.
+    A process without torch (a command-line look-up) uses numpy and never pays its import.
     """
     torch = _torch()
     if torch is None:  # pragma: no cover

@@ -18,7 +18,6 @@ from .config import conf
 from .database import DatabaseError, GalaxyDatabase, rocchio_query
 from .io import image_stem
 from .model import file_sha256, load_pretrained
-from .pipeline import prepare
 
 __all__ = ['SimilaritySearch']
 
@@ -194,6 +193,7 @@ class SimilaritySearch:
         if targets is not None and len(usable):
             keep = np.array([i not in failed for i in range(len(images))])
             usable_targets = targets[keep]
+        from .pipeline import prepare  # photutils is imported only when images are prepared
         workers = conf.workers if len(usable) >= 100 else 1
         arrays, table = prepare(usable, usable_targets, normalisation=self.encoder.normalisation,
                                 selection=self.selection, workers=workers)

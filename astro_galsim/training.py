@@ -28,7 +28,8 @@ from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
-from .model import ConvAutoencoder, file_sha256
+from .model import file_sha256
+from .network import ConvAutoencoder
 
 __all__ = ['train_autoencoder', 'augment', 'context_normalisation', 'load_training_images']
 
@@ -104,7 +105,7 @@ def _nt_xent(a, b, temperature):
 def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256), epochs=40,
                       batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2,
                       patience=10, seed=0, bf16=True, training_data='', progress=None):
-    """Train a `~astro_galsim.model.ConvAutoencoder` and save it with its model card.
+    """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
     Parameters
     ----------

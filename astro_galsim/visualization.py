@@ -578,7 +578,7 @@ def reconstruction_figure(images, encoder=None, *, ids=None, n=8, size=1.5):
         Galaxy images (prepared with the encoder's normalisation by
         `~astro_galsim.pipeline.prepare`), or inputs already prepared.
     encoder : `~astro_galsim.model.AutoencoderEncoder`, optional
-        Its ``model`` (a `~astro_galsim.model.ConvAutoencoder`) makes the reconstructions;
+        Its ``model`` (a `~astro_galsim.network.ConvAutoencoder`) makes the reconstructions;
         default the pretrained encoder.
     ids : list of str, optional
         Column titles.
