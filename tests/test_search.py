@@ -164,3 +164,39 @@ def test_nddata_with_wcs_uses_target(shared_data):
     assert report['accepted'][0]
     expected = SkyCoord(row['center_ra'], row['center_dec'], unit='deg')
     assert s.database.coords[0].separation(expected) < 1 * u.arcsec
+
+
+@pytest.fixture(scope='module')
+def demo():
+    return SimilaritySearch.load_demo()
+
+
+def test_demo_filters_and_exclusion_on_real_embeddings(demo):
+    target = SkyCoord(180.4819, -1.0693, unit='deg')
+    result = demo.query(target, k=10, where={'r50': (20 * u.pix, 40 * u.pix)}, exclude_radius=5 * u.deg)
+    assert len(result) == 10
+    assert np.all((result['r50'] >= 20 * u.pix) & (result['r50'] <= 40 * u.pix))
+    known = np.isfinite(result['coord'].ra.deg)
+    assert np.all(result['coord'][known].separation(target) > 5 * u.deg)
+    # a batch of ids gives one block of k rows per query, in order
+    ids = list(demo.ids[:3])
+    batch = demo.query(ids, k=4)
+    assert list(batch['query']) == [i for i in ids for _ in range(4)]
+
+
+def test_demo_clusters_group_similar_galaxies(demo):
+    labels = demo.database.cluster(k=15, min_cluster_size=25)
+    assert labels.shape == (len(demo),)
+    clustered = labels >= 0
+    assert len(np.unique(labels[clustered])) >= 2
+    # members of a cluster are closer to each other than random pairs of galaxies
+    rng = np.random.default_rng(0)
+    vectors = demo.vectors
+    same, other = [], []
+    for _ in range(2000):
+        i, j = rng.integers(0, len(demo), 2)
+        d = np.linalg.norm(vectors[i] - vectors[j])
+        if clustered[i] and labels[i] == labels[j]:
+            same.append(d)
+        other.append(d)
+    assert np.mean(same) < 0.9 * np.mean(other)
