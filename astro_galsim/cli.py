@@ -147,6 +147,11 @@ def cmd_evaluate(args):
     result.pprint(max_lines=-1, max_width=-1)
 
 
+def _arcsec(text):
+    from astropy import units as u
+    return float(text) * u.arcsec
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog='astro-galsim', description='Find galaxies that look like a given one.')
@@ -170,7 +175,7 @@ def _parser():
                    'an id in the database, or an image file (FITS, JPEG, PNG)')
     p.add_argument('--database', help='database FITS file (default: the shipped demo database)')
     p.add_argument('--k', type=int, default=10, help='neighbours')
-    p.add_argument('--exclude-radius', type=lambda s: float(s) * __import__('astropy.units').units.arcsec,
+    p.add_argument('--exclude-radius', type=_arcsec,
                    default=None, metavar='ARCSEC', help='leave out galaxies within this angle of the target')
     p.add_argument('--output', help='write the table to this file (.ecsv, .csv, .vot, .fits) instead of printing')
     p.set_defaults(func=cmd_query)

@@ -11,7 +11,7 @@ from astropy.nddata import NDData
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-__all__ = ['read_image', 'image_stem', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
+__all__ = ['read_image', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
 
 #: SDSS bands behind the red, green and blue channels of SkyServer colour cutouts.
 COLOUR_IMAGE_BANDS = ('i', 'r', 'g')
@@ -19,7 +19,12 @@ FITS_SUFFIXES = ('.fits', '.fit', '.fts', '.fits.gz', '.fit.gz', '.fits.fz')
 COLOUR_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 # BUNIT spellings met in SDSS files that astropy's unit parser does not know
-_UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count, 'nmgy': u.def_unit('nanomaggy', 3.631e-6 * u.Jy)}
+#: The SDSS linear flux unit: 1 nanomaggy = 3.631e-6 Jy (m = 22.5 - 2.5 log10 f).
+nanomaggy = u.def_unit('nanomaggy', 3.631e-6 * u.Jy,
+                       doc='SDSS nanomaggy: 1e-9 of the flux of a 0 mag (AB) source')
+
+_UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
+                 'nmgy': nanomaggy, 'nanomaggy': nanomaggy, 'nanomaggies': nanomaggy}
 
 
 def image_stem(path):

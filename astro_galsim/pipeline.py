@@ -19,20 +19,13 @@ from .io import read_image
 from .preprocessing import to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 
-__all__ = ['prepare', 'prepare_one', 'Normalisation', 'DEFAULT_NORMALISATION']
+__all__ = ['prepare', 'prepare_one', 'DEFAULT_NORMALISATION']
 
-
-class Normalisation(dict):
-    """Settings of the normalisation that turns a galaxy into an encoder input.
-
-    An encoder is trained on inputs made with one set of these, which is stored in its
-    model card; images must be prepared the same way to be compared.
-    """
-
-
-#: Input of the pretrained encoder: 64 x 64 pixels, 3 half-light radii from the centre
-#: to the edge, major axis horizontal, unrelated sources replaced by sky.
-DEFAULT_NORMALISATION = Normalisation(size=64, radius_scale=3.0, rotate=True, isolate=True)
+#: Input of the pretrained encoder (keywords of `~astro_galsim.segmentation.normalise_galaxy`):
+#: 64 x 64 pixels, 3 half-light radii from the centre to the edge, major axis horizontal,
+#: unrelated sources replaced by sky. An encoder's model card stores the settings its inputs
+#: were made with; images must be prepared the same way to be compared.
+DEFAULT_NORMALISATION = dict(size=64, radius_scale=3.0, rotate=True, isolate=True)
 
 
 def _as_image(image):
@@ -93,13 +86,18 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     return array, record
 
 
+def _failure(reason):
+    return None, {'found': False, 'accepted': False, 'reason': reason, 'pixel_scale': np.nan * u.arcsec}
+
+
 def _prepare_safely(args):
     image, target, normalisation, selection = args
+    if isinstance(image, Exception):  # an image that could not be had (a failed download)
+        return _failure(f'retrieval failed: {image}')
     try:
         return prepare_one(image, target, normalisation=normalisation, selection=selection)
     except (OSError, ValueError) as exc:
-        return None, {'found': False, 'accepted': False, 'reason': f'{type(exc).__name__}: {exc}',
-                      'pixel_scale': np.nan * u.arcsec}
+        return _failure(f'{type(exc).__name__}: {exc}')
 
 
 def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, selection=None, workers=1,
@@ -109,7 +107,9 @@ def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, select
     Parameters
     ----------
     images : list of `~astropy.nddata.NDData`, path or `~numpy.ndarray`
-        The cutouts.
+        The cutouts. An exception in the list (such as the
+        `~astro_galsim.retrieval.RetrievalError` that `~astro_galsim.retrieval.get_cutouts`
+        gives for a failed download) becomes a row with the reason ``retrieval failed: ...``.
     targets : `~astropy.coordinates.SkyCoord`, optional
         One position per image (an array SkyCoord), or None for the image centres.
     normalisation, selection : dict, optional

@@ -16,6 +16,8 @@ from astropy import units as u
 from astropy.nddata import NDData
 from astropy.stats import sigma_clipped_stats
 
+from .io import nanomaggy
+
 __all__ = ['to_colour', 'sdss_asinh_rgb', 'calibrate_counts', 'SDSS_BAND_WEIGHTS']
 
 #: Weights applied to each SDSS band (in nanomaggies) before the asinh stretch.
@@ -170,7 +172,7 @@ def _as_nanomaggies(data, unit):
     data = np.asarray(data, dtype=np.float32)
     if unit is None or not unit.is_equivalent(u.Jy):
         return data  # assume nanomaggies, SDSS frames' unit, when nothing else is said
-    return (data * unit).to_value(3.631e-6 * u.Jy).astype(np.float32)
+    return (data * unit).to_value(nanomaggy).astype(np.float32)
 
 
 def _noise_scaled(data):

@@ -46,13 +46,11 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
 
 from .config import conf
+from .io import nanomaggy
 
 __all__ = ['nanomaggy', 'RetrievalError', 'RetrievalWarning', 'query_sdss_objects',
            'get_cutout', 'get_cutouts', 'cache_directory']
 
-#: The SDSS linear flux unit: 1 nanomaggy = 3.631e-6 Jy (m = 22.5 - 2.5 log10 f).
-nanomaggy = u.def_unit('nanomaggy', 3.631e-6 * u.Jy,
-                       doc='SDSS nanomaggy: 1e-9 of the flux of a 0 mag (AB) source')
 
 #: Native SDSS imaging pixel scale.
 _NATIVE_SCALE = 0.396 * u.arcsec

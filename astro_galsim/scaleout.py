@@ -155,52 +155,27 @@ def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, n
     encoder = _worker_encoder(encoder_path, encoder_sha)
     n = len(ids)
     coords = SkyCoord(np.asarray(ra, float) * u.deg, np.asarray(dec, float) * u.deg)
-    failed = {}
     if isinstance(items, SkyCoord):
-        from .retrieval import RetrievalError, get_cutouts
-        cutouts = get_cutouts(items, **cutout_options)
-        failed = {i: f'retrieval failed: {c}' for i, c in enumerate(cutouts) if isinstance(c, RetrievalError)}
-        images = [c for i, c in enumerate(cutouts) if i not in failed]
+        from .retrieval import get_cutouts
+        images = get_cutouts(items, **cutout_options)   # failed downloads stay as errors: rejected rows
         targets = items
     else:
         images = list(items)
         targets = coords if any(isinstance(im, NDData) and im.wcs is not None for im in images) else None
-    usable = np.array([i not in failed for i in range(n)], dtype=bool)
-    if targets is not None and failed:
-        targets = targets[usable]
-    if images:
-        arrays, table = prepare(images, targets, normalisation=normalisation, selection=selection,
-                                progress=False)
-    else:   # nothing was retrieved: the columns prepare would give, with no rows
-        from .segmentation import measurements_table
-        table = measurements_table([{}], pixel_scale=[np.nan] * u.arcsec)[:0]
-        table['accepted'] = np.zeros(0, dtype=bool)
-        table['reason'] = np.zeros(0, dtype=str)
-        arrays = None
+    arrays, table = prepare(images, targets, normalisation=normalisation, selection=selection, progress=False)
     out = {'id': np.array(ids, dtype=str), 'units': {}}
-    rows = np.flatnonzero(usable)
     for name in table.colnames:
         col = table[name]
-        if name == 'reason':
-            continue
-        values = np.asarray(getattr(col, 'value', col))
-        full = (np.full(n, np.nan) if values.dtype.kind == 'f' else np.zeros(n, dtype=values.dtype))
-        full[rows] = values
-        out[name] = full
+        out[name] = np.asarray(getattr(col, 'value', col))
         if isinstance(col, u.Quantity):
             out['units'][name] = col.unit.to_string()
-    reasons = np.full(n, '', dtype=object)
-    reasons[rows] = list(table['reason'])
-    for i, message in failed.items():
-        reasons[i] = message
-    out['reason'] = reasons.astype(str)
-    out['accepted'] = np.asarray(out.get('accepted', np.zeros(n, bool)), dtype=bool)
+    out['reason'] = out['reason'].astype(str)
+    out['accepted'] = out['accepted'].astype(bool)
     out['ra'], out['dec'] = coords.ra.deg, coords.dec.deg
     vectors = np.full((n, encoder.latent_dim), np.nan, dtype=np.float32)
     keep = np.flatnonzero(out['accepted'])
     if keep.size:
-        arrays_keep = arrays[np.searchsorted(rows, keep)]
-        vectors[keep] = encoder.encode(arrays_keep)
+        vectors[keep] = encoder.encode(arrays[keep])
     out['vectors'] = vectors
     out['columns'] = [name for name in table.colnames]
     return out

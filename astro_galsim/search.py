@@ -177,41 +177,18 @@ class SimilaritySearch:
         return images, targets, ids, coords
 
     def _retrieve(self, coords):
-        from .retrieval import RetrievalError, get_cutouts
-        cutouts = get_cutouts(coords, **self.cutout_options)
-        ids = [str(c.meta.get('objid', f'{coords[i].ra.deg:.5f}{coords[i].dec.deg:+.5f}'))
-               if not isinstance(c, RetrievalError) else f'{coords[i].ra.deg:.5f}{coords[i].dec.deg:+.5f}'
-               for i, c in enumerate(cutouts)]
+        from .retrieval import get_cutouts
+        cutouts = get_cutouts(coords, **self.cutout_options)   # failed downloads stay as errors
+        ids = [str(getattr(c, 'meta', {}).get('objid', f'{p.ra.deg:.5f}{p.dec.deg:+.5f}'))
+               for c, p in zip(cutouts, coords)]
         return cutouts, coords, ids, coords
 
     def _prepare(self, images, targets):
-        """Prepare images; retrieval errors become rejected rows."""
-        from .retrieval import RetrievalError
-        failed = {i: str(im) for i, im in enumerate(images) if isinstance(im, RetrievalError)}
-        usable = [im for i, im in enumerate(images) if i not in failed]
-        usable_targets = None
-        if targets is not None and len(usable):
-            keep = np.array([i not in failed for i in range(len(images))])
-            usable_targets = targets[keep]
+        """Prepare images with the encoder's normalisation; failed downloads become rejected rows."""
         from .pipeline import prepare  # photutils is imported only when images are prepared
-        workers = conf.workers if len(usable) >= 100 else 1
-        arrays, table = prepare(usable, usable_targets, normalisation=self.encoder.normalisation,
-                                selection=self.selection, workers=workers)
-        if failed:
-            full_arrays = np.zeros((len(images),) + arrays.shape[1:], dtype=np.float32)
-            rows = np.array([i for i in range(len(images)) if i not in failed], dtype=int)
-            full_arrays[rows] = arrays
-            full = QTable({name: np.full(len(images), np.nan) * getattr(table[name], 'unit', 1)
-                           if table[name].dtype.kind == 'f' else
-                           np.zeros(len(images), dtype=table[name].dtype) for name in table.colnames})
-            full['reason'] = np.zeros(len(images), dtype=object)
-            for name in table.colnames:
-                full[name][rows] = table[name]
-            for i, message in failed.items():
-                full['reason'][i] = f'retrieval failed: {message}'
-            full['reason'] = full['reason'].astype(str)
-            arrays, table = full_arrays, full
-        return arrays, table
+        workers = conf.workers if len(images) >= 100 else 1
+        return prepare(images, targets, normalisation=self.encoder.normalisation, selection=self.selection,
+                       workers=workers)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):

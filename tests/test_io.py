@@ -62,3 +62,13 @@ def test_corrupt_files_are_named(tmp_path):
     fits_file.write_bytes(b'SIMPLE  = nonsense' + b' ' * 100)
     with pytest.raises(ValueError, match='broken.fits'):
         read_image(fits_file)
+
+
+def test_nanomaggy_bunit_is_read(tmp_path):
+    # calibrated SDSS frames say BUNIT = 'nanomaggy'; it reads back as the package's unit
+    from astropy.io import fits
+    from astro_galsim.io import nanomaggy
+    path = tmp_path / 'frame.fits'
+    fits.PrimaryHDU(np.ones((4, 4), dtype=np.float32), header=fits.Header({'BUNIT': 'nanomaggy'})).writeto(path)
+    img = read_image(path)
+    assert img.unit == nanomaggy and img.unit.to(u.Jy) == pytest.approx(3.631e-6)

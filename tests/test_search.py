@@ -200,3 +200,22 @@ def test_demo_clusters_group_similar_galaxies(demo):
             same.append(d)
         other.append(d)
     assert np.mean(same) < 0.9 * np.mean(other)
+
+
+def test_add_positions_with_a_failed_download(monkeypatch, gz1):
+    # a position whose download failed becomes a rejected row with the reason; the rest goes in
+    import astro_galsim.retrieval as retrieval
+    paths, _ = gz1
+    image = read_image(paths[0])
+    image.meta['objid'] = 'fetched'
+
+    def fake_cutouts(coords, **kwargs):
+        return [retrieval.RetrievalError('position outside the SDSS footprint'), image]
+    monkeypatch.setattr(retrieval, 'get_cutouts', fake_cutouts)
+    s = SimilaritySearch()
+    report = s.add(SkyCoord([10.0, 150.0] * u.deg, [-80.0, 1.0] * u.deg))
+    assert list(report['accepted']) == [False, True]
+    assert report['reason'][0] == 'retrieval failed: position outside the SDSS footprint'
+    assert report['id'][0] == '10.00000-80.00000' and report['id'][1] == 'fetched'
+    assert list(s.ids) == ['fetched']
+    assert s.database.coords[0].separation(SkyCoord(150 * u.deg, 1 * u.deg)) < 1 * u.arcsec
