@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import conf
 
-__all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256']
+__all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16']
 
 PRETRAINED_WEIGHTS = 'encoder.pt'
 PRETRAINED_CARD = 'encoder.json'
@@ -142,7 +142,9 @@ class AutoencoderEncoder(GalaxyEncoder):
         Returns
         -------
         vectors : `~numpy.ndarray`, shape (n, latent_dim), float32
-            Unit-length vectors, so that euclidean and cosine distances rank alike.
+            Unit-length vectors, so that euclidean and cosine distances rank alike. They are
+            computed in bfloat16 where `uses_bfloat16` says so (``conf.encoder_precision``);
+            they then differ from float32 ones by about 0.001, and do not depend on the batch.
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.input_shape:
@@ -154,14 +156,25 @@ class AutoencoderEncoder(GalaxyEncoder):
             torch.set_num_threads(conf.num_threads)
         out = np.empty((len(images), self.latent_dim), dtype=np.float32)
         model, step = self._inference_model(), max(1, self.batch_size // 8)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=uses_bfloat16()):
             for start in range(0, len(images), step):
                 x = torch.from_numpy(images[start:start + step])
                 # the eight flips and quarter turns of every image go through in one batch
                 views = torch.cat(dihedral_views(x)).contiguous(memory_format=torch.channels_last)
-                z = model.encode(views).view(8, len(x), -1).mean(0)
+                z = model.encode(views).float().view(8, len(x), -1).mean(0)
                 out[start:start + len(x)] = torch.nn.functional.normalize(z, dim=1).numpy()
         return out
+
+
+def uses_bfloat16():
+    """Whether encoders compute in bfloat16 (``conf.encoder_precision``; ``'auto'``: where the CPU
+    has native bfloat16 instructions, on which it is about twice as fast as float32)."""
+    if conf.encoder_precision != 'auto':
+        return conf.encoder_precision == 'bfloat16'
+    import torch
+    native = (getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
+              or getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)())
+    return bool(native)
 
 
 def load_pretrained(path=None):

@@ -19,7 +19,7 @@ from .io import read_image
 from .preprocessing import to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 
-__all__ = ['prepare', 'prepare_one', 'DEFAULT_NORMALISATION']
+__all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 
 #: Input of the pretrained encoder (keywords of `~astro_galsim.segmentation.normalise_galaxy`):
 #: 64 x 64 pixels, 3 half-light radii from the centre to the edge, major axis horizontal,
@@ -100,6 +100,77 @@ def _prepare_safely(args):
         return _failure(f'{type(exc).__name__}: {exc}')
 
 
+def _jobs(images, targets, normalisation, selection):
+    images = list(images)
+    if targets is not None:
+        if not isinstance(targets, SkyCoord) or targets.isscalar or len(targets) != len(images):
+            raise ValueError('targets must be an array SkyCoord with one position per image')
+    return [(img, None if targets is None else targets[i], normalisation, selection)
+            for i, img in enumerate(images)]
+
+
+# the encoder of a worker process, set once when the process starts (see _map_chunks)
+_WORKER = {'encoder': None}
+
+
+def _start_worker(encoder):
+    _WORKER['encoder'] = encoder
+    conf.num_threads = 1   # one process per core: torch must not start a thread per core in each
+
+
+def _run_chunk(jobs):
+    """Prepare a chunk of images and, when this process has an encoder, encode them at once.
+
+    Returns the arrays (None where no galaxy was found) or, with an encoder, their vectors
+    (NaN rows there), and the records.
+    """
+    results = [_prepare_safely(job) for job in jobs]
+    arrays, records = [a for a, _ in results], [r for _, r in results]
+    encoder = _WORKER['encoder']
+    if encoder is None:
+        return arrays, records
+    vectors = np.full((len(jobs), encoder.latent_dim), np.nan, dtype=np.float32)
+    found = [i for i, a in enumerate(arrays) if a is not None]
+    if found:
+        vectors[found] = encoder.encode(np.stack([arrays[i] for i in found]))
+    return vectors, records
+
+
+def _map_chunks(jobs, workers, progress, encoder=None):
+    """`_run_chunk` over chunks of the jobs, in ``workers`` processes, results in input order.
+
+    Each process holds its own encoder (a copy made once when it starts), so encoding runs
+    beside preparation in every process instead of after it in this one.
+    """
+    if progress is None:
+        progress = conf.show_progress and len(jobs) > 50
+    batch = max(1, conf.batch_size // 8) if encoder is not None else 1  # 8 views per galaxy
+    if workers > 1 and len(jobs) > 1:
+        # chunks small enough that no process waits idle at the end
+        size = max(1, min(batch if encoder is not None else 16, len(jobs) // (4 * workers)))
+        chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
+            parts = list(tqdm(pool.map(_run_chunk, chunks), total=len(chunks), disable=not progress,
+                              desc='preparing' if encoder is None else 'describing'))
+    else:
+        chunks = [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
+        previous = _WORKER['encoder']
+        _WORKER['encoder'] = encoder
+        try:
+            parts = [_run_chunk(c) for c in tqdm(chunks, disable=not progress,
+                                                 desc='preparing' if encoder is None else 'describing')]
+        finally:
+            _WORKER['encoder'] = previous
+    return [x for out, _ in parts for x in out], [r for _, records in parts for r in records]
+
+
+def _records_table(records):
+    table = measurements_table(records, pixel_scale=u.Quantity([r['pixel_scale'] for r in records]))
+    table['accepted'] = np.array([r['accepted'] for r in records], dtype=bool)
+    table['reason'] = np.array([r['reason'] for r in records], dtype=str)
+    return table
+
+
 def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, selection=None, workers=1,
             progress=None):
     """Prepare many galaxy images for the encoder; failures become rows, not exceptions.
@@ -127,6 +198,10 @@ def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, select
         One row per image in input order: the measurements with units, ``accepted``,
         ``reason`` and ``pixel_scale``.
 
+    See Also
+    --------
+    describe : preparation and encoding in one pass.
+
     Examples
     --------
     >>> import numpy as np
@@ -136,28 +211,61 @@ def prepare(images, targets=None, *, normalisation=DEFAULT_NORMALISATION, select
     >>> arrays.shape, bool(table['accepted'][0])
     ((1, 3, 64, 64), True)
     """
-    images = list(images)
-    if targets is not None:
-        if not isinstance(targets, SkyCoord) or targets.isscalar or len(targets) != len(images):
-            raise ValueError('targets must be an array SkyCoord with one position per image')
-    jobs = [(img, None if targets is None else targets[i], normalisation, selection)
-            for i, img in enumerate(images)]
-    if progress is None:
-        progress = conf.show_progress and len(jobs) > 50
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            chunksize = max(1, min(16, len(jobs) // (4 * workers)))  # no idle worker at the end
-            results = list(tqdm(pool.map(_prepare_safely, jobs, chunksize=chunksize), total=len(jobs),
-                                disable=not progress, desc='preparing'))
-    else:
-        results = [_prepare_safely(job) for job in tqdm(jobs, disable=not progress, desc='preparing')]
+    jobs = _jobs(images, targets, normalisation, selection)
+    results, records = _map_chunks(jobs, workers, progress)
     size = normalisation['size']
     arrays = np.zeros((len(results), 3, size, size), dtype=np.float32)
-    for i, (array, _) in enumerate(results):
+    for i, array in enumerate(results):
         if array is not None:
             arrays[i] = array
-    records = [r for _, r in results]
-    table = measurements_table(records, pixel_scale=u.Quantity([r['pixel_scale'] for r in records]))
-    table['accepted'] = np.array([r['accepted'] for r in records], dtype=bool)
-    table['reason'] = np.array([r['reason'] for r in records], dtype=str)
-    return arrays, table
+    return arrays, _records_table(records)
+
+
+def describe(images, encoder, targets=None, *, normalisation=None, selection=None, workers=1, progress=None):
+    """Prepare galaxy images and describe them with an encoder, in one pass.
+
+    The same as `prepare` with the encoder's normalisation followed by
+    ``encoder.encode``, but every worker process encodes the galaxies it has just
+    prepared, in batches, so that the two stages share the cores.
+
+    Parameters
+    ----------
+    images : list of `~astropy.nddata.NDData`, path or `~numpy.ndarray`
+        The cutouts (as for `prepare`).
+    encoder : `~astro_galsim.model.GalaxyEncoder`
+        What describes the prepared images; with ``workers > 1`` it is copied into each
+        worker process once (it must be picklable where processes are spawned, not forked).
+    targets : `~astropy.coordinates.SkyCoord`, optional
+        One position per image, or None for the image centres.
+    normalisation : dict, optional
+        Keywords of `~astro_galsim.segmentation.normalise_galaxy`; default (and what the
+        encoder was trained on) ``encoder.normalisation``.
+    selection : dict, optional
+        Keywords of `~astro_galsim.segmentation.select_galaxy`.
+    workers : int, optional
+        Processes to use; 1 works in this process. Each worker runs torch on one thread.
+    progress : bool, optional
+        Show a progress bar (default: ``conf.show_progress`` for more than 50 images).
+
+    Returns
+    -------
+    vectors : `~numpy.ndarray`, shape (N, d), float32
+        One row per image in input order; NaN where no galaxy was found.
+    table : `~astropy.table.QTable`
+        The measurements, ``accepted``, ``reason`` and ``pixel_scale`` (as for `prepare`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.model import load_pretrained
+    >>> y, x = np.mgrid[:81, :81]
+    >>> disc = np.exp(-np.hypot((x - 40) / 10, (y - 40) / 5))[None].repeat(3, 0)
+    >>> vectors, table = describe([disc, np.zeros((81, 81))], load_pretrained())
+    >>> vectors.shape, np.isfinite(vectors).all(axis=1).tolist(), str(table['reason'][1])
+    ((2, 64), [True, False], 'no galaxy found near the target position')
+    """
+    normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
+    jobs = _jobs(images, targets, normalisation, selection)
+    vectors, records = _map_chunks(jobs, workers, progress, encoder=encoder)
+    vectors = np.array(vectors, dtype=np.float32).reshape(len(jobs), encoder.latent_dim)
+    return vectors, _records_table(records)

@@ -183,12 +183,11 @@ class SimilaritySearch:
                for c, p in zip(cutouts, coords)]
         return cutouts, coords, ids, coords
 
-    def _prepare(self, images, targets):
-        """Prepare images with the encoder's normalisation; failed downloads become rejected rows."""
-        from .pipeline import prepare  # photutils is imported only when images are prepared
+    def _describe(self, images, targets):
+        """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
+        from .pipeline import describe  # photutils is imported only when images are prepared
         workers = conf.workers if len(images) >= 100 else 1
-        return prepare(images, targets, normalisation=self.encoder.normalisation, selection=self.selection,
-                       workers=workers)
+        return describe(images, self.encoder, targets, selection=self.selection, workers=workers)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):
@@ -206,10 +205,7 @@ class SimilaritySearch:
             One row per input, in input order; rows of NaN where no galaxy was found.
         """
         images, targets, _, _ = self._images_of(images)
-        arrays, table = self._prepare(images, targets)
-        vectors = self.encoder.encode(arrays)
-        vectors[~np.asarray(table['found'], dtype=bool)] = np.nan
-        return vectors
+        return self._describe(images, targets)[0]
 
     def add(self, images, ids=None, coords=None, *, columns=None, client=None):
         """Add galaxies to the database; only accepted ones are stored.
@@ -245,7 +241,7 @@ class SimilaritySearch:
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
             raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
-        arrays, measured = self._prepare(images, targets)
+        vectors, measured = self._describe(images, targets)
         report = QTable({'id': np.array(ids, dtype=str)})
         accepted = np.array(measured['accepted'], dtype=bool)
         reasons = list(measured['reason'])
@@ -268,7 +264,7 @@ class SimilaritySearch:
             rows['coord'] = coords[keep]
             for name, values in user_columns.items():
                 rows[name] = values[keep] if hasattr(values, '__getitem__') else values
-            self.database.add(self.encoder.encode(arrays[keep]), rows)
+            self.database.add(vectors[keep], rows)
         return report
 
     def _add_on_dask(self, images, ids, coords, columns, client):
@@ -372,12 +368,12 @@ class SimilaritySearch:
                                  'outside the survey, or no galaxy at the position')
             return vectors, labels, coords, carried
         images, targets, ids, coords = self._images_of(target)
-        arrays, table = self._prepare(images, targets)
+        vectors, table = self._describe(images, targets)
         if not table['found'].all():
             bad = [ids[i] for i in np.flatnonzero(~np.asarray(table['found']))]
             raise ValueError(f'no central galaxy found in query image(s) {bad[:5]}: '
                              f'{table["reason"][~np.asarray(table["found"])][0]}')
-        return self.encoder.encode(arrays), ids, coords, carried
+        return vectors, ids, coords, carried
 
 
 def _table_coords(table):

@@ -58,7 +58,7 @@ def load_training_images(folder, normalisation, workers=2):
     return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
 
 
-def augment(batch, out_size, generator):
+def augment(batch, out_size, generator, zoom=(0.9, 1.1)):
     """Random view of each context image: geometry, stretch, brightness, noise and colour.
 
     Parameters
@@ -69,12 +69,16 @@ def augment(batch, out_size, generator):
         Side of the views; the view's pixel scale equals the context image's.
     generator : `torch.Generator`
         Source of randomness.
+    zoom : (float, float), optional
+        Range (log-uniform) of the view's field relative to the encoder's: 0.67 shows
+        2/3 of the normal field (2 half-light radii instead of 3), 1.5 the whole context image.
     """
     n, _, size, _ = batch.shape
     rnd = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     k = torch.randint(0, 4, (n,), generator=generator)
     angle = (k * math.pi / 2) + (rnd(n) - 0.5) * math.radians(30)
-    scale = (out_size / size) * torch.exp((rnd(n) - 0.5) * 0.2)
+    lo, hi = math.log(zoom[0]), math.log(zoom[1])
+    scale = (out_size / size) * torch.exp(lo + (hi - lo) * rnd(n))
     flip = torch.where(rnd(n) < 0.5, -1.0, 1.0)
     shift = (rnd(n, 2) - 0.5) * (4.0 / size)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
@@ -103,7 +107,7 @@ def _nt_xent(a, b, temperature):
 
 
 def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256), epochs=40,
-                      batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2,
+                      batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2, zoom=(0.9, 1.1),
                       patience=10, seed=0, bf16=True, training_data='', progress=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
@@ -122,6 +126,8 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         Network and optimiser settings.
     contrastive_weight, temperature : float, optional
         Weight and temperature of the NT-Xent term; 0 trains a plain autoencoder.
+    zoom : (float, float), optional
+        Range of the views' fields relative to the encoder's (see `augment`).
     patience : int, optional
         Stop after this many epochs without a better validation loss.
     seed : int, optional
@@ -152,7 +158,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     progress = conf.show_progress if progress is None else progress
 
     def loss_of(batch, gen):
-        v1, v2 = augment(batch, size, gen), augment(batch, size, gen)
+        v1, v2 = augment(batch, size, gen, zoom), augment(batch, size, gen, zoom)
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             x = torch.cat([v1, v2])
             recon, z = model(x)
@@ -172,7 +178,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
                 'data': training_data, 'n_train': int(len(train)), 'n_val': int(len(val)),
                 'epochs_run': len(history), 'best_epoch': best_epoch, 'batch_size': batch_size,
                 'learning_rate': learning_rate, 'contrastive_weight': contrastive_weight,
-                'temperature': temperature, 'seed': seed, 'bf16': bf16,
+                'temperature': temperature, 'zoom': list(zoom), 'seed': seed, 'bf16': bf16,
                 'seconds': round(time.time() - started, 1), 'torch': torch.__version__,
                 'date': datetime.date.today().isoformat(),
             },

@@ -4,7 +4,8 @@ Real SDSS JPEGs already on disk (``../shared/data/sdss_galaxies_mikeedi/images``
 prepared and embedded
 
 * serially in this process (`SimilaritySearch.add`, the baseline, measured in the same run),
-* on a `distributed.LocalCluster` of 1 and of 2 worker processes (one thread each).
+* on a `astro_galsim.scaleout.local_cluster` of 1 and of 2 worker processes (one thread
+  each, as `build_distributed` starts by default).
 
 For every run the script prints galaxies per second and the ratio to the serial baseline,
 the peak resident memory of each worker process (``VmHWM``), the CPU time per galaxy and
@@ -76,10 +77,9 @@ def _rss():
 
 def run_cluster(files, n_workers, partition_size, workdir):
     import distributed
-    from astro_galsim.scaleout import build_distributed
+    from astro_galsim.scaleout import build_distributed, local_cluster
     t0 = time.perf_counter()
-    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address='127.0.0.1:0')
+    cluster = local_cluster(n_workers, dashboard_address='127.0.0.1:0')
     client = distributed.Client(cluster)
     t_start = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -8,8 +8,10 @@ Compares, in one run and on the same real SDSS JPEG cutouts:
 * the whole path from a cached cutout file to a latent vector: JPEG decode, colour form,
   the stage, and the pretrained encoder (``load_pretrained().encode``, which averages the
   8 flips / quarter turns), with 1 and 2 worker processes. Ours goes through
-  `astro_galsim.pipeline.prepare` (the code path users run, process start-up included);
-  the baseline path swaps the stage for the baseline and uses the same encoder.
+  `astro_galsim.pipeline.describe` (the code path `SimilaritySearch.add` runs, process
+  start-up included: every worker encodes the galaxies it has just prepared); the
+  baseline path prepares with the baseline in the workers and then encodes with the same
+  encoder in this process.
 
 It prints the single-process time per image of each step (CPU milliseconds, which a
 busy machine disturbs less than wall time) and rates in galaxies per second (wall
@@ -150,7 +152,7 @@ def main():
     parser.add_argument('--n', type=int, default=200, help='number of galaxies (default 200)')
     parser.add_argument('--profile', action='store_true', help='print a cProfile summary of our stage')
     args = parser.parse_args()
-    from astro_galsim.pipeline import prepare
+    from astro_galsim.pipeline import describe, prepare
 
     index = Table.read(DATA / 'index.csv', format='ascii.csv')
     paths = [str(DATA / p) for p in index['path'][::max(1, len(index) // args.n)][:args.n]]
@@ -160,6 +162,9 @@ def main():
         from astro_galsim.model import load_pretrained
         encoder = load_pretrained(WEIGHTS)
     side = int(np.median([a.shape[1] for a in arrays]))
+    if encoder is not None:
+        from astro_galsim.model import uses_bfloat16
+        print(f'encoder arithmetic: {"bfloat16" if uses_bfloat16() else "float32"} (conf.encoder_precision)')
     print(f'{len(paths)} real SDSS JPEG cutouts, median side {side} px, {os.cpu_count()} CPUs, load average '
           f'{os.getloadavg()[0]:.1f} before the run. The CPU may be shared with other jobs: compare ratios '
           'within this run.')
@@ -192,10 +197,11 @@ def main():
             encoder.encode(batch)
         rows.append(('path: baseline, file -> vector', workers, time.perf_counter() - start))
         start = time.perf_counter()
-        batch, _ = prepare(paths, workers=workers, progress=False)
-        if encoder is not None:
-            encoder.encode(batch)
-        rows.append(('path: prepare() + encoder, file -> vector', workers, time.perf_counter() - start))
+        if encoder is not None:   # each worker encodes what it has just prepared
+            describe(paths, encoder, workers=workers, progress=False)
+        else:
+            prepare(paths, workers=workers, progress=False)
+        rows.append(('path: describe(), file -> vector', workers, time.perf_counter() - start))
 
     base = {(w, kind): len(paths) / t for label, w, t in rows for kind in ('stage', 'path')
             if label.startswith(kind) and 'baseline' in label}
@@ -205,7 +211,7 @@ def main():
         rate = len(paths) / elapsed
         ratio = rate / base[(workers, label.split(':')[0])]
         print(f'{label:44s} {workers:7d} {len(paths):5d} {elapsed:8.2f} {rate:8.1f} {ratio:10.2f}x')
-    for kind in ('stage: astro_galsim', 'path: prepare'):
+    for kind in ('stage: astro_galsim', 'path: describe'):
         one, two = (len(paths) / t for label, w, t in rows if label.startswith(kind))
         print(f'scaling 1 -> 2 workers, {kind.split(":")[0]} (ours): {two / one:.2f}x')
     if encoder is None:

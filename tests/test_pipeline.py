@@ -51,3 +51,25 @@ def test_prepare_keeps_order_and_reports_failures(shared_data, tmp_path):
     assert 'broken.jpg' in table['reason'][1]
     assert np.array_equal(arrays[0], arrays[2]) and not arrays[1].any()
     assert table['r50'].unit == u.pix and table['centre_offset'][0].value < 10
+
+
+def test_describe_in_workers_matches_prepare_then_encode(shared_data, tmp_path):
+    # the vectors workers compute beside preparation are those of prepare + encode, in input order
+    from astro_galsim.model import load_pretrained
+    from astro_galsim.pipeline import describe
+    paths = sorted((shared_data / 'sdss_gz1_eggochi/images').glob('*.jpg'))[:12]
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a jpeg')
+    images = paths[:5] + [broken] + paths[5:]
+    encoder = load_pretrained()
+    arrays, table = prepare(images)
+    expected = encoder.encode(arrays)
+    one, table_one = describe(images, encoder)
+    two, table_two = describe(images, encoder, workers=2)
+    found = np.asarray(table['found'], bool)
+    assert not found[5] and found.sum() >= 11
+    assert np.isnan(one[5]).all() and np.isnan(two[5]).all()
+    np.testing.assert_allclose(one[found], expected[found], atol=1e-6)
+    np.testing.assert_allclose(two[found], expected[found], atol=1e-6)
+    assert list(table_two['reason']) == list(table['reason'])
+    assert np.array_equal(table_one['r50'], table['r50'], equal_nan=True)

@@ -1,6 +1,6 @@
 """Tests of astro_galsim.scaleout: distributed builds, resumable shards, sharded queries.
 
-One two-worker `distributed.LocalCluster` (processes, one thread each) serves the whole
+One two-worker `astro_galsim.scaleout.local_cluster` (processes, one thread each) serves the whole
 module; the builds use real SDSS JPEGs from ``../shared/data/sdss_galaxies_mikeedi``.
 """
 import re
@@ -18,7 +18,8 @@ from astro_galsim import SimilaritySearch  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.io import read_image  # noqa: E402
 from astro_galsim.scaleout import (BuildIncomplete, _compute_partition, _encoder_loads,  # noqa: E402
-                                   _FaultHook, build_distributed, query_sharded, read_shard)
+                                   WORKER_ENVIRON, _FaultHook, build_distributed, local_cluster,
+                                   query_sharded, read_shard)
 
 N_IMAGES = 24
 PARTITION = 5   # 25 items -> 5 partitions
@@ -26,8 +27,7 @@ PARTITION = 5   # 25 items -> 5 partitions
 
 @pytest.fixture(scope='module')
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address='127.0.0.1:0')
+    cluster = local_cluster(2, dashboard_address='127.0.0.1:0')
     client = distributed.Client(cluster)
     yield client
     client.close()
@@ -84,6 +84,18 @@ def test_distributed_build_equals_serial(client, images, serial, tmp_path):
     loads = client.run(_encoder_loads)
     assert sum(len(v) for v in loads.values()) >= 1
     assert all(len(v) <= 1 for v in loads.values()), loads
+
+
+def test_local_cluster_workers(client):
+    # one single-threaded process per worker, started with the allocator settings (which
+    # glibc reads only at process start) and Dask's own one-thread BLAS settings
+    import os
+    environs = client.run(lambda: dict(os.environ))
+    assert len(environs) == 2
+    assert all(n['nthreads'] == 1 for n in client.scheduler_info()['workers'].values())
+    for environ in environs.values():
+        assert {k: environ.get(k) for k in WORKER_ENVIRON} == WORKER_ENVIRON
+        assert environ.get('OMP_NUM_THREADS') == '1'
 
 
 def test_shard_files(client, images, tmp_path):

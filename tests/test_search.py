@@ -141,10 +141,11 @@ def test_demo_database(shared_data):
     result = demo.query(target, k=5)
     assert result['query'][0] == '587722981740314629'
     assert '587722981740314629' not in list(result['id'])
-    # stored vectors are the encoder's description of the training image itself
+    # stored vectors are the encoder's description of the training image itself (within the
+    # difference of bfloat16, which built the database, and float32 on CPUs without it)
     image = shared_data / 'sdss_galaxies_mikeedi' / 'images' / 'train' / '587722981740314629.jpg'
     row = demo.database.lookup_ids('587722981740314629')
-    np.testing.assert_allclose(demo.embed(image)[0], demo.vectors[row], atol=1e-4)
+    np.testing.assert_allclose(demo.embed(image)[0], demo.vectors[row], atol=3e-3)
 
 
 def test_repr(search):
