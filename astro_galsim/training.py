@@ -58,7 +58,7 @@ def load_training_images(folder, normalisation, workers=2):
     return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
 
 
-def augment(batch, out_size, generator, zoom=(0.9, 1.1)):
+def augment(batch, out_size, generator, zoom=(0.9, 1.1), colour=0.1, grey=0.15):
     """Random view of each context image: geometry, stretch, brightness, noise and colour.
 
     Parameters
@@ -72,6 +72,10 @@ def augment(batch, out_size, generator, zoom=(0.9, 1.1)):
     zoom : (float, float), optional
         Range (log-uniform) of the view's field relative to the encoder's: 0.67 shows
         2/3 of the normal field (2 half-light radii instead of 3), 1.5 the whole context image.
+    colour : float, optional
+        Largest change of each band's scale (0.1: by up to 10 per cent).
+    grey : float, optional
+        Fraction of the views turned grey (as single-band images look).
     """
     n, _, size, _ = batch.shape
     rnd = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
@@ -89,9 +93,8 @@ def augment(batch, out_size, generator, zoom=(0.9, 1.1)):
     # photometry: stretch (gamma), brightness, per-band colour, noise, and sometimes grey
     gamma = torch.exp((rnd(n, 1, 1, 1) - 0.5) * 0.6)
     x = x.clamp(0, 1) ** gamma
-    x = x * (0.8 + 0.4 * rnd(n, 1, 1, 1)) * (0.9 + 0.2 * rnd(n, 3, 1, 1))
-    grey = rnd(n, 1, 1, 1) < 0.15
-    x = torch.where(grey, x.mean(1, keepdim=True).expand_as(x), x)
+    x = x * (0.8 + 0.4 * rnd(n, 1, 1, 1)) * (1 - colour + 2 * colour * rnd(n, 3, 1, 1))
+    x = torch.where(rnd(n, 1, 1, 1) < grey, x.mean(1, keepdim=True).expand_as(x), x)
     x = x + torch.randn(x.shape, generator=generator) * 0.03 * rnd(n, 1, 1, 1)
     return x.clamp(0, 1)
 
@@ -108,6 +111,7 @@ def _nt_xent(a, b, temperature):
 
 def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256), epochs=40,
                       batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2, zoom=(0.9, 1.1),
+                      colour=0.1, grey=0.15,
                       patience=10, seed=0, bf16=True, training_data='', progress=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
@@ -128,6 +132,8 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         Weight and temperature of the NT-Xent term; 0 trains a plain autoencoder.
     zoom : (float, float), optional
         Range of the views' fields relative to the encoder's (see `augment`).
+    colour, grey : float, optional
+        Colour jitter and fraction of grey views (see `augment`).
     patience : int, optional
         Stop after this many epochs without a better validation loss.
     seed : int, optional
@@ -158,7 +164,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     progress = conf.show_progress if progress is None else progress
 
     def loss_of(batch, gen):
-        v1, v2 = augment(batch, size, gen, zoom), augment(batch, size, gen, zoom)
+        v1, v2 = (augment(batch, size, gen, zoom, colour, grey) for _ in range(2))
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             x = torch.cat([v1, v2])
             recon, z = model(x)
@@ -178,7 +184,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
                 'data': training_data, 'n_train': int(len(train)), 'n_val': int(len(val)),
                 'epochs_run': len(history), 'best_epoch': best_epoch, 'batch_size': batch_size,
                 'learning_rate': learning_rate, 'contrastive_weight': contrastive_weight,
-                'temperature': temperature, 'zoom': list(zoom), 'seed': seed, 'bf16': bf16,
+                'temperature': temperature, 'zoom': list(zoom), 'colour': colour, 'grey': grey, 'seed': seed, 'bf16': bf16,
                 'seconds': round(time.time() - started, 1), 'torch': torch.__version__,
                 'date': datetime.date.today().isoformat(),
             },

@@ -26,8 +26,8 @@ columns, tiled to ``--sizing-n`` galaxies.
 
 Usage::
 
-    python benchmarks/scaleout.py                    # 400 images, partitions of 25
-    python benchmarks/scaleout.py --n 800 --partition-size 50
+    python benchmarks/scaleout.py                    # 1000 images, partitions of 25
+    python benchmarks/scaleout.py --n 400
 """
 import argparse
 import gc
@@ -159,7 +159,7 @@ def sizing(db, n_target, workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--n', type=int, default=400, help='images (default 400)')
+    parser.add_argument('--n', type=int, default=1000, help='images (default 1000)')
     parser.add_argument('--partition-size', type=int, default=25)
     parser.add_argument('--sizing-n', type=int, default=100_000)
     args = parser.parse_args()
