@@ -78,7 +78,7 @@ def local_cluster(n_workers=None, **kwargs):
     """A ``distributed.LocalCluster`` for building databases on this machine.
 
     One worker process per core (default: the cores this process may use), one thread
-    each, with `WORKER_ENVIRON` (for a cluster of your own, set the same variables in the
+    each, with ``WORKER_ENVIRON`` (for a cluster of your own, set the same variables in the
     Dask configuration ``distributed.nanny.pre-spawn-environ``).
 
     Parameters
