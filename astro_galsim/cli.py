@@ -202,7 +202,7 @@ def _parser():
                        description='Train the encoder on DATA (a folder with index.csv: path, split, objid).')
     p.add_argument('data', help='folder of training images with index.csv (path, split, objid)')
     p.add_argument('--output', required=True, help='weights file (.pt); the model card goes beside it')
-    p.add_argument('--epochs', type=int, default=30, help='most epochs (early stopping may end sooner)')
+    p.add_argument('--epochs', type=int, default=32, help='most epochs (early stopping may end sooner)')
     p.add_argument('--contrastive-weight', type=float, default=1.0, help='weight of the NT-Xent term; 0 '
                    'trains a plain autoencoder')
     p.add_argument('--seed', type=int, default=0, help='seed of the split, weights and augmentations')

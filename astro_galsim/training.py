@@ -58,7 +58,7 @@ def load_training_images(folder, normalisation, workers=2):
     return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
 
 
-def augment(batch, out_size, generator, zoom=(0.9, 1.1), colour=0.1, grey=0.15):
+def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.15):
     """Random view of each context image: geometry, stretch, brightness, noise and colour.
 
     Parameters
@@ -110,7 +110,7 @@ def _nt_xent(a, b, temperature):
 
 
 def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256), epochs=40,
-                      batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2, zoom=(0.9, 1.1),
+                      batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2, zoom=(0.67, 1.5),
                       colour=0.1, grey=0.15,
                       patience=10, seed=0, bf16=True, training_data='', progress=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
