@@ -118,15 +118,14 @@ def _start_worker(encoder):
     conf.num_threads = 1   # one process per core: torch must not start a thread per core in each
 
 
-def _run_chunk(jobs):
-    """Prepare a chunk of images and, when this process has an encoder, encode them at once.
+def _run_chunk(jobs, encoder=None):
+    """Prepare a chunk of images and, given an encoder, encode them at once.
 
     Returns the arrays (None where no galaxy was found) or, with an encoder, their vectors
     (NaN rows there), and the records.
     """
     results = [_prepare_safely(job) for job in jobs]
     arrays, records = [a for a, _ in results], [r for _, r in results]
-    encoder = _WORKER['encoder']
     if encoder is None:
         return arrays, records
     vectors = np.full((len(jobs), encoder.latent_dim), np.nan, dtype=np.float32)
@@ -134,6 +133,10 @@ def _run_chunk(jobs):
     if found:
         vectors[found] = encoder.encode(np.stack([arrays[i] for i in found]))
     return vectors, records
+
+
+def _run_worker_chunk(jobs):
+    return _run_chunk(jobs, _WORKER['encoder'])
 
 
 def _map_chunks(jobs, workers, progress, encoder=None):
@@ -145,22 +148,20 @@ def _map_chunks(jobs, workers, progress, encoder=None):
     if progress is None:
         progress = conf.show_progress and len(jobs) > 50
     batch = max(1, conf.batch_size // 8) if encoder is not None else 1  # 8 views per galaxy
-    if workers > 1 and len(jobs) > 1:
-        # chunks small enough that no process waits idle at the end
-        size = max(1, min(batch if encoder is not None else 16, len(jobs) // (4 * workers)))
-        chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-        with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
-            parts = list(tqdm(pool.map(_run_chunk, chunks), total=len(chunks), disable=not progress,
-                              desc='preparing' if encoder is None else 'describing'))
-    else:
-        chunks = [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
-        previous = _WORKER['encoder']
-        _WORKER['encoder'] = encoder
-        try:
-            parts = [_run_chunk(c) for c in tqdm(chunks, disable=not progress,
-                                                 desc='preparing' if encoder is None else 'describing')]
-        finally:
-            _WORKER['encoder'] = previous
+    parts = []
+    with tqdm(total=len(jobs), disable=not progress, desc='preparing' if encoder is None else 'describing') as bar:
+        if workers > 1 and len(jobs) > 1:
+            # chunks small enough that no process waits idle at the end
+            size = max(1, min(batch if encoder is not None else 16, len(jobs) // (4 * workers)))
+            chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
+                for part in pool.map(_run_worker_chunk, chunks):
+                    parts.append(part)
+                    bar.update(len(part[1]))
+        else:
+            for start in range(0, len(jobs), batch):
+                parts.append(_run_chunk(jobs[start:start + batch], encoder))
+                bar.update(len(parts[-1][1]))
     return [x for out, _ in parts for x in out], [r for _, records in parts for r in records]
 
 
