@@ -34,8 +34,9 @@ class Conf(_config.ConfigNamespace):
     num_threads = _config.ConfigItem(
         0, 'Threads torch may use for the encoder; 0 leaves torch its default.', cfgtype='integer')
     workers = _config.ConfigItem(
-        1, 'Processes that prepare (segment and normalise) images in SimilaritySearch.add and '
-        'embed; more than 1 pays off from a few hundred images.', cfgtype='integer')
+        1, 'Processes that prepare (segment and normalise) and encode images in SimilaritySearch.add, '
+        'embed and query; each encodes the galaxies it has prepared, with one torch thread. More than '
+        '1 pays off from a hundred images.', cfgtype='integer')
     encoder_precision = _config.ConfigItem(
         'auto', 'Arithmetic of the encoder: "bfloat16" (about twice as fast on CPUs with native '
         'bfloat16, vectors within about 0.002 of float32), "float32", or "auto" (bfloat16 where the '
