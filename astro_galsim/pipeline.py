@@ -152,7 +152,7 @@ def _map_chunks(jobs, workers, progress, encoder=None):
     with tqdm(total=len(jobs), disable=not progress, desc='preparing' if encoder is None else 'describing') as bar:
         if workers > 1 and len(jobs) > 1:
             # chunks small enough that no process waits idle at the end
-            size = max(1, min(batch if encoder is not None else 16, len(jobs) // (4 * workers)))
+            size = max(1, min(batch if encoder is not None else 16, len(jobs) // (8 * workers)))
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
                 for part in pool.map(_run_worker_chunk, chunks):
