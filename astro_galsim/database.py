@@ -30,7 +30,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
@@ -40,6 +39,7 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, QTable, Table, vstack
 
 from .index import NeighbourIndex, exact_knn
+from .io import atomic_output
 
 __all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query',
            'FORMAT_NAME', 'FORMAT_VERSION']
@@ -851,20 +851,9 @@ class GalaxyDatabase:
         path = os.fspath(path)
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f'{path} exists; pass overwrite=True to replace it.')
-        directory = os.path.dirname(os.path.abspath(path))
         hdul = self.to_hdulist()
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, 'wb') as fh:
-                hdul.writeto(fh, checksum=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_output(os.path.abspath(path), sync=True) as fh:
+            hdul.writeto(fh, checksum=True)
 
     @classmethod
     def load(cls, path, *, encoder_id=None, index_options=None):

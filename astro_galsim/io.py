@@ -1,4 +1,7 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
+import contextlib
+import os
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,30 @@ nanomaggy = u.def_unit('nanomaggy', 3.631e-6 * u.Jy,
 
 _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
                  'nmgy': nanomaggy, 'nanomaggy': nanomaggy, 'nanomaggies': nanomaggy}
+
+
+@contextmanager
+def atomic_output(path, *, suffix='.tmp', sync=False):
+    """A binary file to write that takes the place of ``path`` only once it is complete.
+
+    Yields a file opened on a temporary name in the same directory (``.<name>.<random><suffix>``);
+    when the block ends without error the file is closed (and flushed to disk with
+    ``sync``) and renamed over ``path``, else it is removed. Readers never see a
+    half-written ``path``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            yield handle
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def image_stem(path):

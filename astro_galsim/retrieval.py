@@ -19,14 +19,12 @@ Downloaded frames and finished cutouts are cached on disk (see
 network request.
 """
 import bz2
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -46,7 +44,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
 
 from .config import conf
-from .io import nanomaggy
+from .io import atomic_output, nanomaggy
 
 __all__ = ['nanomaggy', 'RetrievalError', 'RetrievalWarning', 'query_sdss_objects',
            'get_cutout', 'get_cutouts', 'cache_directory']
@@ -204,15 +202,8 @@ def _atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` via a temporary file in the same directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, suffix='.part') as fh:
+        fh.write(data)
 
 
 def _write_cache(path, write):

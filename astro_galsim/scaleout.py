@@ -32,6 +32,7 @@ from astropy.table import QTable, vstack
 from tqdm.auto import tqdm
 
 from .config import conf
+from .io import atomic_output
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON']
@@ -247,18 +248,8 @@ def _shard_table(result, meta):
 def _write_shard(path, table):
     """Write a shard atomically: a temporary file in the same folder, then a rename."""
     import pyarrow.parquet as pq
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(path, sync=True) as fh:
+        pq.write_table(table, fh)
 
 
 def _shard_meta(path):

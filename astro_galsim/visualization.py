@@ -9,12 +9,12 @@ Images are shown the way the encoder sees their colours: the gri asinh composite
 every panel, so that brightness and colour compare across panels. An optional extra
 `astropy.visualization` stretch can be applied identically to all panels of a figure.
 """
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .io import atomic_output
 
 __all__ = ['thumbnail', 'gallery', 'result_gallery', 'segmentation_figure', 'project_latent',
            'latent_map', 'reconstruction_figure', 'save_figure', 'SEGMENT_COLOURS']
@@ -667,13 +667,6 @@ def save_figure(fig, path, **kwargs):
     fmt = kwargs.pop('format', None) or path.suffix.lstrip('.').lower()
     if not fmt:
         raise ValueError(f'cannot tell the image format of {str(path)!r}: give a suffix such as .png or .pdf')
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent if str(path.parent) else '.')
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            fig.savefig(handle, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(path) as handle:
+        fig.savefig(handle, format=fmt, **kwargs)
     return path

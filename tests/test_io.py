@@ -72,3 +72,17 @@ def test_nanomaggy_bunit_is_read(tmp_path):
     fits.PrimaryHDU(np.ones((4, 4), dtype=np.float32), header=fits.Header({'BUNIT': 'nanomaggy'})).writeto(path)
     img = read_image(path)
     assert img.unit == nanomaggy and img.unit.to(u.Jy) == pytest.approx(3.631e-6)
+
+
+def test_atomic_output_replaces_only_when_complete(tmp_path):
+    from astro_galsim.io import atomic_output
+    path = tmp_path / 'table.fits'
+    path.write_bytes(b'old')
+    with pytest.raises(RuntimeError):
+        with atomic_output(path) as fh:
+            fh.write(b'half of the new')
+            raise RuntimeError('interrupted')
+    assert path.read_bytes() == b'old' and sorted(tmp_path.iterdir()) == [path]
+    with atomic_output(path, sync=True) as fh:
+        fh.write(b'new')
+    assert path.read_bytes() == b'new' and sorted(tmp_path.iterdir()) == [path]
