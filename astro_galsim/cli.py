@@ -137,10 +137,11 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from astropy.table import Table
     from .evaluation import evaluate
+    from .model import load_pretrained
     from .search import SimilaritySearch
     folder = Path(args.data)
     labels = Table.read(folder / 'labels.csv', format='ascii.csv')
-    search = SimilaritySearch()
+    search = SimilaritySearch(encoder=load_pretrained(args.encoder))
     vectors = search.embed([folder / p for p in labels['path']])
     ok = np.isfinite(vectors).all(axis=1)
     result = evaluate(vectors[ok], np.asarray(labels[args.label_column])[ok], k=args.k)
@@ -215,6 +216,8 @@ def _parser():
     p.add_argument('data', help='folder with labels.csv (path and a label column) and the images')
     p.add_argument('--label-column', default='similarity_group', help='column of labels.csv to group by')
     p.add_argument('--k', type=int, default=10, help='neighbours per galaxy for precision@k and kNN')
+    p.add_argument('--encoder', default=None, metavar='WEIGHTS', help='weights file (.pt, model card beside '
+                   'it), e.g. one written by astro-galsim train (default: the shipped encoder)')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('info', help='what a database holds',

@@ -24,6 +24,7 @@ Usage::
     python benchmarks/similarity.py                 # everything
     python benchmarks/similarity.py --limit 500     # quick run on a random subset
     python benchmarks/similarity.py --output similarity.ecsv
+    python benchmarks/similarity.py --methods raw,encoder --encoder my_encoder.pt   # your own weights
 
 Rows whose astro_galsim API is missing (not yet written, or failing to import) are skipped
 with a printed note.
@@ -187,10 +188,11 @@ def _try_import_prepare():
     return prepare, None
 
 
-def _try_search():
+def _try_search(weights=None):
     try:
         from astro_galsim import SimilaritySearch
-        return SimilaritySearch(), None
+        from astro_galsim.model import load_pretrained
+        return SimilaritySearch(encoder=load_pretrained(weights)), None
     except Exception as exc:   # noqa: BLE001
         return None, f'{type(exc).__name__}: {exc}'
 
@@ -279,6 +281,9 @@ def main(argv=None):
     parser.add_argument('--methods', default='random,raw,segmented,encoder',
                         help='comma-separated rows to run, from random, raw, segmented, encoder '
                         '(default: all; raw is always run, it is the baseline)')
+    parser.add_argument('--encoder', type=Path, default=None, metavar='WEIGHTS',
+                        help='weights file (.pt, model card beside it) of the encoder row, e.g. one written '
+                        'by astro-galsim train (default: the shipped encoder)')
     parser.add_argument('--output', type=Path, default=None, help='write the metric table to this ECSV file '
                         '(the invariance table goes beside it, suffixed _invariance)')
     args = parser.parse_args(argv)
@@ -337,14 +342,14 @@ def main(argv=None):
         del arrays, seg
 
     # encoder
-    search, why = _try_search() if 'encoder' in methods else (None, 'not requested')
+    search, why = _try_search(args.encoder) if 'encoder' in methods else (None, 'not requested')
     if search is None:
         print(f'NOTE: skipping "encoder": cannot create astro_galsim.SimilaritySearch ({why})')
     else:
         t0 = time.perf_counter()
         vec = np.asarray(search.embed([str(p) for p in paths]), dtype=np.float64)
         t_enc = time.perf_counter() - t0
-        print(f'encoder: {t_enc:.1f} s, {vec.shape[1]}-d vectors')
+        print(f'encoder {search.encoder.identity["name"]!r}: {t_enc:.1f} s, {vec.shape[1]}-d vectors')
         tables.append(metric_rows('encoder', vec, groups, args.k, t_enc))
 
     table = vstack(tables)

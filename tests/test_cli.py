@@ -17,7 +17,7 @@ COMMANDS = {
     'query': ['target', '--database', '--k', '--exclude-radius', '--output'],
     'build': ['source', '--output', '--chunk-size', '--restart'],
     'train': ['data', '--output', '--epochs', '--contrastive-weight', '--seed', '--workers'],
-    'evaluate': ['data', '--label-column', '--k'],
+    'evaluate': ['data', '--label-column', '--k', '--encoder'],
     'info': ['database'],
 }
 
@@ -140,3 +140,24 @@ def test_demo_writes_a_gallery_and_prints_neighbours(tmp_path, capsys):
     hdf_rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].startswith('HDF-')]
     assert len(hdf_rows) == 5
     assert all(words[2].startswith('HDF-') and words[2] != words[0] for words in hdf_rows)
+
+
+def test_evaluate_on_real_labelled_images_with_a_chosen_encoder(shared_data, tmp_path, capsys):
+    """``evaluate --encoder`` scores the given weights: the shipped file named explicitly gives the
+    default's table; weights that are not there are an error naming the file."""
+    from astropy.table import Table
+    labels = Table.read(shared_data / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')
+    picks = [np.flatnonzero(labels['similarity_group'] == c)[:6] for c in ('elliptical', 'spiral_edge_on')]
+    subset = labels[np.concatenate(picks)]['path', 'similarity_group']
+    subset['path'] = [str(shared_data / 'sdss_gz1_eggochi' / p) for p in subset['path']]
+    subset.write(tmp_path / 'labels.csv', format='ascii.csv')
+    weights = Path(str(resources.files('astro_galsim') / 'data' / 'encoder.pt'))
+
+    assert main(['evaluate', str(tmp_path), '--k', '3']) == 0
+    default = capsys.readouterr().out
+    assert 'precision_at_k_elliptical' in default and 'precision_at_k_spiral_edge_on' in default
+    assert main(['evaluate', str(tmp_path), '--k', '3', '--encoder', str(weights)]) == 0
+    assert capsys.readouterr().out == default
+
+    assert main(['evaluate', str(tmp_path), '--encoder', str(tmp_path / 'missing.pt')]) == 1
+    assert 'missing.pt' in capsys.readouterr().err
