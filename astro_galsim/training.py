@@ -15,8 +15,6 @@ The shipped weights were made with::
 import datetime
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
+from .io import atomic_output
 from .model import file_sha256
 from .network import ConvAutoencoder
 
@@ -226,17 +225,10 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
 
 
 def _save_atomically(state, card, output):
+    """Weights first, then the card with their checksum; each replaces its file only once complete."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, suffix='.pt.tmp')
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        card['sha256'] = file_sha256(tmp)
-        card_tmp = tmp + '.json'
-        Path(card_tmp).write_text(json.dumps(card, indent=1))
-        os.replace(tmp, output)
-        os.replace(card_tmp, output.with_suffix('.json'))
-    finally:
-        for leftover in (tmp, tmp + '.json'):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+    with atomic_output(output) as handle:
+        torch.save(state, handle)
+    card['sha256'] = file_sha256(output)
+    with atomic_output(output.with_suffix('.json')) as handle:
+        handle.write(json.dumps(card, indent=1).encode())

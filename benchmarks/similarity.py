@@ -31,7 +31,7 @@ with a printed note.
 """
 import argparse
 import csv
-import os
+import io
 import sys
 import tempfile
 import time
@@ -59,6 +59,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from astro_galsim.config import conf  # noqa: E402
 from astro_galsim.evaluation import evaluate, invariance  # noqa: E402
+from astro_galsim.io import atomic_output  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,16 +246,10 @@ def add_ratio(table, k):
 
 
 def write_atomic(table, path):
-    path = Path(path).resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.ecsv')
-    os.close(fd)
-    try:
-        table.write(tmp, format='ascii.ecsv', overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    text = io.StringIO()
+    table.write(text, format='ascii.ecsv')
+    with atomic_output(Path(path).resolve()) as handle:
+        handle.write(text.getvalue().encode())
 
 
 def _show(table):
