@@ -22,18 +22,21 @@ class ConvAutoencoder(nn.Module):
         Side of the input in pixels; a multiple of 16.
     widths : tuple of int
         Feature maps of the four stride-2 encoder stages (mirrored in the decoder).
+    refine_from : int
+        First encoder stage (0-3) followed by an extra 3x3 convolution; every later stage
+        has one too. 2 (the default) refines only the two coarse stages, where it is cheap.
     """
 
-    def __init__(self, latent_dim=64, channels=3, size=64, widths=(32, 64, 128, 256)):
+    def __init__(self, latent_dim=64, channels=3, size=64, widths=(32, 64, 128, 256), refine_from=2):
         super().__init__()
         if size % 16:
             raise ValueError(f'input size {size} must be a multiple of 16 (four stride-2 stages)')
-        self.config = dict(latent_dim=latent_dim, channels=channels, size=size, widths=tuple(widths))
-        # extra 3x3 convolutions only at the coarse stages, where they are cheap
+        self.config = dict(latent_dim=latent_dim, channels=channels, size=size, widths=tuple(widths),
+                           refine_from=refine_from)
         layers, c_in = [], channels
         for i, w in enumerate(widths):
             layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.GELU()]
-            if i >= 2:
+            if i >= refine_from:
                 layers += [nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.GELU()]
             c_in = w
         self._final = size // 16

@@ -108,10 +108,10 @@ def _nt_xent(a, b, temperature):
     return F.cross_entropy(sim, target)
 
 
-def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256), epochs=40,
-                      batch_size=128, learning_rate=2e-3, contrastive_weight=1.0, temperature=0.2, zoom=(0.67, 1.5),
-                      colour=0.1, grey=0.15,
-                      patience=10, seed=0, bf16=True, training_data='', progress=None):
+def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256),
+                      refine_from=2, epochs=40, batch_size=128, learning_rate=2e-3, contrastive_weight=1.0,
+                      temperature=0.2, zoom=(0.67, 1.5), colour=0.1, grey=0.15, patience=10, seed=0, bf16=True,
+                      training_data='', progress=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
     Parameters
@@ -125,8 +125,8 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         How the encoder's inputs are prepared (stored in the model card).
     is_val : `~numpy.ndarray` of bool, optional
         Validation galaxies (split by object); default a seeded 10 per cent.
-    latent_dim, widths, epochs, batch_size, learning_rate : optional
-        Network and optimiser settings.
+    latent_dim, widths, refine_from, epochs, batch_size, learning_rate : optional
+        Network (see `~astro_galsim.network.ConvAutoencoder`) and optimiser settings.
     contrastive_weight, temperature : float, optional
         Weight and temperature of the NT-Xent term; 0 trains a plain autoencoder.
     zoom : (float, float), optional
@@ -156,7 +156,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     val = torch.from_numpy(np.asarray(arrays[is_val], dtype=np.float32))
     size = normalisation['size']
     # channels_last with bf16 hit a slow path for transposed convolutions on our CPUs (10x)
-    model = ConvAutoencoder(latent_dim=latent_dim, size=size, widths=widths)
+    model = ConvAutoencoder(latent_dim=latent_dim, size=size, widths=widths, refine_from=refine_from)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps = epochs * math.ceil(len(train) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps)

@@ -111,15 +111,17 @@ def test_training_round_trip_and_model_card(tmp_path, real_inputs):
     arrays, _ = prepare(paths[:24], normalisation=context_normalisation(normalisation))
     assert arrays.shape[-1] == 48
     out = tmp_path / 'tiny.pt'
+    # refine_from=1: an extra convolution at stages 1-3, which the card must carry for the reload
     card = train_autoencoder(arrays, out, normalisation=normalisation, latent_dim=8, widths=(8, 8, 16, 16),
-                             epochs=2, batch_size=8, seed=3, bf16=False, progress=False)
+                             refine_from=1, epochs=2, batch_size=8, seed=3, bf16=False, progress=False)
     assert out.is_file() and out.with_suffix('.json').is_file()
     assert not list(tmp_path.glob('*.tmp*'))
     loaded = load_pretrained(out)
     assert loaded.card == json.loads(out.with_suffix('.json').read_text())
     assert card['sha256'] == file_sha256(out)
     assert loaded.latent_dim == 8 and loaded.normalisation == normalisation
-    model = ConvAutoencoder(latent_dim=8, size=32, widths=(8, 8, 16, 16))
+    assert card['architecture']['refine_from'] == 1
+    model = ConvAutoencoder(latent_dim=8, size=32, widths=(8, 8, 16, 16), refine_from=1)
     model.load_state_dict(torch.load(out, weights_only=True))
     x = torch.from_numpy(prepare(paths[:3], normalisation=normalisation)[0])
     with torch.no_grad():
