@@ -24,13 +24,17 @@ class ConvAutoencoder(nn.Module):
         Feature maps of the four stride-2 encoder stages (mirrored in the decoder).
     refine_from : int
         First encoder stage (0-3) followed by an extra 3x3 convolution; every later stage
-        has one too. 2 (the default) refines only the two coarse stages, where it is cheap.
+        has one too. 2 (the default) refines only the two coarse stages, where it is cheap;
+        4 adds none.
     """
 
     def __init__(self, latent_dim=64, channels=3, size=64, widths=(32, 64, 128, 256), refine_from=2):
         super().__init__()
         if size % 16:
             raise ValueError(f'input size {size} must be a multiple of 16 (four stride-2 stages)')
+        if refine_from not in range(len(widths) + 1):
+            raise ValueError(f'refine_from={refine_from!r} is not an encoder stage: give an integer from 0 '
+                             f'(an extra convolution at every stage) to {len(widths)} (none)')
         self.config = dict(latent_dim=latent_dim, channels=channels, size=size, widths=tuple(widths),
                            refine_from=refine_from)
         layers, c_in = [], channels

@@ -131,3 +131,13 @@ def test_training_round_trip_and_model_card(tmp_path, real_inputs):
     with conf.set_temp('encoder_precision', 'bfloat16'):
         np.testing.assert_allclose(loaded.encode(x.numpy()), z.numpy(), atol=0.02)
     assert card['training']['seed'] == 3 and len(card['metrics']['history']) >= 1
+
+
+def test_refine_from_sets_the_extra_convolutions_and_rejects_other_values():
+    def convolutions(model):
+        return sum(isinstance(layer, torch.nn.Conv2d) for layer in model.features)
+    # four stride-2 stages, plus one refining convolution at each stage from refine_from on
+    assert [convolutions(ConvAutoencoder(refine_from=r)) for r in range(5)] == [8, 7, 6, 5, 4]
+    for bad in (-1, 5, 1.5, None):
+        with pytest.raises(ValueError, match='refine_from=.*integer from 0'):
+            ConvAutoencoder(refine_from=bad)
