@@ -3,13 +3,13 @@ from pathlib import Path
 
 import numpy as np
 from astropy import log
-from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
+from .utils._coords import coord_id, nan_coords, table_coords
 
 __all__ = ['build_database', 'read_source']
 
@@ -43,20 +43,18 @@ def read_source(source):
         raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
     names = {n.lower(): n for n in table.colnames}
     if 'ra' in names and 'dec' in names:
-        ra = np.ma.filled(np.ma.asarray(table[names['ra']], dtype=float), np.nan)
-        dec = np.ma.filled(np.ma.asarray(table[names['dec']], dtype=float), np.nan)
-        coords = SkyCoord(ra * u.deg, dec * u.deg)
+        coords = table_coords(table)
     elif items is None:
         raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')
     else:
-        coords = SkyCoord(np.full(len(items), np.nan) * u.deg, np.full(len(items), np.nan) * u.deg)
+        coords = nan_coords(len(items))
     id_col = names.get('objid') or names.get('id')
     if id_col is not None:
         ids = [str(v) for v in table[id_col]]
     elif items is not None:
         ids = [image_stem(p) for p in items]
     else:
-        ids = [f'{c.ra.deg:.5f}{c.dec.deg:+.5f}' for c in coords]
+        ids = [coord_id(c) for c in coords]
     if items is None:
         items = coords
     return items, ids, coords

@@ -26,51 +26,28 @@ Examples
 >>> 'gal0' in result['id']
 False
 """
-import math
 import numbers
 import os
 import re
-import warnings
 
 import numpy as np
 import astropy.units as u
 from astropy.coordinates import Angle, SkyCoord, match_coordinates_sky, search_around_sky
-from astropy.io import fits
 from astropy.table import Column, MaskedColumn, QTable, Table, vstack
 
+from .clustering import cluster
+from .database_file import (FORMAT_NAME, FORMAT_VERSION, DatabaseError, database_hdulist,  # noqa: F401
+                            read_database_file)
 from .index import NeighbourIndex, exact_knn
 from .io import atomic_output
+from .utils._coords import nan_coords, sky_coords
 
-__all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query',
+__all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query', 'move_away',
            'FORMAT_NAME', 'FORMAT_VERSION']
-
-#: Value of the ``FMTNAME`` keyword that marks an astro_galsim database file.
-FORMAT_NAME = 'ASTRO_GALSIM_DB'
-#: Version of the file format written by this module (``FMTVERS`` keyword).
-FORMAT_VERSION = 1
 
 #: Column names the database manages itself (``ra``/``dec`` become ``coord``).
 _RESERVED = ('query', 'rank', 'distance', 'ra', 'dec')
-#: Provenance keys mirrored as primary-header keywords: key -> (keyword, comment).
-_HEADER_PROVENANCE = {
-    'survey': ('SURVEY', 'survey the images come from'),
-    'data_release': ('DATAREL', 'data release of the survey'),
-    'bands': ('BANDS', 'bands used, comma-separated'),
-    'pixel_scale': ('PIXSCALE', '[arcsec] pixel scale of the encoder input'),
-}
 _SHA256 = re.compile(r'^[0-9a-f]{64}$')
-
-
-class DatabaseError(Exception):
-    """A database file or database content that cannot be used as it is."""
-
-
-def _version():
-    try:
-        from ._version import version
-    except ImportError:
-        version = 'unknown'
-    return version
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -125,15 +102,13 @@ def _coords_from(table, n):
                             f"a position); got {type(coord).__name__}.")
         return coord.icrs if coord.frame.name != 'icrs' else coord
     if has_radec:
-        ra, dec = table['ra'], table['dec']
-        ra = ra if isinstance(ra, u.Quantity) else np.asarray(ra, dtype=float) * u.deg
-        dec = dec if isinstance(dec, u.Quantity) else np.asarray(dec, dtype=float) * u.deg
+        coord = sky_coords(table['ra'], table['dec'])
         table.remove_columns(['ra', 'dec'])
-        return SkyCoord(ra=ra, dec=dec, frame='icrs')
+        return coord
     if 'ra' in table.colnames or 'dec' in table.colnames:
         raise ValueError("the table has only one of 'ra' and 'dec'; give both (degrees) or a "
                          "SkyCoord column 'coord'.")
-    return SkyCoord(ra=np.full(n, np.nan) * u.deg, dec=np.full(n, np.nan) * u.deg, frame='icrs')
+    return nan_coords(n)
 
 
 def _normalise_table(table, n):
@@ -234,15 +209,44 @@ def rocchio_query(positives, negatives=None, *, beta=0.5):
     pos = np.atleast_2d(np.asarray(positives, dtype=np.float64))
     if pos.shape[0] == 0:
         raise ValueError('rocchio_query needs at least one positive vector.')
-    query = pos.mean(axis=0)
+    return move_away(pos.mean(axis=0, keepdims=True), negatives, beta=beta)[0]
+
+
+def move_away(queries, negatives=None, *, beta=0.5):
+    """Move each query away from the mean of negative examples: ``(1 + beta) q - beta mean(neg)``.
+
+    The one definition of the Rocchio step, used by `rocchio_query` (on the mean of the
+    positives) and by `GalaxyDatabase.search` (``negative_vectors``, on each query).
+
+    Parameters
+    ----------
+    queries : array-like, shape (m, d)
+        Query vectors.
+    negatives : array-like, shape (q, d) or (d,), optional
+        Vectors to move away from; None or empty leaves the queries as they are.
+    beta : float, optional
+        How far to move.
+
+    Returns
+    -------
+    `~numpy.ndarray`, shape (m, d), float32
+
+    Examples
+    --------
+    >>> from astro_galsim.database import move_away
+    >>> move_away([[2, 0], [0, 2]], [[0, 0]], beta=1.0)
+    array([[4., 0.],
+           [0., 4.]], dtype=float32)
+    """
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
     if negatives is not None:
         neg = np.atleast_2d(np.asarray(negatives, dtype=np.float64))
         if neg.shape[0]:
-            if neg.shape[1] != pos.shape[1]:
-                raise ValueError(f'negatives have {neg.shape[1]} dimensions, positives '
-                                 f'{pos.shape[1]}.')
-            query = query + beta * (query - neg.mean(axis=0))
-    return query.astype(np.float32)
+            if neg.shape[1] != queries.shape[1]:
+                raise ValueError(f'negatives have {neg.shape[1]} dimensions, the queries '
+                                 f'{queries.shape[1]}.')
+            queries = (1 + beta) * queries - beta * neg.mean(axis=0)
+    return queries.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- class
@@ -557,10 +561,7 @@ class GalaxyDatabase:
             if len(query_ids) != m:
                 raise ValueError(f'query_ids has {len(query_ids)} entries for {m} query vectors.')
         if negative_vectors is not None:
-            neg = np.atleast_2d(np.asarray(negative_vectors, dtype=np.float64))
-            if neg.shape[0]:
-                w = float(negative_weight)
-                queries = ((1 + w) * queries - w * neg.mean(axis=0)).astype(np.float32)
+            queries = move_away(queries, negative_vectors, beta=negative_weight)
         if not np.isfinite(queries).all():
             raise ValueError('query_vectors contain NaN or infinite values.')
         metric = self.metric if metric is None else metric
@@ -572,53 +573,26 @@ class GalaxyDatabase:
         n_excl = max((e.size for e in excluded), default=0)
         fetch = min(k + n_excl, n_allowed)
 
-        indices = dist = None
-        if fetch > 0:
-            filtered = n_allowed < len(self)
-            use_index = metric == self.metric and self._index.method == 'nndescent'
-            if use_index and filtered:
-                fraction = n_allowed / len(self)
-                fetch_index = int(math.ceil(fetch / fraction * 1.5)) + 10
-                use_index = fetch_index <= max(100, len(self) // 20)
-            if use_index:
-                kk = fetch if not filtered else fetch_index
-                indices, dist = self._index.query(queries, min(kk, len(self)), epsilon=epsilon)
-            else:
-                subset = np.flatnonzero(allowed) if filtered else None
-                if metric == self.metric:
-                    if subset is None:
-                        indices, dist = self._index.query(queries, fetch, exact=True)
-                    else:
-                        indices, dist = self._index.query(queries, fetch, subset=subset)
-                else:
-                    data = self.vectors if subset is None else self.vectors[subset]
-                    indices, dist = exact_knn(data, queries, fetch, metric=metric)
-                    if subset is not None:
-                        indices = subset[indices]
-
         rows_q, rows_i, rows_d, rows_r = [], [], [], []
-        for qi in range(m):
-            if indices is None:
-                continue
-            idx, d = indices[qi], dist[qi]
-            ok = (idx >= 0) & allowed[np.clip(idx, 0, None)]
-            if excluded[qi].size:
-                ok &= ~np.isin(idx, excluded[qi])
-            idx, d = idx[ok][:k], d[ok][:k]
-            possible = min(k, n_allowed - int(np.count_nonzero(allowed[excluded[qi]])))
-            if idx.size < possible:
-                # The approximate over-fetch missed some: search the allowed rows exactly.
-                keep = allowed.copy()
-                keep[excluded[qi]] = False
-                sub = np.flatnonzero(keep)
-                ii, dd = exact_knn(self._index._exact_data()[sub] if metric == self.metric
-                                   else self.vectors[sub], queries[qi], k, metric=metric,
-                                   normalised=metric == self.metric)
-                idx, d = sub[ii[0]], dd[0]
-            rows_q.append(np.full(idx.size, qi))
-            rows_i.append(idx)
-            rows_d.append(d)
-            rows_r.append(np.arange(1, idx.size + 1))
+        if fetch > 0:
+            filtered = allowed if n_allowed < len(self) else None
+            if metric == self.metric:
+                # every query gets `fetch` allowed rows: enough to drop its exclusions and keep k
+                indices, dist = self._index.query(queries, fetch, epsilon=epsilon, allowed=filtered)
+            else:
+                rows = np.flatnonzero(allowed)
+                indices, dist = exact_knn(self.vectors[rows], queries, fetch, metric=metric)
+                indices = rows[indices]
+            for qi in range(m):
+                idx, d = indices[qi], dist[qi]
+                if excluded[qi].size:
+                    ok = ~np.isin(idx, excluded[qi])
+                    idx, d = idx[ok], d[ok]
+                idx, d = idx[:k], d[:k]
+                rows_q.append(np.full(idx.size, qi))
+                rows_i.append(idx)
+                rows_d.append(d)
+                rows_r.append(np.arange(1, idx.size + 1))
         return self._result_table(rows_q, rows_i, rows_d, rows_r, query_ids)
 
     def _exclusions(self, m, self_ids, query_coords, exclude_radius, exclude_ids):
@@ -724,41 +698,11 @@ class GalaxyDatabase:
 
         Notes
         -----
-        Needs scikit-learn (installed with pynndescent).
+        Needs scikit-learn (installed with pynndescent). The work is done by
+        `astro_galsim.clustering.cluster`.
         """
-        try:
-            from sklearn.cluster import HDBSCAN, AgglomerativeClustering
-        except ImportError as exc:  # pragma: no cover - sklearn comes with pynndescent
-            raise ImportError('GalaxyDatabase.cluster needs scikit-learn '
-                              '(pip install scikit-learn).') from exc
-        n = len(self)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        graph = self.neighbor_graph(k).tocsr()
-        graph.data = np.maximum(graph.data, np.float32(1e-12)).astype(np.float64)
-        graph = graph.maximum(graph.T).tocsr()
-        if method == 'agglomerative':
-            if n_clusters is None:
-                raise ValueError("method='agglomerative' needs n_clusters.")
-            data = self.vectors
-            if self.metric == 'cosine':
-                data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
-            with warnings.catch_warnings():
-                # "the number of connected components of the connectivity matrix is > 1":
-                # sklearn completes the graph itself, which is what we want.
-                warnings.filterwarnings('ignore', message='.*connected components.*')
-                model = AgglomerativeClustering(n_clusters=int(n_clusters), connectivity=graph,
-                                                linkage='ward')
-                labels = model.fit_predict(data)
-        elif method == 'hdbscan':
-            min_samples = min(min_cluster_size, k) if min_samples is None else min_samples
-            graph = _connect_components(graph, self._index)
-            model = HDBSCAN(metric='precomputed', min_cluster_size=int(min_cluster_size),
-                            min_samples=int(min_samples), copy=True)
-            labels = model.fit_predict(graph)
-        else:
-            raise ValueError(f"method must be 'hdbscan' or 'agglomerative'; got {method!r}.")
-        return _renumber(labels)
+        return cluster(self._index, method=method, k=k, min_cluster_size=min_cluster_size,
+                       min_samples=min_samples, n_clusters=n_clusters)
 
     # ------------------------------------------------------------------ persistence
     def to_hdulist(self):
@@ -769,65 +713,8 @@ class GalaxyDatabase:
         `~astropy.io.fits.HDUList`
             PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE.
         """
-        primary = fits.PrimaryHDU()
-        hdr = primary.header
-        _set_card(hdr, 'FMTNAME', FORMAT_NAME, 'file format: astro_galsim galaxy database')
-        _set_card(hdr, 'FMTVERS', FORMAT_VERSION, 'version of the file format')
-        _set_card(hdr, 'CREATOR', f'astro_galsim {_version()}'[:68], 'software that wrote the file')
-        _set_card(hdr, 'NGALAXY', len(self), 'number of galaxies (table rows, vectors)')
-        _set_card(hdr, 'NDIM', self.dim, 'dimension of the latent vectors')
-        _set_card(hdr, 'METRIC', self.metric, 'distance metric for similarity search')
-        _set_card(hdr, 'ENCNAME', self._encoder_id['name'], 'encoder that made the vectors')
-        _set_card(hdr, 'ENCSHA', self._encoder_id['sha256'], 'SHA-256 of the encoder weights')
-        for key, (kw, comment) in _HEADER_PROVENANCE.items():
-            if key in self._provenance:
-                value = self._provenance[key]
-                if isinstance(value, u.Quantity):
-                    try:
-                        value = value.to_value(u.arcsec)
-                    except u.UnitsError:
-                        continue
-                elif isinstance(value, list):
-                    value = ','.join(value)
-                _set_card(hdr, kw, value, comment)
-
-        table = self.table
-        out = Table()
-        out['id'] = Column(np.asarray(table['id']).astype(str), description='galaxy id')
-        coord = table['coord']
-        out['ra'] = Column(coord.ra.deg, unit='deg', description='ICRS right ascension')
-        out['dec'] = Column(coord.dec.deg, unit='deg', description='ICRS declination')
-        for name in table.colnames[2:]:
-            out[name] = table[name]
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', fits.verify.VerifyWarning)
-            galaxies = fits.table_to_hdu(out)
-        galaxies.name = 'GALAXIES'
-
-        vectors = fits.ImageHDU(np.ascontiguousarray(self.vectors, dtype='>f4')
-                                if len(self) else None, name='VECTORS')
-        _set_card(vectors.header, 'NGALAXY', len(self), 'rows: one vector per GALAXIES row')
-        _set_card(vectors.header, 'NDIM', self.dim, 'columns: latent dimension')
-        _set_card(vectors.header, 'ENCSHA', self._encoder_id['sha256'], 'SHA-256 of the encoder weights')
-
-        prov = Table(names=('key', 'value', 'type', 'unit'), dtype=('U', 'U', 'U', 'U'))
-        for key, value in self._provenance.items():
-            if isinstance(value, u.Quantity):
-                prov.add_row((key, repr(float(value.value)), 'quantity', value.unit.to_string()))
-            elif isinstance(value, bool):
-                prov.add_row((key, str(value), 'bool', ''))
-            elif isinstance(value, numbers.Integral):
-                prov.add_row((key, str(int(value)), 'int', ''))
-            elif isinstance(value, numbers.Real):
-                prov.add_row((key, repr(float(value)), 'float', ''))
-            elif isinstance(value, list):
-                prov.add_row((key, ','.join(value), 'list', ''))
-            else:
-                prov.add_row((key, value, 'str', ''))
-        provenance = fits.table_to_hdu(prov) if len(prov) else fits.BinTableHDU(
-            Table(names=('key', 'value', 'type', 'unit'), dtype=('S1', 'S1', 'S1', 'S1')))
-        provenance.name = 'PROVENANCE'
-        return fits.HDUList([primary, galaxies, vectors, provenance])
+        return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
+                                provenance=self._provenance, metric=self.metric)
 
     def save(self, path, overwrite=False):
         """Write the database to a FITS file, atomically.
@@ -884,57 +771,7 @@ class GalaxyDatabase:
             version, damaged (checksum failure, truncation, inconsistent sizes), or made by
             a different encoder than ``encoder_id``.
         """
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'no database file at {path}.')
-        with open(path, 'rb') as fh:
-            start = fh.read(30)
-        if not start.startswith(b'SIMPLE  =') or start[29:30] != b'T':
-            raise DatabaseError(f'{path} is not a FITS file (it does not start with a '
-                                '"SIMPLE = T" card); give the path of a database written by '
-                                'GalaxyDatabase.save or `astro_galsim build`.')
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            try:
-                with fits.open(path, checksum=True, memmap=False) as hdul:
-                    hdul.verify('exception')
-                    primary = hdul[0].header.copy()
-                    _check_format(primary, path)
-                    names = [h.name for h in hdul]
-                    for needed in ('GALAXIES', 'VECTORS', 'PROVENANCE'):
-                        if needed not in names:
-                            raise DatabaseError(f'{path} is damaged: HDU {needed!r} is missing '
-                                                f'(HDUs: {names}).')
-                    vectors = hdul['VECTORS'].data
-                    galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
-                    prov_table = Table.read(hdul['PROVENANCE'])
-            except DatabaseError:
-                raise
-            except Exception as exc:
-                raise DatabaseError(f'{path} could not be read as an astro_galsim database; it '
-                                    f'may be damaged or truncated ({type(exc).__name__}: {exc}).'
-                                    ) from exc
-        for warning in caught:
-            message = str(warning.message)
-            if 'checksum' in message.lower() or 'datasum' in message.lower():
-                raise DatabaseError(f'{path} is damaged: FITS checksum verification failed '
-                                    f'({message}). Rebuild it or restore a copy.')
-            if 'truncat' in message.lower():
-                raise DatabaseError(f'{path} is damaged (truncated): {message}')
-        for warning in caught:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
-
-        ngal, ndim = int(primary['NGALAXY']), int(primary['NDIM'])
-        if vectors is None:
-            vectors = np.zeros((0, ndim), dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != ndim:
-            raise DatabaseError(f'{path} is damaged: VECTORS has shape {vectors.shape} but NDIM '
-                                f'is {ndim}.')
-        if vectors.shape[0] != ngal or len(galaxies) != ngal:
-            raise DatabaseError(f'{path} is damaged: NGALAXY={ngal} but VECTORS holds '
-                                f'{vectors.shape[0]} vectors and GALAXIES {len(galaxies)} rows.')
-        stored = {'name': str(primary['ENCNAME']), 'sha256': str(primary['ENCSHA'])}
+        vectors, table, stored, provenance, metric = read_database_file(path)
         if encoder_id is not None:
             wanted = _check_encoder_id(encoder_id)
             if wanted['sha256'] != stored['sha256'].lower():
@@ -944,125 +781,11 @@ class GalaxyDatabase:
                     f"{wanted['sha256']}); its vectors are not comparable. Re-embed the images "
                     f"with `astro_galsim build` using the current encoder, or load the database "
                     f"with the encoder it was made with.")
-        table = QTable(galaxies)
-        table.meta.clear()
-        for col in ('id', 'ra', 'dec'):
-            if col not in table.colnames:
-                raise DatabaseError(f'{path} is damaged: GALAXIES has no {col!r} column.')
-        ra = u.Quantity(table['ra'], u.deg)
-        dec = u.Quantity(table['dec'], u.deg)
-        table.remove_columns(['ra', 'dec'])
-        ids = np.asarray(table['id']).astype(str)
-        table.replace_column('id', Column(ids, name='id'))
-        table.add_column(SkyCoord(ra=ra, dec=dec, frame='icrs'), name='coord', index=1)
-        return cls(np.asarray(vectors, dtype=np.float32), table, encoder_id=stored,
-                   provenance=_read_provenance(prov_table), metric=str(primary['METRIC']),
+        return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
                    index_options=index_options)
-
-
-def _set_card(header, keyword, value, comment):
-    """Set a header card, dropping the comment if the card would exceed 80 characters."""
-    if isinstance(value, str):
-        width = max(20, len(value.replace("'", "''")) + 2)
-    else:
-        width = 20
-    if 10 + width + 3 + len(comment) > 80:
-        comment = ''
-    header[keyword] = (value, comment)
-
-
-def _check_format(header, path):
-    name = header.get('FMTNAME')
-    if name != FORMAT_NAME:
-        raise DatabaseError(f'{path} is a FITS file but not an astro_galsim database (FMTNAME is '
-                            f'{name!r}, expected {FORMAT_NAME!r}).')
-    version = header.get('FMTVERS')
-    if not isinstance(version, int) or version < 1:
-        raise DatabaseError(f'{path} has an invalid format version FMTVERS={version!r}.')
-    if version > FORMAT_VERSION:
-        raise DatabaseError(f'{path} uses database format version {version}, newer than this '
-                            f'astro_galsim ({_version()}) reads (version {FORMAT_VERSION}); '
-                            'upgrade astro_galsim.')
-    for key in ('NGALAXY', 'NDIM', 'METRIC', 'ENCNAME', 'ENCSHA'):
-        if key not in header:
-            raise DatabaseError(f'{path} is damaged: primary header keyword {key} is missing.')
-
-
-def _read_provenance(table):
-    out = {}
-    for row in table:
-        key, value, kind, unit = (str(row[c]) for c in ('key', 'value', 'type', 'unit'))
-        if kind == 'quantity':
-            out[key] = float(value) * u.Unit(unit)
-        elif kind == 'bool':
-            out[key] = value == 'True'
-        elif kind == 'int':
-            out[key] = int(value)
-        elif kind == 'float':
-            out[key] = float(value)
-        elif kind == 'list':
-            out[key] = value.split(',') if value else []
-        else:
-            out[key] = value
-    return out
 
 
 def _angle(value, name):
     if isinstance(value, (Angle, u.Quantity)) and value.unit.physical_type == 'angle':
         return Angle(value)
     raise TypeError(f'{name} must be an angle Quantity (e.g. 5 * u.arcsec); got {value!r}.')
-
-
-def _connect_components(graph, index):
-    """Join the connected components of a symmetric distance graph.
-
-    Each component is represented by its member closest to the component mean; the
-    representatives are linked to their 10 nearest representatives and in a chain, with
-    their true distances, so that the graph becomes connected.
-    """
-    from scipy import sparse
-    from scipy.sparse import csgraph
-    n_comp, comp = csgraph.connected_components(graph, directed=False)
-    if n_comp == 1:
-        return graph
-    vectors = index._exact_data()
-    order = np.argsort(comp, kind='stable')
-    bounds = np.searchsorted(comp[order], np.arange(n_comp + 1))
-    reps = np.empty(n_comp, dtype=np.int64)
-    for c in range(n_comp):
-        members = order[bounds[c]:bounds[c + 1]]
-        centre = vectors[members].mean(axis=0)
-        reps[c] = members[np.argmin(((vectors[members] - centre) ** 2).sum(axis=1))]
-    near, dist = exact_knn(vectors[reps], vectors[reps], min(n_comp, 11), metric=index.metric,
-                           normalised=True)
-    rows = [np.repeat(reps, near.shape[1]), reps[:-1]]
-    cols = [reps[near.ravel()], reps[1:]]
-    chain = np.array([_pair_distance(vectors[a], vectors[b], index.metric)
-                      for a, b in zip(reps[:-1], reps[1:])])
-    data = [dist.ravel(), chain]
-    rows, cols, data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
-    keep = rows != cols
-    extra = sparse.csr_matrix((np.maximum(data[keep], 1e-12), (rows[keep], cols[keep])),
-                              shape=graph.shape)
-    extra = extra.maximum(extra.T)
-    return graph.maximum(extra).tocsr()
-
-
-def _pair_distance(a, b, metric):
-    if metric == 'cosine':
-        return float(max(0.0, 1 - np.dot(a, b)))
-    return float(np.linalg.norm(a - b))
-
-
-def _renumber(labels):
-    """Renumber non-negative labels 0, 1, ... in order of first appearance."""
-    labels = np.asarray(labels, dtype=np.int64)
-    out = np.full_like(labels, -1)
-    good = labels >= 0
-    if good.any():
-        _, first = np.unique(labels[good], return_index=True)
-        order = np.argsort(first)
-        mapping = np.empty(labels[good].max() + 1, dtype=np.int64)
-        mapping[np.unique(labels[good])[order]] = np.arange(order.size)
-        out[good] = mapping[labels[good]]
-    return out

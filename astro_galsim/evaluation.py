@@ -34,10 +34,10 @@ from astropy.table import QTable
 from tqdm.auto import tqdm
 
 from .config import conf
+from .utils._knn import METRICS, check_metric, sorted_smallest_k
 
 __all__ = ['precision_at_k', 'mean_average_precision', 'knn_accuracy', 'evaluate', 'invariance']
 
-_METRICS = ('euclidean', 'cosine')
 # Elements of one (chunk x N) float64 distance block: 2**22 elements = 32 MiB.
 _BLOCK_ELEMENTS = 2 ** 22
 
@@ -65,15 +65,9 @@ def _check_vectors(vectors, name='vectors'):
     return x
 
 
-def _check_metric(metric):
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}.")
-    return metric
-
-
 def _prepare_space(x, metric):
     """Return the vectors in the form used by `_distance_block`."""
-    _check_metric(metric)
+    check_metric(metric)
     if metric == 'cosine':
         norms = np.linalg.norm(x, axis=1)
         zero = norms == 0
@@ -150,30 +144,10 @@ def _top_k(x, sq, rows, k, metric, desc='nearest neighbours'):
         r = rows[sl]
         d = _distance_block(x, sq, r, metric)
         d[np.arange(r.size), r] = np.inf
-        idx[sl], dist[sl] = _smallest_k(d, k)
+        idx[sl], dist[sl] = sorted_smallest_k(d, k)
     if metric == 'euclidean':
         np.sqrt(dist, out=dist)
     return idx, dist
-
-
-def _smallest_k(d, k):
-    """Column indices and values of the k smallest entries of each row of ``d``.
-
-    Ordered by value, ties by column index. Faster than ``argpartition`` on wide rows:
-    the k-th smallest of the minima of k (or more) disjoint column blocks bounds the
-    k-th smallest entry from above, so only the few entries under that bound are sorted.
-    """
-    b, n = d.shape
-    size = int(np.clip(n // (4 * k), 1, 64))
-    n_blocks = n // size
-    block_min = d[:, :n_blocks * size].reshape(b, n_blocks, size).min(axis=2)
-    bound = np.partition(block_min, k - 1, axis=1)[:, k - 1]
-    rows, cols = np.nonzero(d <= bound[:, None])
-    vals = d[rows, cols]
-    order = np.lexsort((cols, vals, rows))
-    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=b))[:-1]])
-    take = order[starts[:, None] + np.arange(k)]
-    return cols[take], vals[take]
 
 
 def _average_precisions(x, sq, rows, codes, metric):
@@ -244,7 +218,7 @@ def _per_class_table(values, query_codes, classes, ignored_class, column, meta):
 
 def _setup(vectors, labels, metric, ignore):
     x = _check_vectors(vectors)
-    _check_metric(metric)
+    check_metric(metric)
     classes, codes, ignored_class, queries = _check_labels(labels, x.shape[0], ignore)
     if x.shape[0] < 2:
         raise ValueError('need at least two vectors to rank neighbours.')
@@ -447,7 +421,7 @@ def evaluate(vectors, labels, *, k=10, metrics=('euclidean', 'cosine'), ignore=(
     if isinstance(metrics, str):
         metrics = (metrics,)
     if len(metrics) == 0:
-        raise ValueError(f'metrics must name at least one of {_METRICS}.')
+        raise ValueError(f'metrics must name at least one of {METRICS}.')
     x0 = _check_vectors(vectors)
     rows = []
     for metric in metrics:
@@ -594,7 +568,7 @@ def invariance(embed, images, *, transforms='d4', angles=(30, 45) * u.deg, n_nei
     if n < n_neighbors + 1:
         raise ValueError(f'invariance needs at least n_neighbors + 1 = {n_neighbors + 1} images to '
                          f'define the neighbour-distance scale; got {n}.')
-    _check_metric(metric)
+    check_metric(metric)
 
     if transforms is None or transforms == 'none':
         chosen = []

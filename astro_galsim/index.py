@@ -33,17 +33,15 @@ array([0, 1, 2])
 """
 import math
 import os
-import sys
 import warnings
 
 import numpy as np
+from astropy.utils.exceptions import AstropyDeprecationWarning
 from scipy import sparse
 
-__all__ = ['NeighbourIndex', 'exact_knn', 'recall', 'METRICS', 'NNDESCENT_DEFAULTS']
+from .utils._knn import METRICS, check_metric, exact_knn, normalise_rows
 
-#: Distance metrics understood by every back end. ``'euclidean'`` is the L2
-#: distance; ``'cosine'`` is ``1 - cos(angle)`` (as in pynndescent and scipy).
-METRICS = ('euclidean', 'cosine')
+__all__ = ['NeighbourIndex', 'exact_knn', 'recall', 'METRICS', 'NNDESCENT_DEFAULTS']
 
 #: pynndescent settings used unless overridden. Tuned with
 #: ``benchmarks/search.py`` to reach recall@10 >= 0.99 on clustered d=64 vectors.
@@ -58,9 +56,6 @@ NNDESCENT_DEFAULTS = {
     'search_tree_leaf_budget': 8,
     'epsilon': 0.1,
 }
-
-# Bytes of the (queries x vectors) score matrix computed at once by exact search.
-_EXACT_BLOCK_BYTES = 32 * 2**20
 
 
 def _as_vectors(vectors, name, dim=None):
@@ -81,146 +76,6 @@ def _as_vectors(vectors, name, dim=None):
         raise ValueError(f'{name} contain NaN or infinite values (rows {bad[:10].tolist()}'
                          f'{"..." if bad.size > 10 else ""}); drop or re-embed those rows.')
     return array
-
-
-def _normalise(array):
-    """Unit-normalise rows (zero rows stay zero, so their cosine distance is 1)."""
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    norms[norms == 0] = 1
-    return (array / norms).astype(np.float32, copy=False)
-
-
-def exact_knn(data, queries, k, *, metric='euclidean', normalised=False):
-    """Exact k nearest neighbours by brute force.
-
-    Scores are computed as one matrix product per block of queries; the ``k``
-    best candidates are then selected with a partial sort and their distances
-    recomputed directly, so distances are accurate to float32 rounding. Ties
-    are broken by the lower index, so the result is deterministic.
-
-    Parameters
-    ----------
-    data : array-like, shape (n, d)
-        Vectors searched.
-    queries : array-like, shape (m, d)
-        Query vectors.
-    k : int
-        Number of neighbours; at most ``n`` are returned.
-    metric : {'euclidean', 'cosine'}, optional
-        Distance metric.
-    normalised : bool, optional
-        For ``'cosine'``: ``data`` rows already have unit norm (saves a copy).
-
-    Returns
-    -------
-    indices : `~numpy.ndarray` of int64, shape (m, min(k, n))
-        Row numbers in ``data``, nearest first.
-    distances : `~numpy.ndarray` of float32, shape (m, min(k, n))
-        The matching distances.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astro_galsim.index import exact_knn
-    >>> data = np.array([[0, 0], [1, 0], [3, 0]], dtype=np.float32)
-    >>> indices, distances = exact_knn(data, [[0.9, 0]], 2)
-    >>> indices
-    array([[1, 0]])
-    >>> distances.round(3)
-    array([[0.1, 0.9]], dtype=float32)
-    """
-    _check_metric(metric)
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[np.newaxis, :]
-    n, m = data.shape[0], queries.shape[0]
-    k = int(min(k, n))
-    out_i = np.empty((m, k), dtype=np.int64)
-    out_d = np.empty((m, k), dtype=np.float32)
-    if k == 0 or m == 0:
-        return out_i, out_d
-    if metric == 'cosine':
-        if not normalised:
-            data = _normalise(data)
-        queries = _normalise(queries)
-    else:
-        data_sq = np.einsum('ij,ij->i', data, data)
-    block = max(1, int(_EXACT_BLOCK_BYTES // (4 * n)))
-    for start in range(0, m, block):
-        q = queries[start:start + block]
-        product = _matmul_t(q, data)
-        if metric == 'cosine':
-            scores = np.negative(product, out=product)
-        else:
-            product *= -2
-            scores = np.add(product, data_sq, out=product)
-        if k < n:
-            candidates = _smallest_k(scores, k)
-        else:
-            candidates = np.broadcast_to(np.arange(n), scores.shape)
-        # Recompute the distances of the candidates exactly.
-        if metric == 'cosine':
-            dist = 1 - np.einsum('ij,ikj->ik', q, data[candidates])
-            np.maximum(dist, 0, out=dist)
-        else:
-            diff = data[candidates] - q[:, np.newaxis, :]
-            dist = np.sqrt(np.einsum('ikj,ikj->ik', diff, diff))
-        # Sort by distance, ties by index: order by index first, then stable by distance.
-        by_index = np.argsort(candidates, axis=1)
-        candidates = np.take_along_axis(candidates, by_index, axis=1)
-        dist = np.take_along_axis(dist, by_index, axis=1)
-        order = np.argsort(dist, axis=1, kind='stable')
-        out_i[start:start + block] = np.take_along_axis(candidates, order, axis=1)
-        out_d[start:start + block] = np.take_along_axis(dist, order, axis=1)
-    return out_i, out_d
-
-
-def _torch():
-    """torch, if this process has already imported it (importing it costs seconds)."""
-    return sys.modules.get('torch')
-
-
-def _matmul_t(a, b):
-    """``a @ b.T`` in float32, with torch's BLAS when torch is loaded.
-
-    Once torch is loaded, numpy's OpenBLAS threads and torch's OpenMP threads compete
-    for the cores and small numpy products become 100x slower; staying in torch avoids it.
-    A process without torch (a command-line look-up) uses numpy and never pays its import.
-    """
-    torch = _torch()
-    if torch is None:  # pragma: no cover
-        return a @ b.T
-    with warnings.catch_warnings():
-        # read-only views (NeighbourIndex.vectors) are only read here
-        warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
-        a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
-    return torch.mm(a_t, b_t.T).numpy()
-
-
-def _smallest_k(scores, k):
-    """Column indices of the k smallest values of each row (unordered).
-
-    Uses ``torch.topk`` when torch (a dependency of astro_galsim) is importable: it is
-    5x faster than ``numpy.argpartition`` on this task. Falls back to numpy.
-    """
-    torch = _torch()
-    if torch is None:  # pragma: no cover
-        return np.argpartition(scores, k - 1, axis=1)[:, :k]
-    found = torch.topk(torch.from_numpy(scores), k, dim=1, largest=False, sorted=False)
-    candidates = found.indices.numpy()
-    # topk chooses arbitrarily among values tied with the k-th: prefer the lowest indices.
-    kth = found.values.numpy().max(axis=1)
-    tied = np.flatnonzero((scores <= kth[:, np.newaxis]).sum(axis=1) > k)
-    for row in tied:
-        idx = np.flatnonzero(scores[row] <= kth[row])
-        candidates[row] = idx[np.lexsort((idx, scores[row, idx]))[:k]]
-    return candidates
-
-
-def _check_metric(metric):
-    if metric not in METRICS:
-        raise ValueError(f'metric must be one of {METRICS}; got {metric!r}.')
 
 
 def _merge(indices_a, dist_a, indices_b, dist_b, k):
@@ -305,7 +160,7 @@ class NeighbourIndex:
                  random_state=0, exact_threshold=200_000, epsilon=None,
                  pruning_degree_multiplier=None, diversify_prob=None, tail_fraction=0.1,
                  tail_min=1000, n_jobs=None, lazy=False, build_work=5e8, **nndescent_kwargs):
-        _check_metric(metric)
+        check_metric(metric)
         if method not in ('auto', 'exact', 'nndescent'):
             raise ValueError(f"method must be 'auto', 'exact' or 'nndescent'; got {method!r}.")
         self.metric = metric
@@ -390,13 +245,6 @@ class NeighbourIndex:
         elif self._nnd is not None:
             self._build()
 
-    def _exact_data(self, start=0):
-        if self.metric == 'cosine':
-            if self._unit is None or self._unit.shape[0] != self._n:
-                self._unit = _normalise(self.vectors)
-            return self._unit[start:]
-        return self.vectors[start:]
-
     # ------------------------------------------------------------------ API
     def add(self, vectors):
         """Append vectors (incremental: no rebuild of the whole index).
@@ -421,9 +269,9 @@ class NeighbourIndex:
         self._buffer[self._n:need] = new
         self._n = need
         if self._unit is not None:
-            self._unit = np.concatenate([self._unit, _normalise(new)])
+            self._unit = np.concatenate([self._unit, normalise_rows(new)])
 
-    def query(self, vectors, k=10, *, epsilon=None, exact=False, subset=None):
+    def query(self, vectors, k=10, *, epsilon=None, exact=False, allowed=None, subset=None):
         """Find the k nearest indexed vectors of each query vector.
 
         Parameters
@@ -431,14 +279,20 @@ class NeighbourIndex:
         vectors : array-like, shape (m, d) or (d,)
             Query vectors.
         k : int, optional
-            Neighbours per query; at most ``len(self)`` are returned.
+            Neighbours per query; at most ``len(self)`` (or the number of allowed rows)
+            are returned.
         epsilon : float, optional
             pynndescent search breadth for this call (default: the index's ``epsilon``).
         exact : bool, optional
             Search exactly even if the index uses pynndescent.
-        subset : array-like of int or bool, optional
-            Search only these rows (indices or a boolean mask of length ``len(self)``),
-            exactly. Returned indices still refer to the whole index.
+        allowed : array-like of bool or int, optional
+            Return only these rows (a boolean mask of length ``len(self)``, or row
+            numbers). An approximate index over-fetches from its graph when most rows are
+            allowed, and searches the allowed rows exactly when few are, or for the
+            queries whose over-fetch found too few: every query gets ``min(k, n_allowed)``
+            allowed neighbours. Returned indices refer to the whole index.
+        subset : array-like of bool or int, optional
+            Deprecated: use ``allowed`` (with ``exact=True`` for the same exact search).
 
         Returns
         -------
@@ -446,28 +300,81 @@ class NeighbourIndex:
             Row numbers of the neighbours, nearest first.
         distances : `~numpy.ndarray` of float32, shape (m, min(k, n))
             Their distances.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_galsim.index import NeighbourIndex
+        >>> index = NeighbourIndex(np.arange(10, dtype=np.float32)[:, None])
+        >>> index.query([[0.2]], k=2, allowed=np.arange(10) % 2 == 1)[0]
+        array([[1, 3]])
         """
         queries = _as_vectors(vectors, 'query vectors', dim=self._dim)
         k = int(k)
         if k < 1:
             raise ValueError(f'k must be a positive integer; got {k}.')
         if subset is not None:
-            subset = np.asarray(subset)
-            if subset.dtype == bool:
-                if subset.shape != (self._n,):
-                    raise ValueError(f'a boolean subset must have length {self._n}; '
-                                     f'got shape {subset.shape}.')
-                subset = np.flatnonzero(subset)
-            subset = subset.astype(np.int64, copy=False)
-            if subset.size and (subset.min() < 0 or subset.max() >= self._n):
-                raise IndexError(f'subset holds row numbers outside 0..{self._n - 1}.')
-            idx, dist = exact_knn(self._exact_data()[subset], queries, k, metric=self.metric,
-                                  normalised=True)
-            return subset[idx], dist
+            warnings.warn('NeighbourIndex.query(subset=...) is deprecated; use allowed=... '
+                          '(with exact=True for an exact search).', AstropyDeprecationWarning)
+            allowed, exact = subset, True
+        rows = None if allowed is None else self._allowed_rows(allowed)
         small_call = (self.requested_method == 'auto' and self._nnd is None
                       and queries.shape[0] * self._n < self.build_work)
-        if exact or not self._wants_nndescent() or small_call:
-            return exact_knn(self._exact_data(), queries, k, metric=self.metric, normalised=True)
+        n_allowed = self._n if rows is None else rows.size
+        # with few allowed rows the graph would have to be searched too deep: search them exactly
+        fetch = k if rows is None else int(math.ceil(k * self._n / max(n_allowed, 1) * 1.5)) + 10
+        if (exact or not self._wants_nndescent() or small_call
+                or (rows is not None and fetch > max(100, self._n // 20))):
+            return self._exact(queries, k, rows)
+        indices, dist = self._approximate(queries, min(fetch, self._n), epsilon)
+        keep = indices >= 0
+        if rows is not None:
+            mask = np.zeros(self._n, dtype=bool)
+            mask[rows] = True
+            keep &= mask[np.clip(indices, 0, None)]
+        want = min(k, n_allowed)
+        if indices.shape[1] < want:
+            return self._exact(queries, k, rows)
+        # the allowed neighbours first, in their order
+        first = np.argsort(~keep, axis=1, kind='stable')[:, :want]
+        out_i = np.take_along_axis(indices, first, axis=1)
+        out_d = np.take_along_axis(dist, first, axis=1)
+        short = np.flatnonzero(keep.sum(axis=1) < want)
+        if short.size:   # the graph missed some: search those queries exactly
+            out_i[short], out_d[short] = self._exact(queries[short], k, rows)
+        return out_i, out_d
+
+    def _allowed_rows(self, allowed):
+        """Row numbers from a boolean mask or an array of row numbers."""
+        allowed = np.asarray(allowed)
+        if allowed.dtype == bool:
+            if allowed.shape != (self._n,):
+                raise ValueError(f'a boolean allowed mask must have length {self._n}; '
+                                 f'got shape {allowed.shape}.')
+            return np.flatnonzero(allowed)
+        rows = allowed.astype(np.int64, copy=False).ravel()
+        if rows.size and (rows.min() < 0 or rows.max() >= self._n):
+            raise IndexError(f'allowed holds row numbers outside 0..{self._n - 1}.')
+        return rows
+
+    def _search_data(self, start=0):
+        """The vectors as exact search reads them (unit rows for cosine), from row ``start``."""
+        if self.metric == 'cosine':
+            if self._unit is None or self._unit.shape[0] != self._n:
+                self._unit = normalise_rows(self.vectors)
+            return self._unit[start:]
+        return self.vectors[start:]
+
+    def _exact(self, queries, k, rows=None):
+        """Exact neighbours among all rows or among ``rows``."""
+        data = self._search_data()
+        if rows is None:
+            return exact_knn(data, queries, k, metric=self.metric, normalised=True)
+        idx, dist = exact_knn(data[rows], queries, k, metric=self.metric, normalised=True)
+        return rows[idx], dist
+
+    def _approximate(self, queries, k, epsilon):
+        """Neighbours from the pynndescent graph, merged with an exact search of the tail."""
         self._ensure_current()
         kk = min(k, self._n_main)
         eps = self.epsilon if epsilon is None else float(epsilon)
@@ -475,7 +382,7 @@ class NeighbourIndex:
         indices = indices.astype(np.int64, copy=False)
         dist = dist.astype(np.float32, copy=False)
         if self._n > self._n_main:
-            t_i, t_d = exact_knn(self._exact_data(self._n_main), queries, k,
+            t_i, t_d = exact_knn(self._search_data(self._n_main), queries, k,
                                  metric=self.metric, normalised=True)
             indices, dist = _merge(indices, dist, t_i + self._n_main, t_d, min(k, self._n))
         return indices, dist

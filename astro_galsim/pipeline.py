@@ -5,19 +5,17 @@ neighbours is seeded), so the same path can be mapped over a catalogue by any
 parallel engine and give the same result.
 """
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.nddata import NDData
 from astropy.wcs.utils import proj_plane_pixel_scales
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import read_image
 from .preprocessing import to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
+from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 
@@ -26,22 +24,6 @@ __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 #: unrelated sources replaced by sky. An encoder's model card stores the settings its inputs
 #: were made with; images must be prepared the same way to be compared.
 DEFAULT_NORMALISATION = dict(size=64, radius_scale=3.0, rotate=True, isolate=True)
-
-
-def _as_image(image):
-    if isinstance(image, NDData):
-        return image
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    return NDData(np.asarray(image))
-
-
-def _pixel_position(image, target):
-    """Pixel (x, y) of a SkyCoord target through the image WCS, or None for the centre."""
-    if target is None or image.wcs is None:
-        return None
-    x, y = image.wcs.world_to_pixel(target)
-    return float(x), float(y)
 
 
 def _pixel_scale(image):

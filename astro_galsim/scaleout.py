@@ -20,7 +20,6 @@ import json
 import os
 import tempfile
 import uuid
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,9 @@ from tqdm.auto import tqdm
 
 from .config import conf
 from .io import atomic_output
+from .utils._coords import coord_id, sky_coords
+from .utils._data import package_data
+from .utils._images import image_coords, image_id
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON']
@@ -118,7 +120,7 @@ def _require():
 
 def _default_weights():
     from .model import PRETRAINED_WEIGHTS
-    return Path(str(resources.files('astro_galsim') / 'data' / PRETRAINED_WEIGHTS))
+    return package_data(PRETRAINED_WEIGHTS)
 
 
 def _worker_encoder(path, sha256):
@@ -152,49 +154,19 @@ def _partition_key(ids, encoder_sha, normalisation, selection, cutout_options):
     return digest.hexdigest()[:16]
 
 
-class _FaultHook:
-    """Test and benchmark hook, called in the worker before each partition is computed.
-
-    Appends the partition number to ``<marker_dir>/calls.txt`` and makes the partitions in
-    ``fail`` raise (or those in ``kill`` end their worker process) the first time each
-    one is attempted.
-    """
-
-    def __init__(self, marker_dir, fail=(), kill=()):
-        self.marker_dir = str(marker_dir)
-        self.fail, self.kill = set(fail), set(kill)
-
-    def __call__(self, number):
-        directory = Path(self.marker_dir)
-        with open(directory / 'calls.txt', 'a') as f:
-            f.write(f'{number}\n')
-        marker = directory / f'attempted-{number}'
-        first = not marker.exists()
-        marker.touch()
-        if first and number in self.kill:
-            os._exit(1)
-        if first and number in self.fail:
-            raise RuntimeError(f'injected fault in partition {number}')
-
-    @staticmethod
-    def calls(marker_dir):
-        path = Path(marker_dir) / 'calls.txt'
-        return [int(n) for n in path.read_text().split()] if path.exists() else []
-
-
 def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, normalisation,
-                       selection, cutout_options, fault=None):
+                       selection, cutout_options, before=None):
     """Prepare and embed one partition; a pure function of its inputs.
 
     Returns a dict of plain arrays (no images): ``id``, ``accepted``, ``reason``, the
     measurement columns, ``ra``/``dec`` (deg), ``vectors`` (NaN rows where not accepted)
     and ``units``.
     """
-    if fault is not None:
-        fault(number)
+    if before is not None:
+        before(number)
     from .pipeline import describe
     encoder = _worker_encoder(encoder_path, encoder_sha)
-    coords = SkyCoord(np.asarray(ra, float) * u.deg, np.asarray(dec, float) * u.deg)
+    coords = sky_coords(ra, dec)
     if isinstance(items, SkyCoord):
         from .retrieval import get_cutouts
         images = get_cutouts(items, **cutout_options)   # failed downloads stay as errors: rejected rows
@@ -293,7 +265,7 @@ def read_shard(path):
         if name in ('id', 'reason'):
             values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, dtype='U1')
         table[name] = values * u.Unit(units[name]) if name in units else values
-    table['coord'] = SkyCoord(arrow.column('ra').to_numpy() * u.deg, arrow.column('dec').to_numpy() * u.deg)
+    table['coord'] = sky_coords(arrow.column('ra').to_numpy(), arrow.column('dec').to_numpy())
     flat = arrow.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
     vectors = np.asarray(flat, dtype=np.float32).reshape(len(table), meta['dim'])
     return table, vectors, meta
@@ -301,12 +273,11 @@ def read_shard(path):
 
 # ---------------------------------------------------------------------------- build
 def _default_ids_coords(items, ids, coords):
-    from .search import _image_coords, _image_id
     if isinstance(items, SkyCoord):
         items = items.reshape((1,)) if items.isscalar else items
         coords = items if coords is None else coords
         if ids is None:
-            ids = [f'{c.ra.deg:.5f}{c.dec.deg:+.5f}' for c in items.icrs]
+            ids = [coord_id(c) for c in items]
         return items, [str(i) for i in ids], coords.icrs
     if isinstance(items, (NDData, str, Path)):
         items = [items]
@@ -316,9 +287,9 @@ def _default_ids_coords(items, ids, coords):
             raise TypeError(f'cannot build from {type(item).__name__}: give image file paths, NDData '
                             'or an array SkyCoord of positions')
     if ids is None:
-        ids = [_image_id(item, i) for i, item in enumerate(items)]
+        ids = [image_id(item, i) for i, item in enumerate(items)]
     if coords is None:
-        coords = _image_coords(items)
+        coords = image_coords(items)
     coords = coords.reshape((1,)) if coords.isscalar else coords
     # absolute paths: a worker may run in another directory
     items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
@@ -327,8 +298,8 @@ def _default_ids_coords(items, ids, coords):
 
 def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=256,
                       encoder_path=None, normalisation=None, selection=None, cutout_options=None,
-                      shard_dir=None, provenance=None, retries=2, progress=None, _fault=None,
-                      _stop_after=None):
+                      shard_dir=None, provenance=None, retries=2, progress=None, before_partition=None,
+                      stop_when=None):
     """Describe a catalogue of galaxies on a Dask cluster and save the database.
 
     The catalogue is cut into partitions of ``partition_size`` galaxies. Each partition is
@@ -378,6 +349,15 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         the scheduler, which reschedules its tasks).
     progress : bool, optional
         Progress bar (default ``conf.show_progress``).
+    before_partition : callable, optional
+        ``before_partition(number)`` is called on the worker before each attempt at a
+        partition (it must be picklable): to record which partitions run, or to inject a
+        fault (raise, or end the worker process) when testing a cluster.
+    stop_when : callable, optional
+        ``stop_when(saved)`` is called here after each shard is saved, with the number of
+        shards saved in this run; when it returns True the build stops (pending partitions
+        are cancelled) and raises `BuildIncomplete`, as an interrupted build would: for a
+        budget of time or work per run.
 
     Returns
     -------
@@ -431,7 +411,8 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
             return build_distributed(items, ids, coords, None, client=client, partition_size=partition_size,
                                      encoder_path=encoder_path, normalisation=normalisation, selection=selection,
                                      cutout_options=cutout_options, shard_dir=shard_dir, provenance=provenance,
-                                     retries=retries, progress=progress, _fault=_fault, _stop_after=_stop_after)
+                                     retries=retries, progress=progress, before_partition=before_partition,
+                                     stop_when=stop_when)
     shard_dir = Path(str(output) + '.shards' if shard_dir is None else shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
@@ -458,7 +439,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
                 own_cluster = local_cluster()
                 client = distributed.Client(own_cluster)
             _run_partitions(client, todo, items, ids, ra, dec, str(encoder_path), encoder, normalisation,
-                            selection, cutout_options, retries, progress, _fault, _stop_after,
+                            selection, cutout_options, retries, progress, before_partition, stop_when,
                             total=len(plan), shard_dir=shard_dir)
     finally:
         if own_cluster is not None:
@@ -495,7 +476,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
 
 
 def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, normalisation, selection,
-                    cutout_options, retries, progress, fault, stop_after, *, total, shard_dir):
+                    cutout_options, retries, progress, before_partition, stop_when, *, total, shard_dir):
     import distributed
     futures = {}
     run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
@@ -506,7 +487,7 @@ def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, no
             part_items = client.scatter([part_items])[0]
         future = client.submit(_compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
                                encoder_path, encoder.identity['sha256'], normalisation, selection,
-                               cutout_options, fault, key=f'astro_galsim-partition-{number}-{key}-{run}',
+                               cutout_options, before_partition, key=f'astro_galsim-partition-{number}-{key}-{run}',
                                retries=retries, pure=False)
         futures[future] = (number, key, path)
     meta_common = {'encoder_name': encoder.identity['name'], 'encoder_sha256': encoder.identity['sha256'],
@@ -528,7 +509,7 @@ def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, no
             _write_shard(path, _shard_table(result, dict(meta_common, partition=number, key=key)))
             written += 1
             bar.update(1)
-            if stop_after is not None and written >= stop_after:
+            if stop_when is not None and stop_when(written):
                 break
     finally:
         bar.close()

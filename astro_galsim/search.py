@@ -5,7 +5,6 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,10 @@ from astropy.table import QTable, Table
 
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, rocchio_query
-from .io import image_stem
 from .model import file_sha256, load_pretrained
+from .utils._coords import coord_id, table_coords
+from .utils._data import package_data
+from .utils._images import image_coords, image_id
 
 __all__ = ['SimilaritySearch']
 
@@ -114,7 +115,7 @@ class SimilaritySearch:
         >>> len(result), str(result['query'][0])
         (5, '587722981740314629')
         """
-        path = Path(str(resources.files('astro_galsim') / 'data' / DEMO_DATABASE))
+        path = package_data(DEMO_DATABASE)
         expected = path.with_name(path.name + '.sha256').read_text().strip()
         if file_sha256(path) != expected:
             raise DatabaseError(f'the shipped demo database {str(path)!r} does not match its checksum: '
@@ -166,12 +167,12 @@ class SimilaritySearch:
                 raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
                                 'path (FITS, JPEG, PNG), a (3, ny, nx) or (ny, nx) array, or SkyCoord positions')
         if coords is None:
-            coords = _image_coords(images)
+            coords = image_coords(images)
         elif coords.isscalar:
             coords = coords.reshape((1,))
         if len(coords) != len(images):
             raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
-        ids = [_image_id(item, i) for i, item in enumerate(images)]
+        ids = [image_id(item, i) for i, item in enumerate(images)]
         targets = coords if any(getattr(im, 'wcs', None) is not None for im in images
                                 if isinstance(im, NDData)) else None
         return images, targets, ids, coords
@@ -179,7 +180,7 @@ class SimilaritySearch:
     def _retrieve(self, coords):
         from .retrieval import get_cutouts
         cutouts = get_cutouts(coords, **self.cutout_options)   # failed downloads stay as errors
-        ids = [str(getattr(c, 'meta', {}).get('objid', f'{p.ra.deg:.5f}{p.dec.deg:+.5f}'))
+        ids = [str(getattr(c, 'meta', {}).get('objid', coord_id(p)))
                for c, p in zip(cutouts, coords)]
         return cutouts, coords, ids, coords
 
@@ -356,7 +357,7 @@ class SimilaritySearch:
             coords = target.reshape((1,)) if target.isscalar else target
             rows = self.database.lookup_coords(coords, radius=SAME_GALAXY_RADIUS)
             vectors = np.full((len(coords), self.encoder.latent_dim), np.nan, dtype=np.float32)
-            labels = [str(self.ids[r]) if r >= 0 else f'{c.ra.deg:.5f}{c.dec.deg:+.5f}'
+            labels = [str(self.ids[r]) if r >= 0 else coord_id(c)
                       for r, c in zip(rows, coords)]
             known = rows >= 0
             vectors[known] = self.vectors[rows[known]]
@@ -376,43 +377,10 @@ class SimilaritySearch:
         return vectors, ids, coords, carried
 
 
+
 def _table_coords(table):
-    for name in table.colnames:
-        if isinstance(table[name], SkyCoord):
-            return table[name]
-    names = {n.lower(): n for n in table.colnames}
-    if 'ra' in names and 'dec' in names:
-        ra, dec = table[names['ra']], table[names['dec']]
-        return SkyCoord(u.Quantity(ra, u.deg), u.Quantity(dec, u.deg))
-    raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
-                     'add one to look galaxies up by position')
-
-
-def _image_coords(images):
-    """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN."""
-    ra, dec = [], []
-    for im in images:
-        position = (np.nan, np.nan)
-        if isinstance(im, NDData):
-            meta = im.meta or {}
-            if 'ra' in meta and 'dec' in meta:
-                position = (float(meta['ra']), float(meta['dec']))
-            elif im.wcs is not None:
-                ny, nx = np.shape(im.data)[-2:]
-                sky = im.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
-                position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
-        ra.append(position[0])
-        dec.append(position[1])
-    return SkyCoord(ra * u.deg, dec * u.deg)
-
-
-def _image_id(item, number):
-    if isinstance(item, NDData):
-        meta = item.meta or {}
-        if 'objid' in meta:
-            return str(meta['objid'])
-        if 'path' in meta:
-            return image_stem(meta['path'])
-    if isinstance(item, (str, Path)):
-        return image_stem(item)
-    return f'img{number}'
+    coords = table_coords(table)
+    if coords is None:
+        raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
+                         'add one to look galaxies up by position')
+    return coords

@@ -58,14 +58,14 @@ def thumbnail(image, stretch=None):
     >>> rgb.shape, float(rgb[..., 0].min()), float(rgb[..., 1].max())
     ((4, 5, 3), 1.0, 0.0)
     """
-    from .pipeline import _as_image
+    from .utils._images import as_image
     from .preprocessing import to_colour
     array = image if isinstance(image, np.ndarray) else None
     if array is not None and array.ndim == 3 and array.shape[0] == 3 and array.dtype.kind == 'f' \
             and np.nanmin(array) >= 0 and np.nanmax(array) <= 1:
         rgb = np.asarray(array, dtype=np.float32)
     else:
-        rgb = to_colour(_as_image(image))
+        rgb = to_colour(as_image(image))
     rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
     if stretch is not None:
         rgb = np.clip(stretch(rgb, clip=True), 0, 1)
@@ -296,9 +296,9 @@ def segmentation_figure(images, targets=None, *, titles=None, normalisation=None
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Circle
-    from .pipeline import DEFAULT_NORMALISATION, _as_image, _pixel_position
+    from .pipeline import DEFAULT_NORMALISATION
+    from .utils._images import as_image, image_id, pixel_position
     from .preprocessing import to_colour
-    from .search import _image_id
     from .segmentation import measure_galaxy, normalise_galaxy, segmentation_map
 
     single = not isinstance(images, (list, tuple))
@@ -312,12 +312,12 @@ def segmentation_figure(images, targets=None, *, titles=None, normalisation=None
     fig = _figure(4, len(images), size, extra_height=0.35 * len(images))
     axes = fig.subplots(len(images), 4, squeeze=False)
     for n, (image, row) in enumerate(zip(images, axes)):
-        image = _as_image(image)
+        image = as_image(image)
         target = None if targets is None else (targets if targets.isscalar else targets[n])
         rgb = to_colour(image)
         origin = 'lower' if image.wcs is not None else 'upper'
-        m = measure_galaxy(rgb, _pixel_position(image, target))
-        name = titles[n] if titles is not None else _image_id(image, n)
+        m = measure_galaxy(rgb, pixel_position(image, target))
+        name = titles[n] if titles is not None else image_id(image, n)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -601,7 +601,7 @@ def reconstruction_figure(images, encoder=None, *, ids=None, n=8, size=1.5):
     import torch
     from .model import load_pretrained
     from .pipeline import prepare
-    from .search import _image_id
+    from .utils._images import image_id
 
     encoder = load_pretrained() if encoder is None else encoder
     if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -614,7 +614,7 @@ def reconstruction_figure(images, encoder=None, *, ids=None, n=8, size=1.5):
         images = list(images)
         arrays, table = prepare(images, normalisation=encoder.normalisation)
         found = np.asarray(table['found'], dtype=bool)
-        names = [str(i) for i in ids] if ids is not None else [_image_id(im, i) for i, im in enumerate(images)]
+        names = [str(i) for i in ids] if ids is not None else [image_id(im, i) for i, im in enumerate(images)]
         arrays = arrays[found]
         names = [name for name, ok in zip(names, found) if ok]
     if len(names) != len(arrays):

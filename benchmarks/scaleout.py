@@ -30,6 +30,7 @@ Usage::
     python benchmarks/scaleout.py --n 400
 """
 import argparse
+import functools
 import gc
 import os
 import resource
@@ -103,25 +104,37 @@ def run_cluster(files, n_workers, partition_size, workdir):
                 peak_rss=sorted(peaks.values()), interrupt=interrupt)
 
 
+def record_start(marker_dir, number):
+    """Worker hook of `build_distributed`: append the partition number to calls.txt."""
+    with open(Path(marker_dir) / 'calls.txt', 'a') as f:
+        f.write(f'{number}\n')
+
+
+def len_calls(marker_dir):
+    path = Path(marker_dir) / 'calls.txt'
+    return len(path.read_text().split()) if path.exists() else 0
+
+
 def run_interruption(files, client, partition_size, workdir, t_full):
-    from astro_galsim.scaleout import BuildIncomplete, _FaultHook, build_distributed
+    from astro_galsim.scaleout import BuildIncomplete, build_distributed
     shard_dir, marks = workdir / 'shards-interrupt', workdir / 'marks'
     marks.mkdir()
-    hook = _FaultHook(marks)   # records every partition a worker starts; injects nothing
+    hook = functools.partial(record_start, str(marks))   # records every partition a worker starts
     n_parts = -(-len(files) // partition_size)
     t0 = time.perf_counter()
     try:
         build_distributed(files, client=client, partition_size=partition_size, shard_dir=shard_dir,
-                          progress=False, _fault=hook, _stop_after=n_parts // 2)
+                          progress=False, before_partition=hook,
+                          stop_when=lambda saved: saved >= n_parts // 2)
     except BuildIncomplete as exc:
         saved = exc.done
     t_first = time.perf_counter() - t0
-    started_first = len(_FaultHook.calls(marks))
+    started_first = len_calls(marks)
     t0 = time.perf_counter()
     _, report = build_distributed(files, client=client, partition_size=partition_size, shard_dir=shard_dir,
-                                  progress=False, _fault=hook)
+                                  progress=False, before_partition=hook)
     t_second = time.perf_counter() - t0
-    started = len(_FaultHook.calls(marks))
+    started = len_calls(marks)
     return dict(partitions=n_parts, saved=saved, started_first=started_first,
                 computed_restart=report.meta['partitions_computed'], started_total=started,
                 redone=started - n_parts, t_first=t_first, t_second=t_second, t_full=t_full)

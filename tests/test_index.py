@@ -5,6 +5,7 @@ module (fixture ``nnd_index``); later builds in the same process are fast.
 """
 import numpy as np
 import pytest
+from astropy.utils.exceptions import AstropyDeprecationWarning
 from scipy.spatial.distance import cdist
 
 from astro_galsim.index import NeighbourIndex, exact_knn, recall
@@ -50,10 +51,10 @@ def test_exact_matches_brute_force(data, metric):
 
 def test_exact_blocks_agree(data, monkeypatch):
     """Queries split into several blocks give the same answer as one block."""
-    import astro_galsim.index as index_module
+    import astro_galsim.utils._knn as knn_module
     base, queries = data
     whole = exact_knn(base, queries, 7)
-    monkeypatch.setattr(index_module, '_EXACT_BLOCK_BYTES', 4 * len(base) * 3)
+    monkeypatch.setattr(knn_module, '_EXACT_BLOCK_BYTES', 4 * len(base) * 3)
     split = exact_knn(base, queries, 7)
     np.testing.assert_array_equal(whole[0], split[0])
     np.testing.assert_array_equal(whole[1], split[1])
@@ -121,16 +122,43 @@ def test_exact_add_equals_rebuild(data):
         np.testing.assert_array_equal(a, b)
 
 
-def test_subset_query(data):
+def test_allowed_query_exact(data):
     base, queries = data
     index = NeighbourIndex(base, method='exact')
-    subset = np.arange(0, len(base), 7)
-    indices, distances = index.query(queries, 5, subset=subset)
-    true_i, true_d = brute_force(base[subset], queries, 5)
-    np.testing.assert_array_equal(indices, subset[true_i])
+    rows = np.arange(0, len(base), 7)
+    indices, distances = index.query(queries, 5, allowed=rows)
+    true_i, true_d = brute_force(base[rows], queries, 5)
+    np.testing.assert_array_equal(indices, rows[true_i])
     mask = np.zeros(len(base), bool)
-    mask[subset] = True
-    np.testing.assert_array_equal(index.query(queries, 5, subset=mask)[0], indices)
+    mask[rows] = True
+    np.testing.assert_array_equal(index.query(queries, 5, allowed=mask)[0], indices)
+    with pytest.raises(ValueError, match='length 4000'):
+        index.query(queries, 5, allowed=mask[:10])
+    with pytest.raises(IndexError, match='outside'):
+        index.query(queries, 5, allowed=[4000])
+
+
+def test_subset_is_deprecated_for_allowed(data):
+    base, queries = data
+    index = NeighbourIndex(base, method='exact')
+    rows = np.arange(0, len(base), 7)
+    with pytest.warns(AstropyDeprecationWarning, match='allowed'):
+        indices, _ = index.query(queries, 5, subset=rows)
+    np.testing.assert_array_equal(indices, index.query(queries, 5, allowed=rows)[0])
+
+
+@pytest.mark.parametrize('every', [2, 50])
+def test_allowed_query_approximate(data, nnd_index, every):
+    """Most rows allowed: over-fetch from the graph; few allowed: exact. Only allowed rows come back."""
+    base, queries = data
+    mask = np.arange(len(base)) % every == 0
+    indices, distances = nnd_index.query(queries, 10, allowed=mask)
+    assert indices.shape == (len(queries), 10)
+    assert mask[indices].all()
+    assert np.all(np.diff(distances, axis=1) >= 0)
+    rows = np.flatnonzero(mask)
+    true_i, _ = brute_force(base[rows], queries, 10)
+    assert recall(indices, rows[true_i]) >= 0.98
 
 
 def test_nndescent_recall(data, nnd_index):

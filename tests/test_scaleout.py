@@ -18,8 +18,37 @@ from astro_galsim import SimilaritySearch  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.io import read_image  # noqa: E402
 from astro_galsim.scaleout import (BuildIncomplete, _compute_partition, _encoder_loads,  # noqa: E402
-                                   WORKER_ENVIRON, _FaultHook, build_distributed, local_cluster,
+                                   WORKER_ENVIRON, build_distributed, local_cluster,
                                    query_sharded, read_shard)
+
+class FaultHook:
+    """A ``before_partition`` callable: records every attempt in ``<marker_dir>/calls.txt`` and
+    makes the partitions in ``fail`` raise (or those in ``kill`` end their worker process)
+    the first time each one is attempted."""
+
+    def __init__(self, marker_dir, fail=(), kill=()):
+        self.marker_dir = str(marker_dir)
+        self.fail, self.kill = set(fail), set(kill)
+
+    def __call__(self, number):
+        import os
+        from pathlib import Path
+        directory = Path(self.marker_dir)
+        with open(directory / 'calls.txt', 'a') as f:
+            f.write(f'{number}\n')
+        marker = directory / f'attempted-{number}'
+        first = not marker.exists()
+        marker.touch()
+        if first and number in self.kill:
+            os._exit(1)
+        if first and number in self.fail:
+            raise RuntimeError(f'injected fault in partition {number}')
+
+    @staticmethod
+    def calls(marker_dir):
+        path = marker_dir / 'calls.txt'
+        return [int(n) for n in path.read_text().split()] if path.exists() else []
+
 
 N_IMAGES = 24
 PARTITION = 5   # 25 items -> 5 partitions
@@ -122,17 +151,17 @@ def test_shard_files(client, images, tmp_path):
 
 def test_failed_partition_resumes_without_redoing_work(client, images, serial, tmp_path):
     output = tmp_path / 'db.fits'
-    hook = _FaultHook(tmp_path, fail={2})
+    hook = FaultHook(tmp_path, fail={2})
     with pytest.raises(BuildIncomplete, match=r'partition\(s\) \[2\] failed.*4 of 5 partitions') as info:
         build_distributed(images, output=output, client=client, partition_size=PARTITION, retries=0,
-                          _fault=hook)
+                          before_partition=hook)
     assert (info.value.done, info.value.total) == (4, 5)
     assert not output.exists()
-    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 2, 3, 4]
+    assert sorted(FaultHook.calls(tmp_path)) == [0, 1, 2, 3, 4]
     # the restart computes only partition 2, and the result is the uninterrupted database
     db, report = build_distributed(images, output=output, client=client, partition_size=PARTITION,
-                                   _fault=hook)
-    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 2, 2, 3, 4]
+                                   before_partition=hook)
+    assert sorted(FaultHook.calls(tmp_path)) == [0, 1, 2, 2, 3, 4]
     assert report.meta['partitions_computed'] == 1 and report.meta['partitions_reused'] == 4
     assert_same_database(db, serial[0])
     np.testing.assert_array_equal(GalaxyDatabase.load(output).vectors, db.vectors)
@@ -141,7 +170,7 @@ def test_failed_partition_resumes_without_redoing_work(client, images, serial, t
 def test_stopped_build_resumes(client, images, serial, tmp_path):
     shard_dir = tmp_path / 'shards'
     with pytest.raises(BuildIncomplete, match='stopped') as info:
-        build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir, _stop_after=2)
+        build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir, stop_when=lambda saved: saved >= 2)
     done = info.value.done
     assert 2 <= done < 5
     assert len(list(shard_dir.glob('*.parquet'))) == done
@@ -152,9 +181,9 @@ def test_stopped_build_resumes(client, images, serial, tmp_path):
 
 
 def test_transient_fault_is_retried(client, images, serial, tmp_path):
-    hook = _FaultHook(tmp_path, fail={1})
-    db, report = build_distributed(images, client=client, partition_size=PARTITION, retries=1, _fault=hook)
-    assert sorted(_FaultHook.calls(tmp_path)) == [0, 1, 1, 2, 3, 4]
+    hook = FaultHook(tmp_path, fail={1})
+    db, report = build_distributed(images, client=client, partition_size=PARTITION, retries=1, before_partition=hook)
+    assert sorted(FaultHook.calls(tmp_path)) == [0, 1, 1, 2, 3, 4]
     assert_same_database(db, serial[0])
 
 
@@ -290,9 +319,9 @@ def test_sharded_query_with_ids_and_filters(client, tmp_path):
 
 def test_killed_worker_task_is_rescheduled(client, images, serial, tmp_path):
     """Last in the module: the replacement worker would make the next test pay its start-up."""
-    hook = _FaultHook(tmp_path, kill={3})
-    db, report = build_distributed(images, client=client, partition_size=PARTITION, _fault=hook)
-    calls = _FaultHook.calls(tmp_path)
+    hook = FaultHook(tmp_path, kill={3})
+    db, report = build_distributed(images, client=client, partition_size=PARTITION, before_partition=hook)
+    calls = FaultHook.calls(tmp_path)
     assert calls.count(3) == 2 and sorted(set(calls)) == [0, 1, 2, 3, 4]
     assert_same_database(db, serial[0])
     client.wait_for_workers(2, timeout=60)

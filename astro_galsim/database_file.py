@@ -1,0 +1,266 @@
+"""The FITS file format of a galaxy database (``ASTRO_GALSIM_DB``), below `~astro_galsim.database`.
+
+One file, four HDUs that any FITS reader opens: PRIMARY (format keywords, encoder identity,
+provenance keywords), GALAXIES (the catalogue table with ``id``, ``ra``, ``dec`` and the
+measurements), VECTORS (a float32 image, one row per galaxy) and PROVENANCE (key, value,
+type, unit). Reading takes data only (no pickle, nothing executed) and checks the FITS
+checksums, the format name and version and the consistency of the HDUs.
+`~astro_galsim.database.GalaxyDatabase.save` and ``load`` are its users; see
+``docs/search.rst`` for the format.
+"""
+import numbers
+import os
+import warnings
+
+import numpy as np
+import astropy.units as u
+from astropy.io import fits
+from astropy.table import Column, QTable, Table
+
+from .utils._coords import sky_coords
+
+__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'DatabaseError', 'database_hdulist', 'read_database_file']
+
+#: Value of the ``FMTNAME`` keyword that marks an astro_galsim database file.
+FORMAT_NAME = 'ASTRO_GALSIM_DB'
+#: Version of the file format written by this module (``FMTVERS`` keyword).
+FORMAT_VERSION = 1
+
+#: Provenance keys mirrored as primary-header keywords: key -> (keyword, comment).
+_HEADER_PROVENANCE = {
+    'survey': ('SURVEY', 'survey the images come from'),
+    'data_release': ('DATAREL', 'data release of the survey'),
+    'bands': ('BANDS', 'bands used, comma-separated'),
+    'pixel_scale': ('PIXSCALE', '[arcsec] pixel scale of the encoder input'),
+}
+
+
+class DatabaseError(Exception):
+    """A database file or database content that cannot be used as it is."""
+
+
+def _version():
+    try:
+        from ._version import version
+    except ImportError:
+        version = 'unknown'
+    return version
+
+
+def database_hdulist(vectors, table, *, encoder_id, provenance, metric):
+    """The FITS representation of a database's vectors, catalogue and identity.
+
+    Parameters
+    ----------
+    vectors : `~numpy.ndarray`, shape (N, d)
+        Latent vectors.
+    table : `~astropy.table.QTable`
+        The catalogue: ``id``, ``coord`` (SkyCoord), then the other columns.
+    encoder_id : dict
+        ``{'name', 'sha256'}`` of the encoder.
+    provenance : dict
+        Checked provenance (str, number, bool, scalar Quantity or list of str values).
+    metric : str
+        Distance metric of the database.
+
+    Returns
+    -------
+    `~astropy.io.fits.HDUList`
+        PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE.
+    """
+    primary = fits.PrimaryHDU()
+    hdr = primary.header
+    _set_card(hdr, 'FMTNAME', FORMAT_NAME, 'file format: astro_galsim galaxy database')
+    _set_card(hdr, 'FMTVERS', FORMAT_VERSION, 'version of the file format')
+    _set_card(hdr, 'CREATOR', f'astro_galsim {_version()}'[:68], 'software that wrote the file')
+    _set_card(hdr, 'NGALAXY', len(vectors), 'number of galaxies (table rows, vectors)')
+    _set_card(hdr, 'NDIM', vectors.shape[1], 'dimension of the latent vectors')
+    _set_card(hdr, 'METRIC', metric, 'distance metric for similarity search')
+    _set_card(hdr, 'ENCNAME', encoder_id['name'], 'encoder that made the vectors')
+    _set_card(hdr, 'ENCSHA', encoder_id['sha256'], 'SHA-256 of the encoder weights')
+    for key, (kw, comment) in _HEADER_PROVENANCE.items():
+        if key in provenance:
+            value = provenance[key]
+            if isinstance(value, u.Quantity):
+                try:
+                    value = value.to_value(u.arcsec)
+                except u.UnitsError:
+                    continue
+            elif isinstance(value, list):
+                value = ','.join(value)
+            _set_card(hdr, kw, value, comment)
+
+    out = Table()
+    out['id'] = Column(np.asarray(table['id']).astype(str), description='galaxy id')
+    coord = table['coord']
+    out['ra'] = Column(coord.ra.deg, unit='deg', description='ICRS right ascension')
+    out['dec'] = Column(coord.dec.deg, unit='deg', description='ICRS declination')
+    for name in table.colnames[2:]:
+        out[name] = table[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', fits.verify.VerifyWarning)
+        galaxies = fits.table_to_hdu(out)
+    galaxies.name = 'GALAXIES'
+
+    vector_hdu = fits.ImageHDU(np.ascontiguousarray(vectors, dtype='>f4')
+                               if len(vectors) else None, name='VECTORS')
+    _set_card(vector_hdu.header, 'NGALAXY', len(vectors), 'rows: one vector per GALAXIES row')
+    _set_card(vector_hdu.header, 'NDIM', vectors.shape[1], 'columns: latent dimension')
+    _set_card(vector_hdu.header, 'ENCSHA', encoder_id['sha256'], 'SHA-256 of the encoder weights')
+
+    prov = Table(names=('key', 'value', 'type', 'unit'), dtype=('U', 'U', 'U', 'U'))
+    for key, value in provenance.items():
+        if isinstance(value, u.Quantity):
+            prov.add_row((key, repr(float(value.value)), 'quantity', value.unit.to_string()))
+        elif isinstance(value, bool):
+            prov.add_row((key, str(value), 'bool', ''))
+        elif isinstance(value, numbers.Integral):
+            prov.add_row((key, str(int(value)), 'int', ''))
+        elif isinstance(value, numbers.Real):
+            prov.add_row((key, repr(float(value)), 'float', ''))
+        elif isinstance(value, list):
+            prov.add_row((key, ','.join(value), 'list', ''))
+        else:
+            prov.add_row((key, value, 'str', ''))
+    provenance = fits.table_to_hdu(prov) if len(prov) else fits.BinTableHDU(
+        Table(names=('key', 'value', 'type', 'unit'), dtype=('S1', 'S1', 'S1', 'S1')))
+    provenance.name = 'PROVENANCE'
+    return fits.HDUList([primary, galaxies, vector_hdu, provenance])
+
+
+def read_database_file(path):
+    """Read and check a database file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The FITS file.
+
+    Returns
+    -------
+    vectors : `~numpy.ndarray`, shape (N, d), float32
+    table : `~astropy.table.QTable`
+        ``id``, ``coord``, then the stored columns.
+    encoder_id : dict
+        ``{'name', 'sha256'}`` stored in the file.
+    provenance : dict
+    metric : str
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    DatabaseError
+        If the file is not FITS, not an astro_galsim database, of an unsupported version or
+        damaged (checksum failure, truncation, inconsistent sizes).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no database file at {path}.')
+    with open(path, 'rb') as fh:
+        start = fh.read(30)
+    if not start.startswith(b'SIMPLE  =') or start[29:30] != b'T':
+        raise DatabaseError(f'{path} is not a FITS file (it does not start with a '
+                            '"SIMPLE = T" card); give the path of a database written by '
+                            'GalaxyDatabase.save or `astro_galsim build`.')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            with fits.open(path, checksum=True, memmap=False) as hdul:
+                hdul.verify('exception')
+                primary = hdul[0].header.copy()
+                _check_format(primary, path)
+                names = [h.name for h in hdul]
+                for needed in ('GALAXIES', 'VECTORS', 'PROVENANCE'):
+                    if needed not in names:
+                        raise DatabaseError(f'{path} is damaged: HDU {needed!r} is missing '
+                                            f'(HDUs: {names}).')
+                vectors = hdul['VECTORS'].data
+                galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
+                prov_table = Table.read(hdul['PROVENANCE'])
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            raise DatabaseError(f'{path} could not be read as an astro_galsim database; it '
+                                f'may be damaged or truncated ({type(exc).__name__}: {exc}).'
+                                ) from exc
+    for warning in caught:
+        message = str(warning.message)
+        if 'checksum' in message.lower() or 'datasum' in message.lower():
+            raise DatabaseError(f'{path} is damaged: FITS checksum verification failed '
+                                f'({message}). Rebuild it or restore a copy.')
+        if 'truncat' in message.lower():
+            raise DatabaseError(f'{path} is damaged (truncated): {message}')
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+
+    ngal, ndim = int(primary['NGALAXY']), int(primary['NDIM'])
+    if vectors is None:
+        vectors = np.zeros((0, ndim), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != ndim:
+        raise DatabaseError(f'{path} is damaged: VECTORS has shape {vectors.shape} but NDIM '
+                            f'is {ndim}.')
+    if vectors.shape[0] != ngal or len(galaxies) != ngal:
+        raise DatabaseError(f'{path} is damaged: NGALAXY={ngal} but VECTORS holds '
+                            f'{vectors.shape[0]} vectors and GALAXIES {len(galaxies)} rows.')
+    stored = {'name': str(primary['ENCNAME']), 'sha256': str(primary['ENCSHA'])}
+    table = QTable(galaxies)
+    table.meta.clear()
+    for col in ('id', 'ra', 'dec'):
+        if col not in table.colnames:
+            raise DatabaseError(f'{path} is damaged: GALAXIES has no {col!r} column.')
+    coord = sky_coords(table['ra'], table['dec'])
+    table.remove_columns(['ra', 'dec'])
+    ids = np.asarray(table['id']).astype(str)
+    table.replace_column('id', Column(ids, name='id'))
+    table.add_column(coord, name='coord', index=1)
+    return (np.asarray(vectors, dtype=np.float32), table, stored, _read_provenance(prov_table),
+            str(primary['METRIC']))
+
+
+def _set_card(header, keyword, value, comment):
+    """Set a header card, dropping the comment if the card would exceed 80 characters."""
+    if isinstance(value, str):
+        width = max(20, len(value.replace("'", "''")) + 2)
+    else:
+        width = 20
+    if 10 + width + 3 + len(comment) > 80:
+        comment = ''
+    header[keyword] = (value, comment)
+
+
+def _check_format(header, path):
+    name = header.get('FMTNAME')
+    if name != FORMAT_NAME:
+        raise DatabaseError(f'{path} is a FITS file but not an astro_galsim database (FMTNAME is '
+                            f'{name!r}, expected {FORMAT_NAME!r}).')
+    version = header.get('FMTVERS')
+    if not isinstance(version, int) or version < 1:
+        raise DatabaseError(f'{path} has an invalid format version FMTVERS={version!r}.')
+    if version > FORMAT_VERSION:
+        raise DatabaseError(f'{path} uses database format version {version}, newer than this '
+                            f'astro_galsim ({_version()}) reads (version {FORMAT_VERSION}); '
+                            'upgrade astro_galsim.')
+    for key in ('NGALAXY', 'NDIM', 'METRIC', 'ENCNAME', 'ENCSHA'):
+        if key not in header:
+            raise DatabaseError(f'{path} is damaged: primary header keyword {key} is missing.')
+
+
+def _read_provenance(table):
+    out = {}
+    for row in table:
+        key, value, kind, unit = (str(row[c]) for c in ('key', 'value', 'type', 'unit'))
+        if kind == 'quantity':
+            out[key] = float(value) * u.Unit(unit)
+        elif kind == 'bool':
+            out[key] = value == 'True'
+        elif kind == 'int':
+            out[key] = int(value)
+        elif kind == 'float':
+            out[key] = float(value)
+        elif kind == 'list':
+            out[key] = value.split(',') if value else []
+        else:
+            out[key] = value
+    return out
