@@ -26,153 +26,19 @@ Examples
 >>> 'gal0' in result['id']
 False
 """
-import numbers
-import os
-import re
-
 import numpy as np
 import astropy.units as u
 from astropy.coordinates import Angle, SkyCoord, match_coordinates_sky, search_around_sky
-from astropy.table import Column, MaskedColumn, QTable, Table, vstack
+from astropy.table import QTable, vstack
 
+from .catalogue import check_encoder_id, check_provenance, normalise_table, where_mask
 from .clustering import cluster
 from .database_file import (FORMAT_NAME, FORMAT_VERSION, DatabaseError, database_hdulist,  # noqa: F401
-                            read_database_file)
+                            read_database_file, write_database_file)
 from .index import NeighbourIndex, exact_knn
-from .io import atomic_output
-from .utils._coords import nan_coords, sky_coords
 
 __all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query', 'move_away',
            'FORMAT_NAME', 'FORMAT_VERSION']
-
-#: Column names the database manages itself (``ra``/``dec`` become ``coord``).
-_RESERVED = ('query', 'rank', 'distance', 'ra', 'dec')
-_SHA256 = re.compile(r'^[0-9a-f]{64}$')
-
-
-# ---------------------------------------------------------------------------- helpers
-def _check_encoder_id(encoder_id):
-    if not isinstance(encoder_id, dict) or not {'name', 'sha256'} <= set(encoder_id):
-        raise ValueError("encoder_id must be a dict with keys 'name' and 'sha256' (the "
-                         f"hex SHA-256 checksum of the encoder weights); got {encoder_id!r}.")
-    name, sha = str(encoder_id['name']), str(encoder_id['sha256']).lower()
-    if not _SHA256.match(sha):
-        raise ValueError("encoder_id['sha256'] must be 64 hexadecimal characters (a SHA-256 "
-                         f"digest); got {encoder_id['sha256']!r}.")
-    if not name or not name.isascii() or len(name) > 68:
-        raise ValueError("encoder_id['name'] must be a non-empty ASCII string of at most 68 "
-                         f"characters; got {name!r}.")
-    return {'name': name, 'sha256': sha}
-
-
-def _check_provenance(provenance):
-    out = {}
-    for key, value in dict(provenance or {}).items():
-        if not isinstance(key, str) or not key or not key.isascii():
-            raise ValueError(f'provenance keys must be non-empty ASCII strings; got {key!r}.')
-        if isinstance(value, u.Quantity):
-            if not value.isscalar:
-                raise ValueError(f'provenance[{key!r}] must be a scalar Quantity.')
-        elif isinstance(value, (list, tuple)):
-            if not all(isinstance(v, str) and ',' not in v for v in value):
-                raise ValueError(f'provenance[{key!r}]: lists may hold only strings without '
-                                 'commas.')
-            value = list(value)
-        elif isinstance(value, (np.generic,)):
-            value = value.item()
-        if not isinstance(value, (str, bool, numbers.Integral, numbers.Real, u.Quantity, list)):
-            raise ValueError(f'provenance[{key!r}] must be a str, number, bool, scalar Quantity '
-                             f'or list of str; got {type(value).__name__}.')
-        if isinstance(value, str) and not value.isascii():
-            raise ValueError(f'provenance[{key!r}] must be ASCII (FITS stores ASCII text).')
-        out[key] = value
-    return out
-
-
-def _coords_from(table, n):
-    """Return an ICRS SkyCoord column (NaN where unknown) for ``table``; drop ra/dec."""
-    has_radec = 'ra' in table.colnames and 'dec' in table.colnames
-    if 'coord' in table.colnames:
-        if has_radec:
-            raise ValueError("the table has both a 'coord' column and 'ra'/'dec' columns; keep "
-                             "only the SkyCoord column 'coord'.")
-        coord = table['coord']
-        if not isinstance(coord, SkyCoord):
-            raise TypeError("the 'coord' column must be a SkyCoord (use NaN for galaxies without "
-                            f"a position); got {type(coord).__name__}.")
-        return coord.icrs if coord.frame.name != 'icrs' else coord
-    if has_radec:
-        coord = sky_coords(table['ra'], table['dec'])
-        table.remove_columns(['ra', 'dec'])
-        return coord
-    if 'ra' in table.colnames or 'dec' in table.colnames:
-        raise ValueError("the table has only one of 'ra' and 'dec'; give both (degrees) or a "
-                         "SkyCoord column 'coord'.")
-    return nan_coords(n)
-
-
-def _normalise_table(table, n):
-    """Validate a catalogue table and return a QTable with id first and coord second."""
-    if table is None:
-        raise ValueError("a table with an 'id' column must accompany the vectors.")
-    if not isinstance(table, Table):
-        try:
-            table = QTable(table)
-        except Exception as exc:
-            raise TypeError('table must be an astropy Table/QTable (or convertible to one); '
-                            f'got {type(table).__name__}.') from exc
-    table = QTable(table, copy=True)
-    if len(table) != n:
-        raise ValueError(f'the table has {len(table)} rows but there are {n} vectors; they must '
-                         'match one to one, in the same order.')
-    if 'id' not in table.colnames:
-        raise ValueError("the table needs an 'id' column (a unique string per galaxy).")
-    table.meta.clear()
-    coord = _coords_from(table, n)
-    ids = np.asarray(table['id']).astype(str) if n else np.zeros(0, dtype='U1')
-    for name in table.colnames:
-        if name.lower() in _RESERVED or (name.lower() in ('id', 'coord') and name not in ('id', 'coord')):
-            raise ValueError(f'column name {name!r} is reserved by the database (reserved: '
-                             f"{', '.join(_RESERVED)}, and id/coord in lower case); rename it.")
-        col = table[name]
-        if name != 'coord' and getattr(col, 'dtype', None) is not None and col.dtype.kind == 'O':
-            raise TypeError(f'column {name!r} has object dtype, which FITS cannot store; convert '
-                            'it to numbers, booleans or strings.')
-    lowered = [c.lower() for c in table.colnames]
-    dupes = {c for c in lowered if lowered.count(c) > 1}
-    if dupes:
-        raise ValueError(f'column names {sorted(dupes)} differ only in case; FITS column names '
-                         'are case-insensitive, rename them.')
-    _check_ids(ids)
-    for name in table.colnames:
-        # FITS stores a dimensionless Quantity as a plain column; hold it that way in memory
-        # too, so that a loaded database and new rows stack
-        col = table[name]
-        if isinstance(col, u.Quantity) and col.unit == u.dimensionless_unscaled:
-            table[name] = Column(col.value, name=name)
-    table.remove_column('id')
-    if 'coord' in table.colnames:
-        table.remove_column('coord')
-    table.add_column(Column(ids, name='id'), index=0)
-    table.add_column(coord, name='coord', index=1)
-    return table
-
-
-def _check_ids(ids):
-    if ids.size == 0:
-        return
-    stripped = np.char.strip(ids)
-    if (stripped == '').any():
-        raise ValueError(f"empty id at rows {np.flatnonzero(stripped == '')[:10].tolist()}; "
-                         'every galaxy needs a non-empty id.')
-    if (stripped != ids).any():
-        bad = ids[stripped != ids][:5].tolist()
-        raise ValueError(f'ids must not start or end with white space (FITS strips it): {bad}.')
-    if not all(s.isascii() for s in np.unique(ids)[:100000]):
-        raise ValueError('ids must be ASCII text (FITS stores ASCII).')
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f'duplicate ids: {uniq[counts > 1][:10].tolist()}; ids must be unique.')
 
 
 def rocchio_query(positives, negatives=None, *, beta=0.5):
@@ -285,8 +151,8 @@ class GalaxyDatabase:
 
     def __init__(self, vectors=None, table=None, *, encoder_id, provenance=None,
                  metric='euclidean', dim=None, index_options=None):
-        self._encoder_id = _check_encoder_id(encoder_id)
-        self._provenance = _check_provenance(provenance)
+        self._encoder_id = check_encoder_id(encoder_id)
+        self._provenance = check_provenance(provenance)
         self._index_options = dict(index_options or {})
         if 'metric' in self._index_options:
             raise ValueError("give the metric as GalaxyDatabase(metric=...), not in index_options.")
@@ -299,7 +165,7 @@ class GalaxyDatabase:
         self._index = NeighbourIndex(vectors, metric=metric, lazy=True, **self._index_options)
         if dim is not None and int(dim) != self._index.dim:
             raise ValueError(f'dim={dim} but the vectors have {self._index.dim} dimensions.')
-        self._tables = [_normalise_table(table, len(self._index))]
+        self._tables = [normalise_table(table, len(self._index))]
         self._id_lookup = None
 
     # ------------------------------------------------------------------ properties
@@ -383,7 +249,7 @@ class GalaxyDatabase:
         if vectors.ndim == 1 and vectors.size == self.dim:
             vectors = vectors[np.newaxis]
         n = vectors.shape[0] if vectors.ndim == 2 else -1
-        new = _normalise_table(table, n)
+        new = normalise_table(table, n)
         expected = self._tables[0].colnames
         if len(self) and new.colnames != expected:
             raise ValueError(f'the added table has columns {new.colnames[2:]} but the database '
@@ -453,49 +319,7 @@ class GalaxyDatabase:
     # ------------------------------------------------------------------ filters
     def _where_mask(self, where):
         """Boolean mask of rows passing ``where``."""
-        n = len(self)
-        if where is None:
-            return np.ones(n, dtype=bool)
-        table = self.table
-        if callable(where):
-            mask = np.asarray(where(table))
-            if mask.dtype != bool or mask.shape != (n,):
-                raise ValueError('where(table) must return a boolean array with one value per '
-                                 f'galaxy ({n}); got dtype {mask.dtype}, shape {mask.shape}.')
-            return mask
-        if not isinstance(where, dict):
-            raise TypeError('where must be a callable taking the QTable and returning a boolean '
-                            'mask, or a dict {column: (min, max)} or {column: value}.')
-        mask = np.ones(n, dtype=bool)
-        for name, cond in where.items():
-            if name not in table.colnames or name == 'coord':
-                raise KeyError(f'where: no column {name!r} to filter on; columns are '
-                               f'{table.colnames}.')
-            col = table[name]
-            values = col if isinstance(col, u.Quantity) else np.asarray(col)
-            filled = np.ones(n, dtype=bool)
-            if isinstance(col, MaskedColumn) or hasattr(col, 'mask'):
-                filled = ~np.asarray(getattr(col, 'mask', np.zeros(n, bool)))
-                if isinstance(col, MaskedColumn):
-                    values = col.filled(col.fill_value).data
-            try:
-                if isinstance(cond, tuple):
-                    if len(cond) != 2:
-                        raise ValueError(f'where[{name!r}] must be (min, max); got {cond!r}.')
-                    low, high = cond
-                    ok = np.ones(n, dtype=bool)
-                    with np.errstate(invalid='ignore'):
-                        if low is not None:
-                            ok &= np.asarray(values >= low)
-                        if high is not None:
-                            ok &= np.asarray(values <= high)
-                else:
-                    ok = np.asarray(values == cond)
-            except u.UnitsError as exc:
-                raise u.UnitsError(f'where[{name!r}]: the limits must have units compatible with '
-                                   f'the column ({getattr(col, "unit", None)}): {exc}') from exc
-            mask &= ok & filled
-        return mask
+        return where_mask(self.table, where) if where is not None else np.ones(len(self), dtype=bool)
 
     # ------------------------------------------------------------------ search
     def search(self, query_vectors, *, k=10, query_ids=None, query_coords=None,
@@ -735,12 +559,7 @@ class GalaxyDatabase:
         FileExistsError
             If ``path`` exists and ``overwrite`` is False.
         """
-        path = os.fspath(path)
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f'{path} exists; pass overwrite=True to replace it.')
-        hdul = self.to_hdulist()
-        with atomic_output(os.path.abspath(path), sync=True) as fh:
-            hdul.writeto(fh, checksum=True)
+        write_database_file(path, self.to_hdulist(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path, *, encoder_id=None, index_options=None):
@@ -773,7 +592,7 @@ class GalaxyDatabase:
         """
         vectors, table, stored, provenance, metric = read_database_file(path)
         if encoder_id is not None:
-            wanted = _check_encoder_id(encoder_id)
+            wanted = check_encoder_id(encoder_id)
             if wanted['sha256'] != stored['sha256'].lower():
                 raise DatabaseError(
                     f"{path} was made by encoder {stored['name']!r} (sha256 {stored['sha256']}) "

@@ -17,9 +17,11 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.table import Column, QTable, Table
 
+from .io import atomic_output
 from .utils._coords import sky_coords
 
-__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'DatabaseError', 'database_hdulist', 'read_database_file']
+__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'DatabaseError', 'database_hdulist', 'read_database_file',
+           'write_database_file']
 
 #: Value of the ``FMTNAME`` keyword that marks an astro_galsim database file.
 FORMAT_NAME = 'ASTRO_GALSIM_DB'
@@ -126,6 +128,24 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric):
         Table(names=('key', 'value', 'type', 'unit'), dtype=('S1', 'S1', 'S1', 'S1')))
     provenance.name = 'PROVENANCE'
     return fits.HDUList([primary, galaxies, vector_hdu, provenance])
+
+
+def write_database_file(path, hdulist, *, overwrite=False):
+    """Write a database HDU list atomically, with FITS checksums.
+
+    The file is written to a temporary file in the same directory, then renamed over
+    ``path``: a failed write never leaves a partial file and never damages an existing one.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass overwrite=True to replace it.')
+    with atomic_output(os.path.abspath(path), sync=True) as fh:
+        hdulist.writeto(fh, checksum=True)
 
 
 def read_database_file(path):

@@ -1,0 +1,208 @@
+"""The catalogue side of a galaxy database: checking what goes in, and filtering rows.
+
+`normalise_table` turns a user's table into the database's catalogue (unique ASCII ``id``
+first, ICRS ``coord`` second, columns FITS can store); `check_encoder_id` and
+`check_provenance` check the identity stored with the vectors; `where_mask` evaluates a
+``where`` filter of `~astro_galsim.database.GalaxyDatabase.search`.
+"""
+import numbers
+import re
+
+import numpy as np
+import astropy.units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Column, MaskedColumn, QTable, Table
+
+from .utils._coords import nan_coords, sky_coords
+
+__all__ = ['normalise_table', 'check_ids', 'check_encoder_id', 'check_provenance', 'where_mask']
+
+#: Column names the database manages itself (``ra``/``dec`` become ``coord``).
+_RESERVED = ('query', 'rank', 'distance', 'ra', 'dec')
+_SHA256 = re.compile(r'^[0-9a-f]{64}$')
+
+
+def check_encoder_id(encoder_id):
+    if not isinstance(encoder_id, dict) or not {'name', 'sha256'} <= set(encoder_id):
+        raise ValueError("encoder_id must be a dict with keys 'name' and 'sha256' (the "
+                         f"hex SHA-256 checksum of the encoder weights); got {encoder_id!r}.")
+    name, sha = str(encoder_id['name']), str(encoder_id['sha256']).lower()
+    if not _SHA256.match(sha):
+        raise ValueError("encoder_id['sha256'] must be 64 hexadecimal characters (a SHA-256 "
+                         f"digest); got {encoder_id['sha256']!r}.")
+    if not name or not name.isascii() or len(name) > 68:
+        raise ValueError("encoder_id['name'] must be a non-empty ASCII string of at most 68 "
+                         f"characters; got {name!r}.")
+    return {'name': name, 'sha256': sha}
+
+
+def check_provenance(provenance):
+    out = {}
+    for key, value in dict(provenance or {}).items():
+        if not isinstance(key, str) or not key or not key.isascii():
+            raise ValueError(f'provenance keys must be non-empty ASCII strings; got {key!r}.')
+        if isinstance(value, u.Quantity):
+            if not value.isscalar:
+                raise ValueError(f'provenance[{key!r}] must be a scalar Quantity.')
+        elif isinstance(value, (list, tuple)):
+            if not all(isinstance(v, str) and ',' not in v for v in value):
+                raise ValueError(f'provenance[{key!r}]: lists may hold only strings without '
+                                 'commas.')
+            value = list(value)
+        elif isinstance(value, (np.generic,)):
+            value = value.item()
+        if not isinstance(value, (str, bool, numbers.Integral, numbers.Real, u.Quantity, list)):
+            raise ValueError(f'provenance[{key!r}] must be a str, number, bool, scalar Quantity '
+                             f'or list of str; got {type(value).__name__}.')
+        if isinstance(value, str) and not value.isascii():
+            raise ValueError(f'provenance[{key!r}] must be ASCII (FITS stores ASCII text).')
+        out[key] = value
+    return out
+
+
+def _coords_from(table, n):
+    """Return an ICRS SkyCoord column (NaN where unknown) for ``table``; drop ra/dec."""
+    has_radec = 'ra' in table.colnames and 'dec' in table.colnames
+    if 'coord' in table.colnames:
+        if has_radec:
+            raise ValueError("the table has both a 'coord' column and 'ra'/'dec' columns; keep "
+                             "only the SkyCoord column 'coord'.")
+        coord = table['coord']
+        if not isinstance(coord, SkyCoord):
+            raise TypeError("the 'coord' column must be a SkyCoord (use NaN for galaxies without "
+                            f"a position); got {type(coord).__name__}.")
+        return coord.icrs if coord.frame.name != 'icrs' else coord
+    if has_radec:
+        coord = sky_coords(table['ra'], table['dec'])
+        table.remove_columns(['ra', 'dec'])
+        return coord
+    if 'ra' in table.colnames or 'dec' in table.colnames:
+        raise ValueError("the table has only one of 'ra' and 'dec'; give both (degrees) or a "
+                         "SkyCoord column 'coord'.")
+    return nan_coords(n)
+
+
+def normalise_table(table, n):
+    """Validate a catalogue table and return a QTable with id first and coord second."""
+    if table is None:
+        raise ValueError("a table with an 'id' column must accompany the vectors.")
+    if not isinstance(table, Table):
+        try:
+            table = QTable(table)
+        except Exception as exc:
+            raise TypeError('table must be an astropy Table/QTable (or convertible to one); '
+                            f'got {type(table).__name__}.') from exc
+    table = QTable(table, copy=True)
+    if len(table) != n:
+        raise ValueError(f'the table has {len(table)} rows but there are {n} vectors; they must '
+                         'match one to one, in the same order.')
+    if 'id' not in table.colnames:
+        raise ValueError("the table needs an 'id' column (a unique string per galaxy).")
+    table.meta.clear()
+    coord = _coords_from(table, n)
+    ids = np.asarray(table['id']).astype(str) if n else np.zeros(0, dtype='U1')
+    for name in table.colnames:
+        if name.lower() in _RESERVED or (name.lower() in ('id', 'coord') and name not in ('id', 'coord')):
+            raise ValueError(f'column name {name!r} is reserved by the database (reserved: '
+                             f"{', '.join(_RESERVED)}, and id/coord in lower case); rename it.")
+        col = table[name]
+        if name != 'coord' and getattr(col, 'dtype', None) is not None and col.dtype.kind == 'O':
+            raise TypeError(f'column {name!r} has object dtype, which FITS cannot store; convert '
+                            'it to numbers, booleans or strings.')
+    lowered = [c.lower() for c in table.colnames]
+    dupes = {c for c in lowered if lowered.count(c) > 1}
+    if dupes:
+        raise ValueError(f'column names {sorted(dupes)} differ only in case; FITS column names '
+                         'are case-insensitive, rename them.')
+    check_ids(ids)
+    for name in table.colnames:
+        # FITS stores a dimensionless Quantity as a plain column; hold it that way in memory
+        # too, so that a loaded database and new rows stack
+        col = table[name]
+        if isinstance(col, u.Quantity) and col.unit == u.dimensionless_unscaled:
+            table[name] = Column(col.value, name=name)
+    table.remove_column('id')
+    if 'coord' in table.colnames:
+        table.remove_column('coord')
+    table.add_column(Column(ids, name='id'), index=0)
+    table.add_column(coord, name='coord', index=1)
+    return table
+
+
+def check_ids(ids):
+    if ids.size == 0:
+        return
+    stripped = np.char.strip(ids)
+    if (stripped == '').any():
+        raise ValueError(f"empty id at rows {np.flatnonzero(stripped == '')[:10].tolist()}; "
+                         'every galaxy needs a non-empty id.')
+    if (stripped != ids).any():
+        bad = ids[stripped != ids][:5].tolist()
+        raise ValueError(f'ids must not start or end with white space (FITS strips it): {bad}.')
+    if not all(s.isascii() for s in np.unique(ids)[:100000]):
+        raise ValueError('ids must be ASCII text (FITS stores ASCII).')
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f'duplicate ids: {uniq[counts > 1][:10].tolist()}; ids must be unique.')
+
+
+def where_mask(table, where):
+    """Boolean mask of the rows of ``table`` passing ``where``.
+
+    Parameters
+    ----------
+    table : `~astropy.table.QTable`
+        The catalogue.
+    where : callable or dict
+        ``where(table) -> bool mask``, or ``{column: (min, max)}`` (either end may be None;
+        Quantities for columns with units) or ``{column: value}`` for equality. Rows with
+        masked or NaN values fail ranges.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import QTable
+    >>> from astro_galsim.catalogue import where_mask
+    >>> where_mask(QTable({'area': [10, 200, 50] * u.pix**2}), {'area': (40 * u.pix**2, None)})
+    array([False,  True,  True])
+    """
+    n = len(table)
+    if callable(where):
+        mask = np.asarray(where(table))
+        if mask.dtype != bool or mask.shape != (n,):
+            raise ValueError('where(table) must return a boolean array with one value per '
+                             f'galaxy ({n}); got dtype {mask.dtype}, shape {mask.shape}.')
+        return mask
+    if not isinstance(where, dict):
+        raise TypeError('where must be a callable taking the QTable and returning a boolean '
+                        'mask, or a dict {column: (min, max)} or {column: value}.')
+    mask = np.ones(n, dtype=bool)
+    for name, cond in where.items():
+        if name not in table.colnames or name == 'coord':
+            raise KeyError(f'where: no column {name!r} to filter on; columns are '
+                           f'{table.colnames}.')
+        col = table[name]
+        values = col if isinstance(col, u.Quantity) else np.asarray(col)
+        filled = np.ones(n, dtype=bool)
+        if isinstance(col, MaskedColumn) or hasattr(col, 'mask'):
+            filled = ~np.asarray(getattr(col, 'mask', np.zeros(n, bool)))
+            if isinstance(col, MaskedColumn):
+                values = col.filled(col.fill_value).data
+        try:
+            if isinstance(cond, tuple):
+                if len(cond) != 2:
+                    raise ValueError(f'where[{name!r}] must be (min, max); got {cond!r}.')
+                low, high = cond
+                ok = np.ones(n, dtype=bool)
+                with np.errstate(invalid='ignore'):
+                    if low is not None:
+                        ok &= np.asarray(values >= low)
+                    if high is not None:
+                        ok &= np.asarray(values <= high)
+            else:
+                ok = np.asarray(values == cond)
+        except u.UnitsError as exc:
+            raise u.UnitsError(f'where[{name!r}]: the limits must have units compatible with '
+                               f'the column ({getattr(col, "unit", None)}): {exc}') from exc
+        mask &= ok & filled
+    return mask
