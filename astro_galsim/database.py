@@ -163,6 +163,7 @@ class GalaxyDatabase:
             if table is None:
                 table = QTable({'id': np.zeros(0, dtype='U1')})
         self._index = NeighbourIndex(vectors, metric=metric, lazy=True, **self._index_options)
+        self._index_options.pop('graph', None)   # held by the index until its build
         if dim is not None and int(dim) != self._index.dim:
             raise ValueError(f'dim={dim} but the vectors have {self._index.dim} dimensions.')
         self._tables = [normalise_table(table, len(self._index))]
@@ -535,10 +536,14 @@ class GalaxyDatabase:
         Returns
         -------
         `~astropy.io.fits.HDUList`
-            PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE.
+            PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE, and
+            NEIGHBOURS (the k-NN graph) once a pynndescent index has been built over all
+            galaxies (``db.index.prepare()``): a reopened database then builds its index
+            from it without running NN-descent again.
         """
         return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
-                                provenance=self._provenance, metric=self.metric)
+                                provenance=self._provenance, metric=self.metric,
+                                graph=self._index.knn_graph)
 
     def save(self, path, overwrite=False):
         """Write the database to a FITS file, atomically.
@@ -590,7 +595,7 @@ class GalaxyDatabase:
             version, damaged (checksum failure, truncation, inconsistent sizes), or made by
             a different encoder than ``encoder_id``.
         """
-        vectors, table, stored, provenance, metric = read_database_file(path)
+        vectors, table, stored, provenance, metric, graph = read_database_file(path)
         if encoder_id is not None:
             wanted = check_encoder_id(encoder_id)
             if wanted['sha256'] != stored['sha256'].lower():
@@ -601,7 +606,7 @@ class GalaxyDatabase:
                     f"with `astro_galsim build` using the current encoder, or load the database "
                     f"with the encoder it was made with.")
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
-                   index_options=index_options)
+                   index_options=dict(index_options or {}, graph=graph))
 
 
 def _angle(value, name):

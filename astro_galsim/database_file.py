@@ -49,7 +49,7 @@ def _version():
     return version
 
 
-def database_hdulist(vectors, table, *, encoder_id, provenance, metric):
+def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=None):
     """The FITS representation of a database's vectors, catalogue and identity.
 
     Parameters
@@ -64,11 +64,16 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric):
         Checked provenance (str, number, bool, scalar Quantity or list of str values).
     metric : str
         Distance metric of the database.
+    graph : `~numpy.ndarray` of int, shape (N, n_neighbors), optional
+        The k-NN graph of the vectors built by the pynndescent index
+        (`~astro_galsim.index.NeighbourIndex.knn_graph`), stored in a ``NEIGHBOURS`` HDU so that
+        a reopened database builds its index without running NN-descent again.
 
     Returns
     -------
     `~astropy.io.fits.HDUList`
-        PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE.
+        PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE, and
+        NEIGHBOURS (int32 image) when ``graph`` is given.
     """
     primary = fits.PrimaryHDU()
     hdr = primary.header
@@ -127,7 +132,14 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric):
     provenance = fits.table_to_hdu(prov) if len(prov) else fits.BinTableHDU(
         Table(names=('key', 'value', 'type', 'unit'), dtype=('S1', 'S1', 'S1', 'S1')))
     provenance.name = 'PROVENANCE'
-    return fits.HDUList([primary, galaxies, vector_hdu, provenance])
+    hdus = [primary, galaxies, vector_hdu, provenance]
+    if graph is not None:
+        neighbours = fits.ImageHDU(np.ascontiguousarray(graph, dtype='>i4'), name='NEIGHBOURS')
+        _set_card(neighbours.header, 'NGALAXY', len(vectors), 'rows: one per GALAXIES row')
+        _set_card(neighbours.header, 'NNEIGH', graph.shape[1], 'neighbours per galaxy (itself first)')
+        _set_card(neighbours.header, 'METRIC', metric, 'distance metric of the graph')
+        hdus.append(neighbours)
+    return fits.HDUList(hdus)
 
 
 def write_database_file(path, hdulist, *, overwrite=False):
@@ -165,6 +177,8 @@ def read_database_file(path):
         ``{'name', 'sha256'}`` stored in the file.
     provenance : dict
     metric : str
+    graph : `~numpy.ndarray` of int32 or None
+        The stored k-NN graph (``NEIGHBOURS`` HDU), if any.
 
     Raises
     ------
@@ -198,6 +212,7 @@ def read_database_file(path):
                 vectors = hdul['VECTORS'].data
                 galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
                 prov_table = Table.read(hdul['PROVENANCE'])
+                graph = _read_graph(hdul, primary) if 'NEIGHBOURS' in names else None
         except DatabaseError:
             raise
         except Exception as exc:
@@ -236,7 +251,17 @@ def read_database_file(path):
     table.replace_column('id', Column(ids, name='id'))
     table.add_column(coord, name='coord', index=1)
     return (np.asarray(vectors, dtype=np.float32), table, stored, _read_provenance(prov_table),
-            str(primary['METRIC']))
+            str(primary['METRIC']), graph)
+
+
+def _read_graph(hdul, primary):
+    """The stored k-NN graph, or None if it does not belong to these vectors and metric."""
+    hdu = hdul['NEIGHBOURS']
+    graph = hdu.data
+    if (graph is None or graph.ndim != 2 or graph.shape[0] != int(primary['NGALAXY'])
+            or hdu.header.get('METRIC') != primary['METRIC']):
+        return None   # an index can always be rebuilt from the vectors
+    return np.asarray(graph, dtype=np.int32)
 
 
 def _set_card(header, keyword, value, comment):

@@ -122,6 +122,11 @@ class NeighbourIndex:
     lazy : bool, optional
         Defer the pynndescent build to the first query that needs it (or `prepare`), so
         that creating the index is instantaneous.
+    graph : `~numpy.ndarray` of int, shape (n, n_neighbors), optional
+        The k-NN graph of these vectors from an earlier build (`knn_graph`, as stored in a
+        database file). The pynndescent index is then made from it without running
+        NN-descent again: only its search tree and search graph are built, which is many
+        times faster at a million vectors. Ignored if its shape does not match.
     build_work : float, optional
         With ``lazy=True`` and ``method='auto'``, calls whose work (queries x vectors) is
         below this are answered by exact search instead of triggering the pynndescent
@@ -159,7 +164,8 @@ class NeighbourIndex:
     def __init__(self, vectors, *, metric='euclidean', method='auto', n_neighbors=None,
                  random_state=0, exact_threshold=200_000, epsilon=None,
                  pruning_degree_multiplier=None, diversify_prob=None, tail_fraction=0.1,
-                 tail_min=1000, n_jobs=None, lazy=False, build_work=5e8, **nndescent_kwargs):
+                 tail_min=1000, n_jobs=None, lazy=False, build_work=5e8, graph=None,
+                 **nndescent_kwargs):
         check_metric(metric)
         if method not in ('auto', 'exact', 'nndescent'):
             raise ValueError(f"method must be 'auto', 'exact' or 'nndescent'; got {method!r}.")
@@ -191,6 +197,12 @@ class NeighbourIndex:
         self._unit = None          # unit-normalised copy for cosine exact search
         self._nnd = None           # pynndescent index over the first _n_main vectors
         self._n_main = 0
+        self._graph = None         # a stored k-NN graph of all vectors, used by the next build
+        if graph is not None:
+            graph = np.asarray(graph)
+            if (self._wants_nndescent() and graph.shape == (self._n, self.n_neighbors)
+                    and np.issubdtype(graph.dtype, np.integer)):
+                self._graph = graph
         if not lazy:
             self._build()
 
@@ -232,10 +244,25 @@ class NeighbourIndex:
         """(Re)build the back end over all vectors."""
         self._nnd, self._n_main, self._unit = None, 0, None
         if self._wants_nndescent() and self._n > 0:
+            graph = self._graph if self._graph is not None and len(self._graph) == self._n else None
             self._nnd = _build_nndescent(self.vectors, metric=self.metric,
                                          random_state=self.random_state, n_jobs=self.n_jobs,
-                                         **self._nnd_kwargs)
+                                         graph=graph, **self._nnd_kwargs)
             self._n_main = self._n
+        self._graph = None
+
+    @property
+    def knn_graph(self):
+        """`~numpy.ndarray` or None: The pynndescent k-NN graph over all vectors, if built.
+
+        Shape (n, n_neighbors), int32; row ``i`` lists the neighbours of vector ``i``
+        (itself first), -1 where fewer were found. Give it back as ``graph=`` to make the
+        same index without running NN-descent again. None when the index is exact, not yet
+        built, or has vectors added since its build.
+        """
+        if self._nnd is None or self._n_main != self._n:
+            return None
+        return np.asarray(self._nnd.neighbor_graph[0], dtype=np.int32)
 
     def _ensure_current(self):
         """Rebuild lazily when the back end no longer matches the vectors."""
@@ -443,8 +470,13 @@ class NeighbourIndex:
         self._ensure_current()
 
 
-def _build_nndescent(vectors, *, metric, random_state, n_jobs, **kwargs):
-    """Build and prepare a pynndescent index (imported lazily: import takes seconds)."""
+def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, **kwargs):
+    """Build and prepare a pynndescent index (imported lazily: import takes seconds).
+
+    With ``graph`` (a k-NN graph of these vectors from an earlier build), NN-descent is
+    skipped: the graph is taken as it is (its distances recomputed), then the search tree and
+    search graph are built by ``prepare`` as after a full build.
+    """
     try:
         import pynndescent
     except ImportError as exc:  # pragma: no cover - pynndescent is a dependency
@@ -454,8 +486,19 @@ def _build_nndescent(vectors, *, metric, random_state, n_jobs, **kwargs):
     kwargs.pop('epsilon', None)
     if n_jobs is None:
         n_jobs = os.cpu_count() or 1
-    index = pynndescent.NNDescent(vectors, metric=metric, random_state=random_state,
-                                  n_jobs=n_jobs, **kwargs)
+    if graph is not None:
+        kwargs.update(init_graph=np.ascontiguousarray(graph, dtype=np.int32), n_iters=0)
+        vectors = np.array(vectors)   # its search-tree code is compiled for writable arrays only
+    with warnings.catch_warnings():
+        # a stored graph lists each vector's own row first, which pynndescent drops: one slot
+        # of n_neighbors stays empty and it says so; the search graph is built all the same
+        warnings.filterwarnings('ignore', message='Failed to correctly find n_neighbors')
+        index = pynndescent.NNDescent(vectors, metric=metric, random_state=random_state,
+                                      n_jobs=n_jobs, **kwargs)
+    if graph is not None:
+        # pynndescent turns its tree off when given a graph; prepare() then builds the search
+        # tree that queries start from (without it recall falls, see NNDESCENT_DEFAULTS)
+        index.tree_init = True
     index.prepare()
     return index
 

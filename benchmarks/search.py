@@ -13,15 +13,25 @@ where each kind of galaxy varies along a few directions. ``--intrinsic d`` gives
 isotropic blobs instead (harder for any approximate index). Queries are 1000 held-out
 vectors from the same distribution.
 
+``--reopen N`` measures what a user of a large saved database waits for: open the file
+and answer a batch of queries (``--reopen-queries``, 10,000) with the pynndescent index, in
+a fresh Python process (so both paths pay numba's compilation), once from a file without
+the stored neighbour graph (the index is rebuilt: NN-descent runs) and once from the same
+database saved with its graph (``NEIGHBOURS`` HDU: only the search tree and graph are
+built). Recall@10 of both is measured on the first 1000 queries against exact search.
+
 Usage::
 
     python benchmarks/search.py                 # N = 10k, 100k; d = 64
     python benchmarks/search.py --full          # adds N = 1M (minutes)
     python benchmarks/search.py --dims 64 128 --sizes 10000
+    python benchmarks/search.py --sizes --reopen 1000000   # reopen + 10,000 queries at 1M
 """
 import argparse
 import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +45,7 @@ from astropy.coordinates import SkyCoord  # noqa: E402
 from astropy.table import QTable  # noqa: E402
 
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
+from astro_galsim.database_file import database_hdulist, write_database_file  # noqa: E402
 from astro_galsim.index import NeighbourIndex, exact_knn, recall  # noqa: E402
 
 
@@ -144,6 +155,54 @@ def bench(n, d, args):
     return row
 
 
+def reopen_and_query(path, queries_path, k):
+    """Child process: open a database, answer the queries with its pynndescent index."""
+    start = time.perf_counter()
+    db = GalaxyDatabase.load(path, index_options={'method': 'nndescent'})
+    t_load = time.perf_counter() - start
+    queries = np.load(queries_path)
+    start = time.perf_counter()
+    indices, _ = db.index.query(queries, k)
+    t_query = time.perf_counter() - start
+    np.save(queries_path + '.result.npy', indices[:1000])
+    print(json.dumps({'load_s': t_load, 'query_s': t_query}))
+
+
+def bench_reopen(n, d, args):
+    """Reopen + queries from a file without and with the stored graph, each in a fresh process."""
+    x = clustered_vectors(n + args.reopen_queries, d, intrinsic=min(args.intrinsic, d), seed=args.seed)
+    data, queries = x[:n], x[n:]
+    db = GalaxyDatabase(data, QTable({'id': np.char.add('g', np.arange(n).astype(str))}),
+                        encoder_id={'name': 'bench', 'sha256': '0' * 64},
+                        index_options={'method': 'nndescent'})
+    t0 = time.perf_counter()
+    db.index.prepare()
+    t_build = time.perf_counter() - t0
+    true_i, _ = exact_knn(data, queries[:1000], args.k)
+    out = {'N': n, 'd': d, 'build_here_s': t_build}
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        plain, stored = os.path.join(tmp, 'plain.fits'), os.path.join(tmp, 'graph.fits')
+        write_database_file(plain, database_hdulist(db.vectors, db.table, encoder_id=db.encoder_id,
+                                                    provenance={}, metric=db.metric))
+        t0 = time.perf_counter()
+        db.save(stored)
+        out['save_with_graph_s'] = time.perf_counter() - t0
+        out['file_mb'] = (os.path.getsize(plain) / 2**20, os.path.getsize(stored) / 2**20)
+        del db
+        gc.collect()
+        qpath = os.path.join(tmp, 'queries.npy')
+        np.save(qpath, queries)
+        for name, path in (('rebuild', plain), ('stored graph', stored)):
+            start = time.perf_counter()
+            child = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', path, qpath,
+                                    '--k', str(args.k)], capture_output=True, text=True, check=True)
+            total = time.perf_counter() - start
+            times = json.loads(child.stdout.strip().splitlines()[-1])
+            found = np.load(qpath + '.result.npy')
+            out[name] = dict(times, total_s=total, recall=recall(found, true_i))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', type=int, nargs='*', default=[10_000, 100_000])
@@ -157,23 +216,37 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--n-jobs', type=int, default=None)
     parser.add_argument('--tmpdir', default=None)
+    parser.add_argument('--reopen', type=int, nargs='*', default=[], metavar='N',
+                        help='sizes for the reopen + queries measurement (e.g. 1000000)')
+    parser.add_argument('--reopen-queries', type=int, default=10_000)
+    parser.add_argument('--child', nargs=2, metavar=('DATABASE', 'QUERIES'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return reopen_and_query(args.child[0], args.child[1], args.k)
     sizes = list(args.sizes) + ([1_000_000] if args.full else [])
 
     print(f'cpus: {os.cpu_count()}, queries: {args.queries}, k: {args.k}, '
           f'cluster dimension: {args.intrinsic}')
-    start = time.perf_counter()
-    warm = NeighbourIndex(clustered_vectors(2000, args.dims[0]), method='nndescent')
-    warm.query(warm.vectors[:2], 5)
-    print(f'pynndescent numba compilation (once per process): {time.perf_counter() - start:.1f} s')
+    if sizes:
+        start = time.perf_counter()
+        warm = NeighbourIndex(clustered_vectors(2000, args.dims[0]), method='nndescent')
+        warm.query(warm.vectors[:2], 5)
+        print(f'pynndescent numba compilation (once per process): {time.perf_counter() - start:.1f} s')
+        rows = []
+        for d in args.dims:
+            for n in sizes:
+                rows.append(bench(n, d, args))
+                print(f'  done N={n} d={d}', flush=True)
+        print_search_tables(rows)
+    reopened = []
+    for n in args.reopen:
+        reopened.append(bench_reopen(n, args.dims[0], args))
+        print(f'  done reopen N={n}', flush=True)
+    if reopened:
+        print_reopen_table(reopened, args)
 
-    rows = []
-    for d in args.dims:
-        for n in sizes:
-            row = bench(n, d, args)
-            rows.append(row)
-            print(f'  done N={n} d={d}', flush=True)
 
+def print_search_tables(rows):
     print()
     print('Search (batched queries; ratio = pynndescent QPS / exact QPS in the same run)')
     head = (f"{'N':>9} {'d':>4} {'exact QPS':>10} {'build s':>8} {'eps':>5} {'ANN QPS':>9} "
@@ -196,6 +269,23 @@ def main(argv=None):
     print('\nexact ms/q and ANN ms/q: one query per call (latency). index B/gal: bytes of the '
           'arrays held by the pynndescent NeighbourIndex (vectors, pynndescent copy, graphs, '
           'trees) per galaxy; the vectors alone take 4*d bytes.')
+
+
+def print_reopen_table(reopened, args):
+    print()
+    print(f'Reopen a saved database + {args.reopen_queries} queries (k={args.k}), fresh process each; '
+          'ratio = rebuild total / stored-graph total')
+    print(f"{'N':>9} {'d':>4} {'path':>13} {'load s':>7} {'index+queries s':>15} {'total s':>8} "
+          f"{'recall@10':>9} {'file MB':>8} {'ratio':>6}")
+    for r in reopened:
+        for i, name in enumerate(('rebuild', 'stored graph')):
+            m = r[name]
+            ratio = r['rebuild']['total_s'] / m['total_s']
+            print(f"{r['N']:>9} {r['d']:>4} {name:>13} {m['load_s']:>7.1f} {m['query_s']:>15.1f} "
+                  f"{m['total_s']:>8.1f} {m['recall']:>9.4f} {r['file_mb'][i]:>8.0f} {ratio:>5.1f}x")
+    print('index+queries: the first query call builds the index (NN-descent, or only the search tree '
+          'and graph from the stored graph), then answers all queries; total includes Python start-up '
+          f'and imports. Index build in the parent process: {reopened[-1]["build_here_s"]:.1f} s.')
 
 
 if __name__ == '__main__':

@@ -230,3 +230,42 @@ def test_neighbor_graph_nndescent(data, nnd_index):
 def test_recall_helper():
     assert recall([[1, 2, 3]], [[3, 2, 1]]) == 1.0
     assert recall([[1, 2], [5, 6]], [[1, 9], [7, 8]]) == 0.25
+
+
+def test_index_from_stored_graph(data, nnd_index):
+    """An index made from a stored k-NN graph skips NN-descent and answers as well."""
+    base, queries = data
+    graph = nnd_index.knn_graph
+    assert graph.shape == (len(base), nnd_index.n_neighbors) and graph.dtype == np.int32
+    assert (graph[:, 0] == np.arange(len(base))).all()   # each vector first in its own row
+    again = NeighbourIndex(base, method='nndescent', graph=graph)
+    np.testing.assert_array_equal(again.knn_graph[:, 0], graph[:, 0])
+    true_i, _ = brute_force(base, queries, 10)
+    assert recall(again.query(queries, 10)[0], true_i) >= 0.98
+    assert NeighbourIndex(base, method='exact').knn_graph is None
+    # a graph of other vectors is not used
+    assert NeighbourIndex(base[:100], method='nndescent', lazy=True, graph=graph)._graph is None
+
+
+def test_database_file_keeps_the_graph(data, nnd_index, tmp_path):
+    from astropy.io import fits
+    from astropy.table import QTable
+    from astro_galsim.database import GalaxyDatabase
+    base, queries = data
+    ids = QTable({'id': [f'g{i}' for i in range(len(base))]})
+    db = GalaxyDatabase(base, ids, encoder_id={'name': 'test', 'sha256': '0' * 64},
+                        index_options={'method': 'nndescent'})
+    db.save(tmp_path / 'plain.fits')   # index not built yet: no graph stored
+    with fits.open(tmp_path / 'plain.fits') as hdul:
+        assert 'NEIGHBOURS' not in [h.name for h in hdul]
+    db.index.prepare()
+    db.save(tmp_path / 'graph.fits')
+    with fits.open(tmp_path / 'graph.fits') as hdul:
+        np.testing.assert_array_equal(hdul['NEIGHBOURS'].data, db.index.knn_graph)
+    loaded = GalaxyDatabase.load(tmp_path / 'graph.fits', index_options={'method': 'nndescent'})
+    assert loaded.index._graph is not None
+    result = loaded.search(queries, k=10)
+    true_i, _ = brute_force(base, queries, 10)
+    found = np.asarray([loaded.lookup_ids(list(result['id'][result['query'] == q])) for q in range(len(queries))])
+    assert recall(found, true_i) >= 0.98
+    assert loaded.index._graph is None   # used by the build, then let go
