@@ -550,7 +550,9 @@ class GalaxyDatabase:
 
         The file is written to a temporary file in the same directory, with FITS
         checksums, then renamed over ``path``: a failed save never leaves a partial file
-        and never damages an existing one.
+        and never damages an existing one. Once the pynndescent index has been built over
+        every galaxy (``db.index.prepare()``), its k-NN graph is saved too, so that the
+        reopened database builds its index without running NN-descent again.
 
         Parameters
         ----------
@@ -570,7 +572,8 @@ class GalaxyDatabase:
     def load(cls, path, *, encoder_id=None, index_options=None):
         """Read a database written by `save`.
 
-        Only data are read (FITS tables and images): nothing in the file is executed.
+        Only data are read (FITS tables and images): nothing in the file is executed. A
+        stored k-NN graph (``NEIGHBOURS``) is handed to the index, which builds from it.
 
         Parameters
         ----------
