@@ -16,16 +16,16 @@ from tqdm.auto import tqdm
 
 from .config import conf
 from .io import read_image
-from .preprocessing import to_colour
+from .preprocessing import SDSS_BAND_WEIGHTS, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 
 #: Input of the pretrained encoder (keywords of `~astro_galsim.segmentation.normalise_galaxy`):
-#: 64 x 64 pixels, 3 half-light radii from the centre to the edge, major axis horizontal,
-#: unrelated sources replaced by sky. An encoder's model card stores the settings its inputs
-#: were made with; images must be prepared the same way to be compared.
-DEFAULT_NORMALISATION = dict(size=64, radius_scale=3.0, rotate=True, isolate=True)
+#: 64 x 64 pixels, 1.5 isophotal radii (``scale_radius``) from the centre to the edge, major axis
+#: horizontal, unrelated sources replaced by sky. An encoder's model card stores the settings its
+#: inputs were made with; images must be prepared the same way to be compared.
+DEFAULT_NORMALISATION = dict(size=64, radius_scale=1.5, scale='scale_radius', rotate=True, isolate=True)
 
 
 def _as_image(image):
@@ -42,6 +42,12 @@ def _pixel_position(image, target):
         return None
     x, y = image.wcs.world_to_pixel(target)
     return float(x), float(y)
+
+
+def _sdss_stretch(image):
+    """Whether an image's colour form has the SDSS colour-image stretch (SDSS bands, or none named)."""
+    bands = (image.meta or {}).get('bands')
+    return bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)
 
 
 def _pixel_scale(image):
@@ -79,10 +85,13 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     selection = dict(selection or {})
     if np.isfinite(scale):
         selection.setdefault('pixel_scale', scale)
+    if not _sdss_stretch(image):   # a saturated core means a star only in SDSS's colour stretch
+        selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)
-    record = {k: v for k, v in measurement.items() if not k.startswith('_')}
+    record = dict(measurement)
     record.update(accepted=accepted, reason=reason, pixel_scale=scale)
-    array = normalise_galaxy(rgb, measurement, **normalisation) if measurement['found'] else None
+    radius = measurement.get(normalisation.get('scale', 'scale_radius'), np.nan)
+    array = normalise_galaxy(rgb, measurement, **normalisation) if np.isfinite(radius) else None
     return array, record
 
 

@@ -51,7 +51,7 @@ def load_training_images(folder, normalisation, workers=2):
     paths = [folder / p for p in index['path']]
     arrays, table = prepare(paths, normalisation=context_normalisation(normalisation), workers=workers,
                             progress=conf.show_progress)
-    keep = table['found']
+    keep = np.asarray(table['found']) & arrays.any(axis=(1, 2, 3))  # found, and with a scale to normalise to
     log.info(f'{keep.sum()} of {len(keep)} training images have a central galaxy')
     is_val = np.asarray(index['split']) == 'val' if 'split' in index.colnames else np.zeros(len(index), bool)
     return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
@@ -70,7 +70,7 @@ def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.15)
         Source of randomness.
     zoom : (float, float), optional
         Range (log-uniform) of the view's field relative to the encoder's: 0.67 shows
-        2/3 of the normal field (2 half-light radii instead of 3), 1.5 the whole context image.
+        2/3 of the normal field, 1.5 the whole context image.
     colour : float, optional
         Largest change of each band's scale (0.1: by up to 10 per cent).
     grey : float, optional
