@@ -256,7 +256,7 @@ def run_jpeg_set(label, folder, paths, sample, database, base_database, encoder,
 
 
 def fits_galaxies():
-    """Standard cutouts, their large partners, and positions from the file names."""
+    """Index rows of the standard cutouts, and of the large ones by the name they share."""
     index = read_csv(FITS / 'index.csv')
     standard = [r for r in index if r['kind'] == 'standard' and r['path'].startswith('cutouts/')]
     large = {r['path'].split('sdsslcutout_')[1].split('_rband')[0]: r for r in index
@@ -322,10 +322,10 @@ def main(argv=None):
 
     print('command: python ' + ' '.join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None
                                                                                      else argv)))
-    missing = [str(p.relative_to(DATA.parent)) for p in (TRAINING, GZ1, FITS) if not p.is_dir()]
+    missing = [f'../shared/data/{p.name}' for p in (TRAINING, GZ1, FITS) if not p.is_dir()]
     if missing:
-        print(f'skipped: the real data {", ".join(missing)} is not beside the repository '
-              '(see ../shared/data/README.md)')
+        print(f'skipped: no real data in {", ".join(missing)} beside the repository; see '
+              '../shared/data/README.md')
         return 0
     encoder = load_pretrained(args.encoder)
     code = code_version()
