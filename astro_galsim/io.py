@@ -1,7 +1,9 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
 import contextlib
 import os
-import tempfile
+import re
+import secrets
+import stat
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,24 +36,61 @@ _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
 def atomic_output(path, *, suffix='.tmp', sync=False):
     """A binary file to write that takes the place of ``path`` only once it is complete.
 
-    Yields a file opened on a temporary name in the same directory (``.<name>.<random><suffix>``);
-    when the block ends without error the file is closed (and flushed to disk with
-    ``sync``) and renamed over ``path``, else it is removed. Readers never see a
-    half-written ``path``.
+    Yields a file opened on a temporary name in the same directory
+    (``.<name>.<pid>-<random><suffix>``); when the block ends without error the file is
+    closed (and flushed to disk with ``sync``) and renamed over ``path``, else it is
+    removed. Readers never see a half-written ``path``. The new file keeps the permissions
+    of the file it replaces (or gets the usual ones for a new file, as the umask allows),
+    and temporary files left by killed writers of the same ``path`` on this machine are
+    removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    _remove_stale_temporaries(path, suffix)
+    tmp, fd = _create_temporary(path, suffix)
     try:
         with os.fdopen(fd, 'wb') as handle:
             yield handle
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # collaborators keep their access
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(path, suffix):
+    """A new file ``.<name>.<pid>-<random><suffix>`` beside ``path``, mode 0666 less the umask."""
+    while True:
+        tmp = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}')
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _remove_stale_temporaries(path, suffix):
+    """Remove the temporary files of writers of ``path`` whose process no longer runs."""
+    pattern = re.compile(rf'^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(suffix)}$')
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            match = pattern.match(entry.name)
+            if match and not _process_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by another user
+        return True
+    return True
 
 
 def image_stem(path):
@@ -164,8 +203,29 @@ def _read_colour(path):
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert('RGB'))
+            rgb, alpha = _display_planes(im)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f'cannot read {str(path)!r} as a colour image: {exc}') from exc
-    return NDData(np.ascontiguousarray(rgb.transpose(2, 0, 1)),
+    # fully transparent pixels hold no image: they are masked (and shown as clipped sky)
+    mask = None if alpha is None or alpha.all() else alpha == 0
+    if mask is not None and mask.all():
+        raise ValueError(f'{str(path)!r} is fully transparent: its alpha channel hides every pixel')
+    return NDData(np.ascontiguousarray(rgb.transpose(2, 0, 1)), mask=mask,
                   meta={'bands': COLOUR_IMAGE_BANDS, 'path': str(path), 'kind': 'colour'})
+
+
+def _display_planes(im):
+    """The 8-bit (ny, nx, 3) RGB planes of a PIL image and its alpha (None when opaque).
+
+    Pillow's RGB conversion clips 16-bit grey to 255; such images are scaled to 8 bits.
+    """
+    alpha = None
+    if 'A' in im.getbands() or 'transparency' in im.info:
+        alpha = np.asarray(im.convert('RGBA'))[..., 3]
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        grey = np.asarray(im, dtype=np.float64)
+        if im.mode == 'I' and (grey.min() < 0 or grey.max() > 65535):
+            raise OSError(f'{im.mode} pixels outside 0-65535 are not a display image')
+        grey = np.round(grey / 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), alpha
+    return np.asarray(im.convert('RGB')), alpha

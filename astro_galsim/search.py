@@ -16,7 +16,7 @@ from astropy.table import QTable, Table
 
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, rocchio_query
-from .io import image_stem
+from .io import FITS_SUFFIXES, image_stem, read_image
 from .model import file_sha256, load_pretrained
 
 __all__ = ['SimilaritySearch']
@@ -165,15 +165,10 @@ class SimilaritySearch:
             if not isinstance(item, (NDData, str, Path, np.ndarray)):
                 raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
                                 'path (FITS, JPEG, PNG), a (3, ny, nx) or (ny, nx) array, or SkyCoord positions')
-        if coords is None:
-            coords = _image_coords(images)
-        elif coords.isscalar:
-            coords = coords.reshape((1,))
-        if len(coords) != len(images):
-            raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
+        geometry = [_wcs_and_shape(item) for item in images]
+        coords = _positions(images, coords, geometry)
         ids = [_image_id(item, i) for i, item in enumerate(images)]
-        targets = coords if any(getattr(im, 'wcs', None) is not None for im in images
-                                if isinstance(im, NDData)) else None
+        targets = coords if any(wcs is not None for wcs, _ in geometry) else None
         return images, targets, ids, coords
 
     def _retrieve(self, coords):
@@ -187,7 +182,43 @@ class SimilaritySearch:
         """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
         from .pipeline import describe  # photutils is imported only when images are prepared
         workers = conf.workers if len(images) >= 100 else 1
-        return describe(images, self.encoder, targets, selection=self.selection, workers=workers)
+        vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
+        if targets is not None:
+            self._check_target_pixels(images, targets, vectors, table)
+        return vectors, table
+
+    def _check_target_pixels(self, images, targets, vectors, table):
+        """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
+
+        A position outside the image cannot be described there (the nearest source would
+        be); a position on no galaxy while the image centre holds one points to a wrong WCS.
+        """
+        from .pipeline import prepare_one
+        reasons = table['reason'].astype(object)
+        for i, (image, target) in enumerate(zip(images, targets)):
+            wcs, shape = _wcs_and_shape(image)
+            if wcs is None or not np.isfinite(target.ra.deg):
+                continue
+            x, y = (float(v) for v in wcs.world_to_pixel(target))
+            ny, nx = shape[-2:]
+            outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
+            if not outside and table['found'][i]:
+                continue
+            where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
+                     f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
+                                                 else 'where no galaxy was found'))
+            try:
+                centre = prepare_one(image, selection=self.selection,
+                                     normalisation=self.encoder.normalisation)[1]['found']
+            except Exception:  # noqa: BLE001 - only the explanation depends on it
+                centre = False
+            if centre:
+                where += ('; the image centre holds a galaxy: the WCS is probably wrong. Correct the '
+                          'header, or drop the WCS to describe the galaxy at the centre')
+            vectors[i] = np.nan
+            table['found'][i] = table['accepted'][i] = False
+            reasons[i] = where
+        table['reason'] = reasons.astype(str)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):
@@ -241,6 +272,7 @@ class SimilaritySearch:
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
             raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
+        user_columns = _checked_columns(user_columns, len(images))  # before the costly work
         vectors, measured = self._describe(images, targets)
         report = QTable({'id': np.array(ids, dtype=str)})
         accepted = np.array(measured['accepted'], dtype=bool)
@@ -248,6 +280,9 @@ class SimilaritySearch:
         stored = np.isin(report['id'], self.ids)
         _, first = np.unique(report['id'], return_index=True)
         repeated = ~np.isin(np.arange(len(report)), first)
+        for i, problem in enumerate(_id_problem(i) for i in ids):
+            if problem and accepted[i]:
+                reasons[i], accepted[i] = problem, False
         for mask, why in ((stored, 'id already in the database'), (repeated, 'id repeated in this batch')):
             for i in np.flatnonzero(mask & accepted):
                 reasons[i] = why
@@ -263,7 +298,7 @@ class SimilaritySearch:
             rows = report[keep]
             rows['coord'] = coords[keep]
             for name, values in user_columns.items():
-                rows[name] = values[keep] if hasattr(values, '__getitem__') else values
+                rows[name] = values[keep]
             self.database.add(vectors[keep], rows)
         return report
 
@@ -313,6 +348,9 @@ class SimilaritySearch:
             ``query``, ``rank``, ``id``, ``distance``, ``coord`` (when known), the stored
             measurements, and for a `~astropy.table.Table` target its own columns.
         """
+        if len(self) == 0:
+            raise ValueError('the database is empty: add galaxies (SimilaritySearch.add or '
+                             '`astro-galsim build`) before querying it')
         vectors, query_ids, query_coords, carried = self._query_vectors(target)
         negative_vectors = None if negatives is None else self._query_vectors(negatives)[0]
         result = self.database.search(vectors, k=k, query_ids=query_ids, query_coords=query_coords,
@@ -343,10 +381,12 @@ class SimilaritySearch:
         if isinstance(target, Table):
             carried = target
             target = _table_coords(target)
-        if isinstance(target, str) and not Path(target).suffix:
+        # a stored id is an id even with a dot in it; other text without a file suffix is one too
+        is_id = lambda t: isinstance(t, str) and (  # noqa: E731
+            self.database.lookup_ids(t) >= 0 or not Path(t).suffix)
+        if is_id(target):
             target = [target]
-        if isinstance(target, (list, tuple)) and target and all(
-                isinstance(t, str) and not Path(t).suffix for t in target):
+        if isinstance(target, (list, tuple)) and target and all(is_id(t) for t in target):
             rows = self.database.lookup_ids(target)
             missing = [t for t, r in zip(target, rows) if r < 0]
             if missing:
@@ -369,11 +409,41 @@ class SimilaritySearch:
             return vectors, labels, coords, carried
         images, targets, ids, coords = self._images_of(target)
         vectors, table = self._describe(images, targets)
-        if not table['found'].all():
-            bad = [ids[i] for i in np.flatnonzero(~np.asarray(table['found']))]
-            raise ValueError(f'no central galaxy found in query image(s) {bad[:5]}: '
-                             f'{table["reason"][~np.asarray(table["found"])][0]}')
+        refused = ~np.asarray(table['accepted'], dtype=bool)
+        if refused.any():
+            bad = [ids[i] for i in np.flatnonzero(refused)]
+            raise ValueError(f'no galaxy the selection accepts in query image(s) {bad[:5]}: '
+                             f'{table["reason"][refused][0]} (the same test as add; pass '
+                             'SimilaritySearch(selection=...) to relax it)')
         return vectors, ids, coords, carried
+
+
+def _checked_columns(columns, n):
+    """Extra catalogue columns as arrays of ``n`` values (a single value is repeated)."""
+    out = {}
+    for name, values in columns.items():
+        if not isinstance(values, (np.ndarray, SkyCoord)):  # Column and Quantity are arrays
+            values = np.asanyarray(values)
+        if not isinstance(values, SkyCoord) and values.ndim == 0:
+            values = np.repeat(values, n)
+        if isinstance(values, SkyCoord) and values.isscalar:
+            raise ValueError(f'column {name!r} holds one position for {n} images; give one per image')
+        if len(values) != n:
+            raise ValueError(f'column {name!r} has {len(values)} values for {n} images; give one per '
+                             'image (or a single value for all)')
+        out[name] = values
+    return out
+
+
+def _id_problem(galaxy_id):
+    """Why an id cannot be stored (FITS keeps ASCII and strips end spaces), or ''."""
+    if not galaxy_id.strip():
+        return 'empty id: every galaxy needs one'
+    if galaxy_id != galaxy_id.strip():
+        return f'id {galaxy_id!r} starts or ends with white space, which FITS strips'
+    if not galaxy_id.isascii():
+        return f'id {galaxy_id!r} is not ASCII text, which FITS stores'
+    return ''
 
 
 def _table_coords(table):
@@ -388,22 +458,51 @@ def _table_coords(table):
                      'add one to look galaxies up by position')
 
 
-def _image_coords(images):
+def _positions(images, coords=None, geometry=None):
+    """Positions of images: ``coords`` where given and known, else what the images say."""
+    geometry = [_wcs_and_shape(item) for item in images] if geometry is None else geometry
+    if coords is None:
+        return _image_coords(images, geometry)
+    coords = coords.reshape((1,)) if coords.isscalar else coords
+    if len(coords) != len(images):
+        raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
+    unknown = np.flatnonzero(~(np.isfinite(coords.icrs.ra.deg) & np.isfinite(coords.icrs.dec.deg)))
+    if unknown.size:
+        coords = coords.icrs.copy()
+        coords[unknown] = _image_coords([images[i] for i in unknown], [geometry[i] for i in unknown])
+    return coords
+
+
+def _image_coords(images, geometry):
     """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN."""
     ra, dec = [], []
-    for im in images:
+    for im, (wcs, shape) in zip(images, geometry):
         position = (np.nan, np.nan)
-        if isinstance(im, NDData):
-            meta = im.meta or {}
-            if 'ra' in meta and 'dec' in meta:
-                position = (float(meta['ra']), float(meta['dec']))
-            elif im.wcs is not None:
-                ny, nx = np.shape(im.data)[-2:]
-                sky = im.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
-                position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
+        meta = (im.meta or {}) if isinstance(im, NDData) else {}
+        if 'ra' in meta and 'dec' in meta:
+            position = (float(meta['ra']), float(meta['dec']))
+        elif wcs is not None:
+            ny, nx = shape[-2:]
+            sky = wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+            position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
         ra.append(position[0])
         dec.append(position[1])
     return SkyCoord(ra * u.deg, dec * u.deg)
+
+
+def _wcs_and_shape(item):
+    """Celestial WCS and data shape of an NDData or FITS file (None, None without a WCS).
+
+    A file that cannot be read gives (None, None) here; preparing it reports why.
+    """
+    if isinstance(item, (str, Path)) and str(item).lower().endswith(FITS_SUFFIXES):
+        try:
+            item = read_image(item)
+        except (OSError, ValueError):
+            return None, None
+    if isinstance(item, NDData) and item.wcs is not None:
+        return item.wcs, np.shape(item.data)
+    return None, None
 
 
 def _image_id(item, number):
