@@ -401,11 +401,12 @@ class SimilaritySearch:
             known = rows >= 0
             vectors[known] = self.vectors[rows[known]]
             if (~known).any():
-                vectors[~known] = self.embed(coords[~known])
-            bad = ~np.isfinite(vectors).all(axis=1)
-            if bad.any():
-                raise ValueError(f'no galaxy could be described at {coords[bad][:3].to_string()}: '
-                                 'outside the survey, or no galaxy at the position')
+                fetched, measured = self._describe(*self._images_of(coords[~known])[:2])
+                vectors[~known] = fetched
+                bad = np.flatnonzero(~np.isfinite(fetched).all(axis=1))
+                if bad.size:  # say why: outside the survey, no galaxy, or no network
+                    raise ValueError(f'no galaxy could be described at '
+                                     f'{coords[~known][bad][:3].to_string()}: {measured["reason"][bad[0]]}')
             return vectors, labels, coords, carried
         images, targets, ids, coords = self._images_of(target)
         vectors, table = self._describe(images, targets)

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -262,3 +263,54 @@ def test_build_writes_the_reasons_for_rejections(frames, tmp_path, capsys):
     rejected = Table.read(f'{output}.rejected.ecsv')
     assert list(rejected['id']) == [good['path'][0].split('/')[-1][:-5]]
     assert 'below the minimum 10.0 pix' in rejected['reason'][0]
+
+
+# ------------------------------------------------------------------ 12. no network
+@pytest.fixture
+def local_sdss(tmp_path):
+    """Point the SDSS services at 127.0.0.1: a port that refuses and one that never answers."""
+    import socket
+    from astroquery.sdss import conf as sdss_conf
+    from astro_galsim import conf
+    closed = socket.socket()
+    closed.bind(('127.0.0.1', 0))
+    refusing = closed.getsockname()[1]
+    closed.close()                     # nothing listens there: connections are refused
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)                   # connections are accepted by the kernel, never answered
+    ports = {'refusing': refusing, 'silent': silent.getsockname()[1]}
+
+    def use(kind):
+        return sdss_conf.set_temp('skyserver_baseurl', f'http://127.0.0.1:{ports[kind]}')
+    with conf.set_temp('cache_dir', str(tmp_path / 'cache')), conf.set_temp('show_progress', False):
+        yield use, ports
+    silent.close()
+
+
+def test_offline_query_fails_fast_and_says_why(local_sdss, shared_data):
+    use, ports = local_sdss
+    s = SimilaritySearch()
+    s.add(sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[:1])
+    started = time.perf_counter()
+    with use('refusing'), pytest.raises(ValueError) as error:
+        s.query(SkyCoord(150.1, 2.2, unit='deg'), k=1)
+    assert time.perf_counter() - started < 5
+    message = str(error.value)
+    assert f'could not connect to 127.0.0.1:{ports["refusing"]}' in message
+    assert 'Connection refused' in message and 'check the connection' in message
+    assert 'SDSS DR17 catalogue cross-match' in message
+
+
+def test_a_silent_service_is_abandoned_within_the_total_time(local_sdss):
+    from astropy import log
+    from astro_galsim import conf
+    from astro_galsim.retrieval import RetrievalError, query_sdss_objects
+    use, _ = local_sdss
+    started = time.perf_counter()
+    with use('silent'), conf.set_temp('timeout', 0.5), conf.set_temp('total_timeout', 2.0), \
+            log.log_to_list() as messages, pytest.raises(RetrievalError, match='timed out') as error:
+        query_sdss_objects(SkyCoord(150.1, 2.2, unit='deg'))
+    assert time.perf_counter() - started < 3
+    assert 'conf.total_timeout = 2.0 s' in str(error.value)
+    assert any('retrying in 1 s' in m.getMessage() for m in messages)
