@@ -314,3 +314,60 @@ def test_a_silent_service_is_abandoned_within_the_total_time(local_sdss):
     assert time.perf_counter() - started < 3
     assert 'conf.total_timeout = 2.0 s' in str(error.value)
     assert any('retrying in 1 s' in m.getMessage() for m in messages)
+
+
+# ------------------------------------------------------------------ 13. the command line
+@pytest.mark.parametrize('target, expected', [
+    ('400 100', 'RA must be in [0, 360) degrees and Dec in [-90, 90]'),
+    ('12 -95', 'RA must be in [0, 360) degrees and Dec in [-90, 90]'),
+    ('missing.fits', "image file 'missing.fits' does not exist"),
+    ('no/such/folder', "image file 'no/such/folder' does not exist"),
+])
+def test_cli_bad_targets_say_what_is_wrong(target, expected, tmp_path, capsys):
+    path = tmp_path / 'db.fits'
+    s = SimilaritySearch()
+    s.database.add(np.ones((1, s.encoder.latent_dim), np.float32) / np.sqrt(s.encoder.latent_dim),
+                   QTable({'id': ['g0']}))
+    s.save(path)
+    assert main(['query', target, '--database', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_expected_failures_are_one_line(tmp_path, capsys, shared_data):
+    damaged = tmp_path / 'damaged.fits'
+    small_db().save(damaged)
+    damaged.write_bytes(damaged.read_bytes()[:-2000])
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    s = SimilaritySearch()
+    s.database.add(np.ones((1, s.encoder.latent_dim), np.float32) / np.sqrt(s.encoder.latent_dim),
+                   QTable({'id': ['g0']}))
+    good = tmp_path / 'db.fits'
+    s.save(good)
+    # weights whose card matches but which hold a pickled call: refused, nothing run
+    import json
+    import pickle
+    from importlib import resources
+    from astro_galsim.model import file_sha256
+    weights = tmp_path / 'weights.pt'
+    weights.write_bytes(pickle.dumps(os.system, protocol=2))
+    card = json.loads((resources.files('astro_galsim') / 'data' / 'encoder.json').read_text())
+    card['sha256'] = file_sha256(weights)
+    weights.with_suffix('.json').write_text(json.dumps(card))
+    jpeg = sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[0]
+    (folder / 'g.jpg').symlink_to(jpeg)
+    Table({'path': ['g.jpg'], 'similarity_group': ['a']}).write(folder / 'labels.csv')
+    runs = [(['info', str(damaged)], 'damaged'),
+            (['query', 'g0', '--database', str(damaged)], 'damaged'),
+            (['query', str(folder), '--database', str(good)], 'is a directory'),
+            (['evaluate', str(folder), '--encoder', str(weights)], 'the encoder weights were refused')]
+    for argv, expected in runs:
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code, err = exit_.code, str(exit_)
+        else:
+            err = capsys.readouterr().err
+        assert code not in (0, None), argv
+        assert expected in err and len(err.strip().splitlines()) == 1, (argv, err)
