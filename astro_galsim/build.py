@@ -31,6 +31,10 @@ def read_source(source):
         index = source / 'index.csv'
         if index.is_file():
             table = Table.read(index, format='ascii.csv')
+            if 'path' not in table.colnames:
+                raise ValueError(f'{str(index)!r} has no path column (columns: {table.colnames}): a build '
+                                 'index lists the image files (path; optionally objid, ra, dec); fix it, '
+                                 'or move it away to build from every image in the folder')
             items = [source / p for p in table['path']]
         else:
             items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
@@ -44,8 +48,11 @@ def read_source(source):
         raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
     names = {n.lower(): n for n in table.colnames}
     if 'ra' in names and 'dec' in names:
-        ra = np.ma.filled(np.ma.asarray(table[names['ra']], dtype=float), np.nan)
-        dec = np.ma.filled(np.ma.asarray(table[names['dec']], dtype=float), np.nan)
+        try:
+            ra = np.ma.filled(np.ma.asarray(table[names['ra']], dtype=float), np.nan)
+            dec = np.ma.filled(np.ma.asarray(table[names['dec']], dtype=float), np.nan)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'the ra/dec columns of {str(source)!r} are not numbers in degrees ({exc})') from exc
         coords = SkyCoord(ra * u.deg, dec * u.deg)
     elif items is None:
         raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')

@@ -26,6 +26,7 @@ Examples
 >>> 'gal0' in result['id']
 False
 """
+import functools
 import math
 import numbers
 import os
@@ -246,6 +247,20 @@ def rocchio_query(positives, negatives=None, *, beta=0.5):
 
 
 # ---------------------------------------------------------------------------- class
+def _named_errors(load):
+    """Any failure to make sense of a file's content is a DatabaseError naming the file."""
+    @functools.wraps(load)
+    def checked(cls, path, *args, **kwargs):
+        try:
+            return load(cls, path, *args, **kwargs)
+        except (DatabaseError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - crafted content fails in many ways
+            raise DatabaseError(f'{os.fspath(path)} is not a valid astro_galsim database '
+                                f'({type(exc).__name__}: {exc}); rebuild it or restore a copy.') from exc
+    return checked
+
+
 class GalaxyDatabase:
     """Latent vectors and catalogue of galaxies, searchable and savable to FITS.
 
@@ -855,6 +870,7 @@ class GalaxyDatabase:
             hdul.writeto(fh, checksum=True)
 
     @classmethod
+    @_named_errors
     def load(cls, path, *, encoder_id=None, index_options=None):
         """Read a database written by `save`.
 

@@ -165,15 +165,17 @@ def _quiet_header_warnings():
 def _read_fits(path):
     try:
         with _quiet_header_warnings():
+            # a truncated image fails when its data are read, below, with the file named
+            warnings.filterwarnings('ignore', message='File may have been truncated', category=AstropyUserWarning)
             with fits.open(path, memmap=False) as hdul:
                 hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)),
                            None)
-                if hdu is None:
-                    raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
-                data = np.array(hdu.data)
-                header = hdu.header.copy()
-    except OSError as exc:
-        raise ValueError(f'cannot read {str(path)!r} as FITS: {exc}') from exc
+                data = None if hdu is None else np.array(hdu.data)
+                header = None if hdu is None else hdu.header.copy()
+    except (OSError, ValueError, TypeError) as exc:  # a truncated file fails in numpy's reshape
+        raise ValueError(f'cannot read {str(path)!r} as FITS: it is damaged or truncated ({exc})') from exc
+    if hdu is None:
+        raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
     with _quiet_header_warnings():
         wcs = WCS(header).celestial
     if not wcs.has_celestial:

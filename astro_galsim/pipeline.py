@@ -41,6 +41,9 @@ def _check_pixels(image):
     data = np.asarray(image.data)
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f'image data of type {data.dtype} are not numbers')
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        raise ValueError(f'an array of shape {data.shape} has its colour planes last; give them first, '
+                         '(3, ny, nx), e.g. numpy.moveaxis(image, -1, 0)')
     mask = None if image.mask is None else np.asarray(image.mask, dtype=bool)
     if mask is not None and mask.shape not in (data.shape, data.shape[-2:]):
         raise ValueError(f'the mask has shape {mask.shape} but the image {data.shape}; give a mask of '

@@ -69,6 +69,10 @@ class SimilaritySearch:
         if database is None:
             database = GalaxyDatabase(encoder_id=self.encoder.identity, dim=self.encoder.latent_dim,
                                       metric=self.encoder.metric, provenance=provenance)
+        elif database.dim != self.encoder.latent_dim:
+            raise DatabaseError(f'the database holds vectors of {database.dim} dimensions but the encoder '
+                                f'{self.encoder.identity["name"]!r} makes {self.encoder.latent_dim}: it was '
+                                'not made by this encoder; rebuild it')
         elif database.encoder_id['sha256'] != self.encoder.identity['sha256']:
             raise ValueError(f'the database was made by encoder {database.encoder_id["name"]!r} '
                              f'(sha256 {database.encoder_id["sha256"][:12]}...), not by '
@@ -181,6 +185,10 @@ class SimilaritySearch:
     def _describe(self, images, targets):
         """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
         from .pipeline import describe  # photutils is imported only when images are prepared
+        if len(images) == 0:
+            return (np.zeros((0, self.encoder.latent_dim), np.float32),
+                    QTable({'found': np.zeros(0, bool), 'accepted': np.zeros(0, bool),
+                            'reason': np.zeros(0, str)}))
         workers = conf.workers if len(images) >= 100 else 1
         vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
         if targets is not None:
@@ -454,7 +462,15 @@ def _table_coords(table):
     names = {n.lower(): n for n in table.colnames}
     if 'ra' in names and 'dec' in names:
         ra, dec = table[names['ra']], table[names['dec']]
-        return SkyCoord(u.Quantity(ra, u.deg), u.Quantity(dec, u.deg))
+        try:
+            if getattr(ra, 'unit', None) is None and np.asarray(ra).dtype.kind in 'USO':
+                sexagesimal = any(':' in str(v) or 'h' in str(v) for v in ra)
+                return SkyCoord(ra, dec, unit=(u.hourangle if sexagesimal else u.deg, u.deg))
+            return SkyCoord(u.Quantity(ra, u.deg), u.Quantity(dec, u.deg))
+        except (ValueError, TypeError, u.UnitsError) as exc:
+            raise ValueError(f'the ra/dec columns {names["ra"]!r}, {names["dec"]!r} are not positions '
+                             f'({exc}); give degrees, or sexagesimal text such as "12:30:00" '
+                             '"+12:00:00"') from exc
     raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
                      'add one to look galaxies up by position')
 

@@ -371,3 +371,55 @@ def test_cli_expected_failures_are_one_line(tmp_path, capsys, shared_data):
             err = capsys.readouterr().err
         assert code not in (0, None), argv
         assert expected in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+# ------------------------------------------------------------------ 14. errors that say what is wrong
+def test_truncated_fits_is_named(frames, tmp_path):
+    folder, good, _ = frames
+    raw = (folder / good['path'][0]).read_bytes()
+    (tmp_path / 'cut.fits').write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(ValueError, match=r"cannot read '.*cut.fits' as FITS: it is damaged or truncated"):
+        read_image(tmp_path / 'cut.fits')
+
+
+def test_unusable_images_and_empty_inputs(search, shared_data):
+    jpeg = read_image(sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[0])
+    assert search.embed([]).shape == (0, search.encoder.latent_dim)
+    assert len(SimilaritySearch().add([])) == 0
+    report = SimilaritySearch().add([np.full((64, 64), np.nan), np.moveaxis(jpeg.data, 0, -1)])
+    assert 'no finite, unmasked pixel' in report['reason'][0]
+    assert 'has its colour planes last' in report['reason'][1]
+
+
+def test_tables_with_text_positions(search):
+    table = Table({'ra': ['12:30:49.4'], 'dec': ['+12:23:28']})
+    from astro_galsim.search import _table_coords
+    assert _table_coords(table)[0].ra.deg == pytest.approx(187.7058, abs=1e-3)
+    with pytest.raises(ValueError, match="the ra/dec columns 'ra', 'dec' are not positions"):
+        _table_coords(Table({'ra': ['north'], 'dec': ['up']}))
+
+
+def test_index_of_another_format_is_explained(tmp_path):
+    from astro_galsim.build import read_source
+    (tmp_path / 'index.csv').write_text('file,label\na.jpg,1\n')
+    with pytest.raises(ValueError, match='has no path column'):
+        read_source(tmp_path)
+
+
+def test_crafted_database_errors_name_the_file(tmp_path):
+    path = tmp_path / 'db.fits'
+    small_db().save(path)
+    with fits.open(path) as hdul:
+        hdul[0].header['NGALAXY'] = 'many'
+        hdul.writeto(tmp_path / 'crafted.fits', checksum=True)
+    with pytest.raises(DatabaseError, match='crafted.fits'):
+        GalaxyDatabase.load(tmp_path / 'crafted.fits')
+
+
+def test_database_of_another_dimension_is_refused_at_load(tmp_path):
+    s = SimilaritySearch()
+    db = GalaxyDatabase(np.ones((2, 8), np.float32), QTable({'id': ['a', 'b']}),
+                        encoder_id=s.encoder.identity)
+    db.save(tmp_path / 'db.fits')
+    with pytest.raises(DatabaseError, match='vectors of 8 dimensions but the encoder'):
+        SimilaritySearch.load(tmp_path / 'db.fits')
