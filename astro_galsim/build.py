@@ -1,4 +1,5 @@
 """Building a database from a folder of images or a catalogue of positions, resumably."""
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -140,16 +141,17 @@ def _summarise(report, output, total):
     """Print what a build did and write the reasons of its rejections beside the database."""
     accepted = np.asarray(report['accepted'], bool)
     print(f'{output}: {total} galaxies ({int(accepted.sum())} added now, {int((~accepted).sum())} rejected)')
+    path = Path(f'{output}.rejected.ecsv')
     if accepted.all():
+        path.unlink(missing_ok=True)  # the reasons of an earlier run no longer hold
         return
     rejected = Table(report[~accepted][['id', 'reason']])
-    path = Path(f'{output}.rejected.ecsv')
     text = StringIO()
     rejected.write(text, format='ascii.ecsv')
     with atomic_output(path) as handle:
         handle.write(text.getvalue().encode())
-    # the kinds of reason, without their measured values, most frequent first
-    kinds = [str(r).split(' is ')[0].split(':')[0] for r in rejected['reason']]
+    # the kinds of reason (the first test that failed, without its values), most frequent first
+    kinds = [re.sub(r'[-+]?\d[\d.]*', 'N', str(r).split(';')[0]) for r in rejected['reason']]
     names, counts = np.unique(kinds, return_counts=True)
     for i in np.argsort(-counts, kind='stable')[:5]:
         print(f'  {counts[i]} rejected: {names[i]}')

@@ -155,7 +155,7 @@ class SimilaritySearch:
 
     # ------------------------------------------------------------------ inputs
     def _images_of(self, inputs, coords=None):
-        """Turn user inputs into images (or errors), targets, ids and coordinates."""
+        """Turn user inputs into images (or errors), targets, ids, coordinates and (WCS, shape)s."""
         if isinstance(inputs, Table):
             coords = _table_coords(inputs)
             inputs = coords
@@ -173,16 +173,16 @@ class SimilaritySearch:
         coords = _positions(images, coords, geometry)
         ids = [_image_id(item, i) for i, item in enumerate(images)]
         targets = coords if any(wcs is not None for wcs, _ in geometry) else None
-        return images, targets, ids, coords
+        return images, targets, ids, coords, geometry
 
     def _retrieve(self, coords):
         from .retrieval import get_cutouts
         cutouts = get_cutouts(coords, **self.cutout_options)   # failed downloads stay as errors
         ids = [str(getattr(c, 'meta', {}).get('objid', f'{p.ra.deg:.5f}{p.dec.deg:+.5f}'))
                for c, p in zip(cutouts, coords)]
-        return cutouts, coords, ids, coords
+        return cutouts, coords, ids, coords, None
 
-    def _describe(self, images, targets):
+    def _describe(self, images, targets, geometry=None):
         """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
         from .pipeline import describe  # photutils is imported only when images are prepared
         if len(images) == 0:
@@ -192,10 +192,10 @@ class SimilaritySearch:
         workers = conf.workers if len(images) >= 100 else 1
         vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
         if targets is not None:
-            self._check_target_pixels(images, targets, vectors, table)
+            self._check_target_pixels(images, targets, vectors, table, geometry)
         return vectors, table
 
-    def _check_target_pixels(self, images, targets, vectors, table):
+    def _check_target_pixels(self, images, targets, vectors, table, geometry=None):
         """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
 
         A position outside the image cannot be described there (the nearest source would
@@ -204,7 +204,7 @@ class SimilaritySearch:
         from .pipeline import prepare_one
         reasons = table['reason'].astype(object)
         for i, (image, target) in enumerate(zip(images, targets)):
-            wcs, shape = _wcs_and_shape(image)
+            wcs, shape = _wcs_and_shape(image) if geometry is None else geometry[i]
             if wcs is None or not np.isfinite(target.ra.deg):
                 continue
             x, y = (float(v) for v in wcs.world_to_pixel(target))
@@ -243,8 +243,8 @@ class SimilaritySearch:
         vectors : `~numpy.ndarray`, shape (N, d)
             One row per input, in input order; rows of NaN where no galaxy was found.
         """
-        images, targets, _, _ = self._images_of(images)
-        return self._describe(images, targets)[0]
+        images, targets, _, _, geometry = self._images_of(images)
+        return self._describe(images, targets, geometry)[0]
 
     def add(self, images, ids=None, coords=None, *, columns=None, client=None):
         """Add galaxies to the database; only accepted ones are stored.
@@ -276,19 +276,20 @@ class SimilaritySearch:
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
-        images, targets, default_ids, coords = self._images_of(images, coords)
+        images, targets, default_ids, coords, geometry = self._images_of(images, coords)
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
             raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
         user_columns = _checked_columns(user_columns, len(images))  # before the costly work
-        vectors, measured = self._describe(images, targets)
+        vectors, measured = self._describe(images, targets, geometry)
         report = QTable({'id': np.array(ids, dtype=str)})
         accepted = np.array(measured['accepted'], dtype=bool)
         reasons = list(measured['reason'])
         stored = np.isin(report['id'], self.ids)
         _, first = np.unique(report['id'], return_index=True)
         repeated = ~np.isin(np.arange(len(report)), first)
-        for i, problem in enumerate(_id_problem(i) for i in ids):
+        for i, galaxy_id in enumerate(ids):
+            problem = _id_problem(galaxy_id)
             if problem and accepted[i]:
                 reasons[i], accepted[i] = problem, False
         for mask, why in ((stored, 'id already in the database'), (repeated, 'id repeated in this batch')):
@@ -416,8 +417,8 @@ class SimilaritySearch:
                     raise ValueError(f'no galaxy could be described at '
                                      f'{coords[~known][bad][:3].to_string()}: {measured["reason"][bad[0]]}')
             return vectors, labels, coords, carried
-        images, targets, ids, coords = self._images_of(target)
-        vectors, table = self._describe(images, targets)
+        images, targets, ids, coords, geometry = self._images_of(target)
+        vectors, table = self._describe(images, targets, geometry)
         refused = ~np.asarray(table['accepted'], dtype=bool)
         if refused.any():
             bad = [ids[i] for i in np.flatnonzero(refused)]
