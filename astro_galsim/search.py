@@ -16,7 +16,7 @@ from astropy.table import QTable, Table
 
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, rocchio_query
-from .io import FITS_SUFFIXES, image_stem, read_image
+from .io import FITS_SUFFIXES, fits_geometry, image_stem
 from .model import file_sha256, load_pretrained
 
 __all__ = ['SimilaritySearch']
@@ -515,7 +515,7 @@ def _wcs_and_shape(item):
     """
     if isinstance(item, (str, Path)) and str(item).lower().endswith(FITS_SUFFIXES):
         try:
-            item = read_image(item)
+            return fits_geometry(item)
         except (OSError, ValueError):
             return None, None
     if isinstance(item, NDData) and item.wcs is not None:

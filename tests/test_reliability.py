@@ -75,6 +75,18 @@ def test_fits_paths_store_their_wcs_positions(frames, tmp_path):
     assert np.isfinite(built.database.coords.ra.deg).all()
 
 
+def test_header_only_geometry_matches_read_image(frames):
+    from astro_galsim.io import fits_geometry
+    folder, _, _ = frames
+    for path in sorted(folder.rglob('*.fits*')):
+        wcs, shape = fits_geometry(path)
+        image = read_image(path)
+        assert shape == image.data.shape
+        corners = [(0, 0), (shape[-1] / 2, shape[-2] / 2), (shape[-1] - 1, shape[-2] - 1)]
+        for x, y in corners:
+            assert wcs.pixel_to_world(x, y).separation(image.wcs.pixel_to_world(x, y)) < 1e-6 * u.arcsec
+
+
 # ------------------------------------------------------------------ 2. a wrong WCS is reported
 def test_position_a_wrong_wcs_puts_off_its_galaxy_is_explained(frames, search):
     folder, _, wrong = frames
