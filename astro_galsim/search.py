@@ -210,7 +210,8 @@ class SimilaritySearch:
             x, y = (float(v) for v in wcs.world_to_pixel(target))
             ny, nx = shape[-2:]
             outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
-            if not outside and table['found'][i]:
+            at_centre = abs(x - (nx - 1) / 2) < 1 and abs(y - (ny - 1) / 2) < 1  # the WCS can't be blamed
+            if table['found'][i] and not outside or at_centre:
                 continue
             where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
                      f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
