@@ -26,6 +26,7 @@ Examples
 >>> 'gal0' in result['id']
 False
 """
+import functools
 import math
 import numbers
 import os
@@ -246,6 +247,20 @@ def rocchio_query(positives, negatives=None, *, beta=0.5):
 
 
 # ---------------------------------------------------------------------------- class
+def _named_errors(load):
+    """Any failure to make sense of a file's content is a DatabaseError naming the file."""
+    @functools.wraps(load)
+    def checked(cls, path, *args, **kwargs):
+        try:
+            return load(cls, path, *args, **kwargs)
+        except (DatabaseError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - crafted content fails in many ways
+            raise DatabaseError(f'{os.fspath(path)} is not a valid astro_galsim database '
+                                f'({type(exc).__name__}: {exc}); rebuild it or restore a copy.') from exc
+    return checked
+
+
 class GalaxyDatabase:
     """Latent vectors and catalogue of galaxies, searchable and savable to FITS.
 
@@ -384,15 +399,14 @@ class GalaxyDatabase:
         if len(self) and new.colnames != expected:
             raise ValueError(f'the added table has columns {new.colnames[2:]} but the database '
                              f'has {expected[2:]}; give the same columns in the same order.')
-        if len(self) == 0:
-            self._tables = [new]
-        else:
+        empty = len(self) == 0
+        if not empty:
             clash = np.isin(np.asarray(new['id']).astype(str), self.ids)
             if clash.any():
                 raise ValueError(f'ids already in the database: '
                                  f'{np.asarray(new["id"])[clash][:10].tolist()}.')
-            self._tables.append(new)
-        self._index.add(vectors)
+        self._index.add(vectors)  # validates the vectors first: a refused add changes nothing
+        self._tables = [new] if empty else self._tables + [new]
         self._id_lookup = None
 
     # ------------------------------------------------------------------ lookups
@@ -549,9 +563,7 @@ class GalaxyDatabase:
             raise ValueError(f'query_vectors must have shape (m, {self.dim}); got '
                              f'{np.shape(query_vectors)}.')
         m = queries.shape[0]
-        k = int(k)
-        if k < 1:
-            raise ValueError(f'k must be a positive integer; got {k}.')
+        k = _positive_int(k, 'k')
         if query_ids is not None:
             query_ids = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
             if len(query_ids) != m:
@@ -636,6 +648,8 @@ class GalaxyDatabase:
                     per_query[qi].append(np.array([row]))
         if exclude_radius is not None:
             radius = _angle(exclude_radius, 'exclude_radius')
+            if not radius >= 0:
+                raise ValueError(f'exclude_radius must be a non-negative angle; got {exclude_radius!r}.')
             if query_coords is None:
                 raise ValueError('exclude_radius needs query_coords (the positions of the '
                                  'queries).')
@@ -856,6 +870,7 @@ class GalaxyDatabase:
             hdul.writeto(fh, checksum=True)
 
     @classmethod
+    @_named_errors
     def load(cls, path, *, encoder_id=None, index_options=None):
         """Read a database written by `save`.
 
@@ -905,6 +920,11 @@ class GalaxyDatabase:
                         if needed not in names:
                             raise DatabaseError(f'{path} is damaged: HDU {needed!r} is missing '
                                                 f'(HDUs: {names}).')
+                        if names.count(needed) > 1:
+                            raise DatabaseError(f'{path} is not a database written by astro_galsim: '
+                                                f'it holds {names.count(needed)} {needed!r} HDUs '
+                                                f'(HDUs: {names}); rebuild it or restore a copy.')
+                    _check_checksums(hdul, path)
                     vectors = hdul['VECTORS'].data
                     galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
                     prov_table = Table.read(hdul['PROVENANCE'])
@@ -971,6 +991,15 @@ def _set_card(header, keyword, value, comment):
     header[keyword] = (value, comment)
 
 
+def _check_checksums(hdul, path):
+    """Every HDU must carry the checksums `GalaxyDatabase.save` writes, or nothing is verified."""
+    unsigned = [h.name for h in hdul if 'CHECKSUM' not in h.header or 'DATASUM' not in h.header]
+    if unsigned:
+        raise DatabaseError(f'{path} has no FITS checksums in HDU(s) {unsigned}, so damage or edits '
+                            'cannot be detected; it was not written by astro_galsim (or was edited '
+                            'after). Rebuild it, or restore a copy written by GalaxyDatabase.save.')
+
+
 def _check_format(header, path):
     name = header.get('FMTNAME')
     if name != FORMAT_NAME:
@@ -1005,6 +1034,14 @@ def _read_provenance(table):
         else:
             out[key] = value
     return out
+
+
+def _positive_int(value, name):
+    """``value`` as an int if it is a whole number of at least 1, else a ValueError naming ``name``."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            and value >= 1:
+        return int(value)
+    raise ValueError(f'{name} must be a whole number of at least 1; got {value!r}.')
 
 
 def _angle(value, name):

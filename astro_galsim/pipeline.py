@@ -36,6 +36,27 @@ def _as_image(image):
     return NDData(np.asarray(image))
 
 
+def _check_pixels(image):
+    """Refuse, saying why, an image whose mask does not fit it or whose pixels are unusable."""
+    data = np.asarray(image.data)
+    if not np.issubdtype(data.dtype, np.number):
+        raise ValueError(f'image data of type {data.dtype} are not numbers')
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        raise ValueError(f'an array of shape {data.shape} has its colour planes last; give them first, '
+                         '(3, ny, nx), e.g. numpy.moveaxis(image, -1, 0)')
+    mask = None if image.mask is None else np.asarray(image.mask, dtype=bool)
+    if mask is not None and mask.shape not in (data.shape, data.shape[-2:]):
+        raise ValueError(f'the mask has shape {mask.shape} but the image {data.shape}; give a mask of '
+                         f'the image shape or of its last two axes {data.shape[-2:]}')
+    usable = np.ones(data.shape, dtype=bool) if mask is None else ~np.broadcast_to(mask, data.shape)
+    infinite = np.isinf(data) & usable
+    if infinite.any():
+        raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
+                         'flag them in the mask')
+    if not (np.isfinite(data) & usable).any():
+        raise ValueError('the image holds no finite, unmasked pixel')
+
+
 def _pixel_position(image, target):
     """Pixel (x, y) of a SkyCoord target through the image WCS, or None for the centre."""
     if target is None or image.wcs is None:
@@ -79,6 +100,7 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         The public measurements, ``accepted``, ``reason`` and ``pixel_scale``.
     """
     image = _as_image(image)
+    _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
     scale = _pixel_scale(image)
@@ -105,7 +127,7 @@ def _prepare_safely(args):
         return _failure(f'retrieval failed: {image}')
     try:
         return prepare_one(image, target, normalisation=normalisation, selection=selection)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad image is a rejected row, never a lost batch
         return _failure(f'{type(exc).__name__}: {exc}')
 
 

@@ -11,12 +11,15 @@ red, green and blue planes:
 * single-band images (such as DR7 ``fpC`` frames in raw counts) are calibrated to
   nanomaggies where the header allows, stretched the same way and shown in grey.
 """
+import warnings
+
 import numpy as np
 from astropy import units as u
 from astropy.nddata import NDData
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .io import nanomaggy
 
@@ -201,10 +204,19 @@ def to_colour(image):
     meta = image.meta or {}
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
-    colour = data.dtype == np.uint8 or meta.get('kind') == 'colour' or 'bands' not in meta
+    # three planes with no bands named are a display-form colour image, unless read from FITS
+    colour = data.dtype == np.uint8 or meta.get('kind') == 'colour' or (
+        'bands' not in meta and meta.get('kind') != 'fits')
     if data.ndim == 3 and data.shape[0] == 3 and colour:
-        # a colour image (three planes with no bands named are taken as one, in display form)
         rgb = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else max(float(data.max()), 1.0))
+    elif data.ndim == 3 and 'bands' not in meta:
+        # a FITS cube holds fluxes, not display values: each plane as a single-band image
+        warnings.warn(f'{meta.get("path", "a FITS cube")}: the bands of its {data.shape[0]} planes are not '
+                      'named, so each is calibrated like a single-band image and the colour is not '
+                      'SDSS-balanced; set meta["bands"] (e.g. ("i", "r", "g")) for colour',
+                      AstropyUserWarning)
+        flux = np.stack([_single_band_flux(plane, image.unit, meta.get('header')) for plane in data])
+        rgb = sdss_asinh_rgb(np.nan_to_num(flux), ('r',) * data.shape[0], pixel_scale=_pixel_scale(image))
     elif data.ndim == 3:
         bands = tuple(meta.get('bands', ()))
         if len(bands) != data.shape[0]:
@@ -215,13 +227,7 @@ def to_colour(image):
     elif data.ndim == 2:
         band = (tuple(meta.get('bands', ())) or ('r',))[0]
         band = band if band in SDSS_BAND_WEIGHTS else 'r'
-        header = meta.get('header')
-        if header is not None and 'FLUX20' in header:
-            flux = calibrate_counts(data, header)
-        elif _is_flux_unit(image.unit):
-            flux = _as_nanomaggies(data, image.unit)
-        else:
-            flux = _noise_scaled(data)
+        flux = _single_band_flux(data, image.unit, meta.get('header'))
         rgb = sdss_asinh_rgb(np.nan_to_num(flux)[None], (band,), pixel_scale=_pixel_scale(image))
     else:
         raise ValueError(f'image of shape {data.shape} is not a galaxy image: give a 2-D image or a '
@@ -238,6 +244,16 @@ def _pixel_scale(image):
     if wcs is None or not getattr(wcs, 'has_celestial', False):
         return SDSS_PIXEL_SCALE
     return (proj_plane_pixel_scales(wcs.celestial).mean() * u.deg).to(u.arcsec)
+
+
+def _single_band_flux(data, unit, header):
+    """One plane in nanomaggies: calibrated with an fpC header, converted from a flux unit, or
+    background-subtracted and scaled by its noise."""
+    if header is not None and 'FLUX20' in header:
+        return calibrate_counts(data, header)
+    if _is_flux_unit(unit):
+        return _as_nanomaggies(data, unit)
+    return _noise_scaled(data)
 
 
 def _is_flux_unit(unit):

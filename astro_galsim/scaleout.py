@@ -301,7 +301,7 @@ def read_shard(path):
 
 # ---------------------------------------------------------------------------- build
 def _default_ids_coords(items, ids, coords):
-    from .search import _image_coords, _image_id
+    from .search import _image_id, _positions
     if isinstance(items, SkyCoord):
         items = items.reshape((1,)) if items.isscalar else items
         coords = items if coords is None else coords
@@ -317,9 +317,7 @@ def _default_ids_coords(items, ids, coords):
                             'or an array SkyCoord of positions')
     if ids is None:
         ids = [_image_id(item, i) for i, item in enumerate(items)]
-    if coords is None:
-        coords = _image_coords(items)
-    coords = coords.reshape((1,)) if coords.isscalar else coords
+    coords = _positions(items, coords)   # unknown positions from the images' WCS
     # absolute paths: a worker may run in another directory
     items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
     return items, [str(i) for i in ids], coords.icrs
