@@ -146,12 +146,23 @@ def cmd_build(args):
 
 
 def cmd_train(args):
+    import numpy as np
     from .pipeline import DEFAULT_NORMALISATION
-    from .training import load_training_images, train_autoencoder
-    arrays, _, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
+    from .training import (TrainingLabels, gz2_labels_of, load_labelled_images, load_training_images,
+                           train_autoencoder)
+    arrays, ids, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
+    labels = None
+    if args.gz1 or args.gz2_sample:
+        # labelled galaxies join the training split; the training sample's own GZ2 labels come along
+        extra, extra_labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=args.gz1, gz2_sample=args.gz2_sample,
+                                                   workers=args.workers)
+        labels = TrainingLabels.concatenate([gz2_labels_of(args.data, ids), extra_labels])
+        arrays = np.concatenate([arrays, extra])
+        is_val = np.concatenate([is_val, np.zeros(len(extra), bool)])
     card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
                              epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
-                             training_data=str(args.data))
+                             training_data=str(args.data), labels=labels, label_weight=args.label_weight,
+                             init=args.init)
     print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
           f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
 
@@ -230,6 +241,12 @@ def _parser():
                    'trains a plain autoencoder')
     p.add_argument('--seed', type=int, default=0, help='seed of the split, weights and augmentations')
     p.add_argument('--workers', type=int, default=2, help='processes preparing the images')
+    p.add_argument('--gz1', metavar='FOLDER', help='Galaxy Zoo 1 labelled folder (labels.csv, split.csv): its '
+                   'train split joins the training with its classes; the test split is never read')
+    p.add_argument('--gz2-sample', metavar='FOLDER', help='Galaxy Zoo 2 folder (labels.csv: path, label '
+                   'spiral/non_spiral) whose images and labels join the training')
+    p.add_argument('--label-weight', type=float, default=1.0, help='weight of the label terms')
+    p.add_argument('--init', metavar='WEIGHTS', help='start from these weights (same architecture)')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='retrieval quality on a labelled image folder',
