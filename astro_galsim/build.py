@@ -1,4 +1,6 @@
 """Building a database from a folder of images or a catalogue of positions, resumably."""
+import re
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
 from .utils._coords import coord_id, nan_coords, table_coords
 
 __all__ = ['build_database', 'read_source']
@@ -30,6 +32,10 @@ def read_source(source):
         index = source / 'index.csv'
         if index.is_file():
             table = Table.read(index, format='ascii.csv')
+            if 'path' not in table.colnames:
+                raise ValueError(f'{str(index)!r} has no path column (columns: {table.colnames}): a build '
+                                 'index lists the image files (path; optionally objid, ra, dec); fix it, '
+                                 'or move it away to build from every image in the folder')
             items = [source / p for p in table['path']]
         else:
             items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
@@ -43,7 +49,10 @@ def read_source(source):
         raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
     names = {n.lower(): n for n in table.colnames}
     if 'ra' in names and 'dec' in names:
-        coords = table_coords(table)
+        try:
+            coords = table_coords(table)
+        except ValueError as exc:
+            raise ValueError(f'catalogue {str(source)!r}: {exc}') from exc
     elif items is None:
         raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')
     else:
@@ -94,10 +103,14 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         One row per galaxy processed in this run: id, accepted, reason.
     """
     from .search import SimilaritySearch
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f'chunk_size must be a whole number of galaxies of at least 1; got {chunk_size!r}')
     output = Path(output)
     items, ids, coords = read_source(source)
     if scheduler is not None:
-        return _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance)
+        search, report = _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance)
+        _summarise(report, output, len(search))
+        return search, report
     if search is None:
         if resume and output.exists():
             search = SimilaritySearch.load(output)
@@ -118,9 +131,29 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     bar.close()
     from astropy.table import vstack
     report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
-    print(f'{output}: {len(search)} galaxies ({int(np.sum(report["accepted"])) if len(report) else 0} added now, '
-          f'{int(np.sum(~np.asarray(report["accepted"], bool))) if len(report) else 0} rejected)')
+    _summarise(report, output, len(search))
     return search, report
+
+
+def _summarise(report, output, total):
+    """Print what a build did and write the reasons of its rejections beside the database."""
+    accepted = np.asarray(report['accepted'], bool)
+    print(f'{output}: {total} galaxies ({int(accepted.sum())} added now, {int((~accepted).sum())} rejected)')
+    path = Path(f'{output}.rejected.ecsv')
+    if accepted.all():
+        path.unlink(missing_ok=True)  # the reasons of an earlier run no longer hold
+        return
+    rejected = Table(report[~accepted][['id', 'reason']])
+    text = StringIO()
+    rejected.write(text, format='ascii.ecsv')
+    with atomic_output(path) as handle:
+        handle.write(text.getvalue().encode())
+    # the kinds of reason (the first test that failed, without its values), most frequent first
+    kinds = [re.sub(r'[-+]?\d[\d.]*', 'N', str(r).split(';')[0]) for r in rejected['reason']]
+    names, counts = np.unique(kinds, return_counts=True)
+    for i in np.argsort(-counts, kind='stable')[:5]:
+        print(f'  {counts[i]} rejected: {names[i]}')
+    print(f'  reasons for each rejected galaxy: {path}')
 
 
 def _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance):

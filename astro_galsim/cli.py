@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = ['main']
 
+_IMAGE_SUFFIXES = ('.fits', '.fit', '.fts', '.gz', '.fz', '.jpg', '.jpeg', '.png')
 _TABLE_FORMATS = {'.ecsv': 'ascii.ecsv', '.csv': 'ascii.csv', '.vot': 'votable', '.xml': 'votable',
                   '.fits': 'fits'}
 
@@ -24,6 +25,9 @@ def _print_table(table, columns=('query', 'rank', 'id', 'distance', 'coord', 'r5
 
 def _write_table(table, path):
     path = Path(path)
+    if path.is_dir():
+        raise SystemExit(f'astro-galsim: cannot write {path}: it is a directory; give a file name such '
+                         f'as {path / "neighbours.ecsv"}')
     fmt = _TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
@@ -40,7 +44,17 @@ def _parse_target(text, search):
         return text
     if search.database.lookup_ids(text) >= 0:
         return text
+    if Path(text).is_dir():
+        raise SystemExit(f'astro-galsim: {text!r} is a directory; give an image file (FITS, JPEG, PNG), '
+                         'a database id, "RA Dec" or a name')
+    if Path(text).suffix.lower() in _IMAGE_SUFFIXES or '/' in text or '\\' in text:
+        raise FileNotFoundError(f'image file {text!r} does not exist (nor is it an id in the database)')
     parts = text.replace(',', ' ').split()
+    if len(parts) == 2 and all(_is_number(p) for p in parts):
+        ra, dec = (float(p) for p in parts)
+        if not (0 <= ra < 360 and -90 <= dec <= 90):
+            raise ValueError(f'"{text}" is not a sky position: RA must be in [0, 360) degrees and Dec in '
+                             '[-90, 90] degrees')
     try:
         if len(parts) == 2:
             unit = 'deg' if all(p.lstrip('+-').replace('.', '', 1).isdigit() for p in parts) else ('hourangle', 'deg')
@@ -55,6 +69,14 @@ def _parse_target(text, search):
     except Exception as exc:  # the name resolver raises several kinds of errors
         raise SystemExit(f'astro-galsim: {text!r} is not an image file, a database id, "RA Dec" or a name '
                          f'the resolver knows ({exc})')
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_demo(args):
@@ -124,12 +146,23 @@ def cmd_build(args):
 
 
 def cmd_train(args):
+    import numpy as np
     from .pipeline import DEFAULT_NORMALISATION
-    from .training import load_training_images, train_autoencoder
-    arrays, _, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
+    from .training import (TrainingLabels, gz2_labels_of, load_labelled_images, load_training_images,
+                           train_autoencoder)
+    arrays, ids, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
+    labels = None
+    if args.gz1 or args.gz2_sample:
+        # labelled galaxies join the training split; the training sample's own GZ2 labels come along
+        extra, extra_labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=args.gz1, gz2_sample=args.gz2_sample,
+                                                   workers=args.workers)
+        labels = TrainingLabels.concatenate([gz2_labels_of(args.data, ids), extra_labels])
+        arrays = np.concatenate([arrays, extra])
+        is_val = np.concatenate([is_val, np.zeros(len(extra), bool)])
     card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
                              epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
-                             training_data=str(args.data))
+                             training_data=str(args.data), labels=labels, label_weight=args.label_weight,
+                             init=args.init)
     print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
           f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
 
@@ -208,6 +241,12 @@ def _parser():
                    'trains a plain autoencoder')
     p.add_argument('--seed', type=int, default=0, help='seed of the split, weights and augmentations')
     p.add_argument('--workers', type=int, default=2, help='processes preparing the images')
+    p.add_argument('--gz1', metavar='FOLDER', help='Galaxy Zoo 1 labelled folder (labels.csv, split.csv): its '
+                   'train split joins the training with its classes; the test split is never read')
+    p.add_argument('--gz2-sample', metavar='FOLDER', help='Galaxy Zoo 2 folder (labels.csv: path, label '
+                   'spiral/non_spiral) whose images and labels join the training')
+    p.add_argument('--label-weight', type=float, default=1.0, help='weight of the label terms')
+    p.add_argument('--init', metavar='WEIGHTS', help='start from these weights (same architecture)')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='retrieval quality on a labelled image folder',
@@ -233,10 +272,27 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f'astro-galsim {args.command}: error: {exc}', file=sys.stderr)
+    except Exception as exc:
+        if not isinstance(exc, _expected_errors()):
+            raise  # a bug: the traceback is wanted
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        if type(exc).__name__ == 'UnpicklingError':  # torch's own text advises unsafe loading
+            message = ('the encoder weights were refused: the file holds Python objects besides '
+                       'tensors, which are never loaded (nothing in it was run); give weights '
+                       'written by astro-galsim train')
+        print(f'astro-galsim {args.command}: error: {" ".join(message.split())}', file=sys.stderr)
         return 1
     return 0
+
+
+def _expected_errors():
+    """Failures that come from the input, the files or the network: one line, not a traceback."""
+    from pickle import UnpicklingError
+    from .database import DatabaseError
+    from .retrieval import RetrievalError
+    from .scaleout import BuildIncomplete
+    return (OSError, ValueError, KeyError, DatabaseError, RetrievalError, BuildIncomplete,
+            UnpicklingError)
 
 
 if __name__ == '__main__':  # pragma: no cover

@@ -24,7 +24,13 @@ class Conf(_config.ConfigNamespace):
     data_release = _config.ConfigItem(
         17, 'SDSS data release used for catalogue queries and frame downloads.', cfgtype='integer')
     timeout = _config.ConfigItem(
-        60.0, 'Seconds before a request to a remote service is abandoned.', cfgtype='float')
+        60.0, 'Seconds a request to a remote service may wait for data before the attempt is abandoned.',
+        cfgtype='float')
+    connect_timeout = _config.ConfigItem(
+        3.0, 'Seconds a request may take to connect to a remote service.', cfgtype='float')
+    total_timeout = _config.ConfigItem(
+        120.0, 'Seconds one request may take over all its attempts and the pauses between them.',
+        cfgtype='float')
     max_retries = _config.ConfigItem(
         3, 'How many times a failed download is retried, with exponential backoff.', cfgtype='integer')
     download_workers = _config.ConfigItem(

@@ -26,6 +26,10 @@ Examples
 >>> 'gal0' in result['id']
 False
 """
+import functools
+import numbers
+import os
+
 import numpy as np
 import astropy.units as u
 from astropy.coordinates import Angle, SkyCoord, match_coordinates_sky, search_around_sky
@@ -116,6 +120,20 @@ def move_away(queries, negatives=None, *, beta=0.5):
 
 
 # ---------------------------------------------------------------------------- class
+def _named_errors(load):
+    """Any failure to make sense of a file's content is a DatabaseError naming the file."""
+    @functools.wraps(load)
+    def checked(cls, path, *args, **kwargs):
+        try:
+            return load(cls, path, *args, **kwargs)
+        except (DatabaseError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - crafted content fails in many ways
+            raise DatabaseError(f'{os.fspath(path)} is not a valid astro_galsim database '
+                                f'({type(exc).__name__}: {exc}); rebuild it or restore a copy.') from exc
+    return checked
+
+
 class GalaxyDatabase:
     """Latent vectors and catalogue of galaxies, searchable and savable to FITS.
 
@@ -255,15 +273,14 @@ class GalaxyDatabase:
         if len(self) and new.colnames != expected:
             raise ValueError(f'the added table has columns {new.colnames[2:]} but the database '
                              f'has {expected[2:]}; give the same columns in the same order.')
-        if len(self) == 0:
-            self._tables = [new]
-        else:
+        empty = len(self) == 0
+        if not empty:
             clash = np.isin(np.asarray(new['id']).astype(str), self.ids)
             if clash.any():
                 raise ValueError(f'ids already in the database: '
                                  f'{np.asarray(new["id"])[clash][:10].tolist()}.')
-            self._tables.append(new)
-        self._index.add(vectors)
+        self._index.add(vectors)  # validates the vectors first: a refused add changes nothing
+        self._tables = [new] if empty else self._tables + [new]
         self._id_lookup = None
 
     # ------------------------------------------------------------------ lookups
@@ -378,9 +395,7 @@ class GalaxyDatabase:
             raise ValueError(f'query_vectors must have shape (m, {self.dim}); got '
                              f'{np.shape(query_vectors)}.')
         m = queries.shape[0]
-        k = int(k)
-        if k < 1:
-            raise ValueError(f'k must be a positive integer; got {k}.')
+        k = _positive_int(k, 'k')
         if query_ids is not None:
             query_ids = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
             if len(query_ids) != m:
@@ -435,6 +450,8 @@ class GalaxyDatabase:
                     per_query[qi].append(np.array([row]))
         if exclude_radius is not None:
             radius = _angle(exclude_radius, 'exclude_radius')
+            if not radius >= 0:
+                raise ValueError(f'exclude_radius must be a non-negative angle; got {exclude_radius!r}.')
             if query_coords is None:
                 raise ValueError('exclude_radius needs query_coords (the positions of the '
                                  'queries).')
@@ -569,6 +586,7 @@ class GalaxyDatabase:
         write_database_file(path, self.to_hdulist(), overwrite=overwrite)
 
     @classmethod
+    @_named_errors
     def load(cls, path, *, encoder_id=None, index_options=None):
         """Read a database written by `save`.
 
@@ -610,6 +628,14 @@ class GalaxyDatabase:
                     f"with the encoder it was made with.")
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
                    index_options=dict(index_options or {}, graph=graph))
+
+
+def _positive_int(value, name):
+    """``value`` as an int if it is a whole number of at least 1, else a ValueError naming ``name``."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            and value >= 1:
+        return int(value)
+    raise ValueError(f'{name} must be a whole number of at least 1; got {value!r}.')
 
 
 def _angle(value, name):

@@ -209,6 +209,11 @@ def read_database_file(path):
                     if needed not in names:
                         raise DatabaseError(f'{path} is damaged: HDU {needed!r} is missing '
                                             f'(HDUs: {names}).')
+                    if names.count(needed) > 1:
+                        raise DatabaseError(f'{path} is not a database written by astro_galsim: '
+                                            f'it holds {names.count(needed)} {needed!r} HDUs '
+                                            f'(HDUs: {names}); rebuild it or restore a copy.')
+                _check_checksums(hdul, path)
                 vectors = hdul['VECTORS'].data
                 galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
                 prov_table = Table.read(hdul['PROVENANCE'])
@@ -273,6 +278,15 @@ def _set_card(header, keyword, value, comment):
     if 10 + width + 3 + len(comment) > 80:
         comment = ''
     header[keyword] = (value, comment)
+
+
+def _check_checksums(hdul, path):
+    """Every HDU must carry the checksums `write_database_file` writes, or nothing is verified."""
+    unsigned = [h.name for h in hdul if 'CHECKSUM' not in h.header or 'DATASUM' not in h.header]
+    if unsigned:
+        raise DatabaseError(f'{path} has no FITS checksums in HDU(s) {unsigned}, so damage or edits '
+                            'cannot be detected; it was not written by astro_galsim (or was edited '
+                            'after). Rebuild it, or restore a copy written by GalaxyDatabase.save.')
 
 
 def _check_format(header, path):

@@ -1,7 +1,9 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
 import contextlib
 import os
-import tempfile
+import re
+import secrets
+import stat
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,24 +36,61 @@ _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
 def atomic_output(path, *, suffix='.tmp', sync=False):
     """A binary file to write that takes the place of ``path`` only once it is complete.
 
-    Yields a file opened on a temporary name in the same directory (``.<name>.<random><suffix>``);
-    when the block ends without error the file is closed (and flushed to disk with
-    ``sync``) and renamed over ``path``, else it is removed. Readers never see a
-    half-written ``path``.
+    Yields a file opened on a temporary name in the same directory
+    (``.<name>.<pid>-<random><suffix>``); when the block ends without error the file is
+    closed (and flushed to disk with ``sync``) and renamed over ``path``, else it is
+    removed. Readers never see a half-written ``path``. The new file keeps the permissions
+    of the file it replaces (or gets the usual ones for a new file, as the umask allows),
+    and temporary files left by killed writers of the same ``path`` on this machine are
+    removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    _remove_stale_temporaries(path, suffix)
+    tmp, fd = _create_temporary(path, suffix)
     try:
         with os.fdopen(fd, 'wb') as handle:
             yield handle
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # collaborators keep their access
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(path, suffix):
+    """A new file ``.<name>.<pid>-<random><suffix>`` beside ``path``, mode 0666 less the umask."""
+    while True:
+        tmp = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}')
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _remove_stale_temporaries(path, suffix):
+    """Remove the temporary files of writers of ``path`` whose process no longer runs."""
+    pattern = re.compile(rf'^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(suffix)}$')
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            match = pattern.match(entry.name)
+            if match and not _process_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by another user
+        return True
+    return True
 
 
 def image_stem(path):
@@ -126,15 +165,17 @@ def _quiet_header_warnings():
 def _read_fits(path):
     try:
         with _quiet_header_warnings():
+            # a truncated image fails when its data are read, below, with the file named
+            warnings.filterwarnings('ignore', message='File may have been truncated', category=AstropyUserWarning)
             with fits.open(path, memmap=False) as hdul:
                 hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)),
                            None)
-                if hdu is None:
-                    raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
-                data = np.array(hdu.data)
-                header = hdu.header.copy()
-    except OSError as exc:
-        raise ValueError(f'cannot read {str(path)!r} as FITS: {exc}') from exc
+                data = None if hdu is None else np.array(hdu.data)
+                header = None if hdu is None else hdu.header.copy()
+    except (OSError, ValueError, TypeError) as exc:  # a truncated file fails in numpy's reshape
+        raise ValueError(f'cannot read {str(path)!r} as FITS: it is damaged or truncated ({exc})') from exc
+    if hdu is None:
+        raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
     with _quiet_header_warnings():
         wcs = WCS(header).celestial
     if not wcs.has_celestial:
@@ -144,6 +185,31 @@ def _read_fits(path):
     if 'FILTER' in header:
         meta['bands'] = (str(header['FILTER']).strip(),)
     return NDData(data, wcs=wcs, unit=unit, meta=meta)
+
+
+# the cards a celestial WCS is made of (primary description, with TPV and SIP distortions):
+# building the WCS from these alone is several times faster than from a long fpC header
+_WCS_CARD = re.compile(r'^(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|'
+                       r'PV\d_\d+|RADE?C?SYS|EQUINOX|EPOCH|LONPOLE|LATPOLE|MJD-OBS|DATE-OBS|NAXIS\d?|'
+                       r'A_ORDER|B_ORDER|AP_ORDER|BP_ORDER|A_\d+_\d+|B_\d+_\d+|AP_\d+_\d+|BP_\d+_\d+)$')
+
+
+def fits_geometry(path):
+    """Celestial WCS and data shape of the image `read_image` would read, from its header only.
+
+    Returns ``(None, shape)`` without a celestial WCS; raises ValueError for a file with
+    no 2-D or 3-D image.
+    """
+    with _quiet_header_warnings():
+        with fits.open(path) as hdul:
+            header = next((h.header for h in hdul if h.is_image and h.header.get('NAXIS') in (2, 3)
+                           and all(h.header.get(f'NAXIS{i}', 0) > 0 for i in range(1, h.header['NAXIS'] + 1))),
+                          None)
+        if header is None:
+            raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
+        wcs = WCS(fits.Header([card for card in header.cards if _WCS_CARD.match(card.keyword)])).celestial
+    shape = tuple(header[f'NAXIS{i}'] for i in range(header['NAXIS'], 0, -1))
+    return (wcs if wcs.has_celestial else None), shape
 
 
 def _parse_unit(bunit, path):
@@ -164,8 +230,29 @@ def _read_colour(path):
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert('RGB'))
+            rgb, alpha = _display_planes(im)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f'cannot read {str(path)!r} as a colour image: {exc}') from exc
-    return NDData(np.ascontiguousarray(rgb.transpose(2, 0, 1)),
+    # fully transparent pixels hold no image: they are masked (and shown as clipped sky)
+    mask = None if alpha is None or alpha.all() else alpha == 0
+    if mask is not None and mask.all():
+        raise ValueError(f'{str(path)!r} is fully transparent: its alpha channel hides every pixel')
+    return NDData(np.ascontiguousarray(rgb.transpose(2, 0, 1)), mask=mask,
                   meta={'bands': COLOUR_IMAGE_BANDS, 'path': str(path), 'kind': 'colour'})
+
+
+def _display_planes(im):
+    """The 8-bit (ny, nx, 3) RGB planes of a PIL image and its alpha (None when opaque).
+
+    Pillow's RGB conversion clips 16-bit grey to 255; such images are scaled to 8 bits.
+    """
+    alpha = None
+    if 'A' in im.getbands() or 'transparency' in im.info:
+        alpha = np.asarray(im.convert('RGBA'))[..., 3]
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        grey = np.asarray(im, dtype=np.float64)
+        if im.mode == 'I' and (grey.min() < 0 or grey.max() > 65535):
+            raise OSError(f'{im.mode} pixels outside 0-65535 are not a display image')
+        grey = np.round(grey / 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), alpha
+    return np.asarray(im.convert('RGB')), alpha

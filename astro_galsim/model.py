@@ -84,7 +84,8 @@ class AutoencoderEncoder(GalaxyEncoder):
         size = architecture.get('size', 64)
         self.input_shape = (architecture.get('channels', 3), size, size)
         self.latent_dim = architecture.get('latent_dim', 64)
-        self.normalisation = dict(card['normalisation'])
+        # cards before the isophotal scale (astro_galsim-ae-v3) scaled inputs to the half-light radius
+        self.normalisation = {'scale': 'r50', **card['normalisation']}
         self.metric = card.get('metric', 'euclidean')
         self.batch_size = batch_size or conf.batch_size
         self._inference = None

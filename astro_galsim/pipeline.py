@@ -13,17 +13,44 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from tqdm.auto import tqdm
 
 from .config import conf
-from .preprocessing import to_colour
+from .preprocessing import SDSS_BAND_WEIGHTS, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 
 #: Input of the pretrained encoder (keywords of `~astro_galsim.segmentation.normalise_galaxy`):
-#: 64 x 64 pixels, 3 half-light radii from the centre to the edge, major axis horizontal,
-#: unrelated sources replaced by sky. An encoder's model card stores the settings its inputs
-#: were made with; images must be prepared the same way to be compared.
-DEFAULT_NORMALISATION = dict(size=64, radius_scale=3.0, rotate=True, isolate=True)
+#: 64 x 64 pixels, 1.5 isophotal radii (``scale_radius``) from the centre to the edge, major axis
+#: horizontal, unrelated sources replaced by sky. An encoder's model card stores the settings its
+#: inputs were made with; images must be prepared the same way to be compared.
+DEFAULT_NORMALISATION = dict(size=64, radius_scale=1.5, scale='scale_radius', rotate=True, isolate=True)
+
+
+def _check_pixels(image):
+    """Refuse, saying why, an image whose mask does not fit it or whose pixels are unusable."""
+    data = np.asarray(image.data)
+    if not np.issubdtype(data.dtype, np.number):
+        raise ValueError(f'image data of type {data.dtype} are not numbers')
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        raise ValueError(f'an array of shape {data.shape} has its colour planes last; give them first, '
+                         '(3, ny, nx), e.g. numpy.moveaxis(image, -1, 0)')
+    mask = None if image.mask is None else np.asarray(image.mask, dtype=bool)
+    if mask is not None and mask.shape not in (data.shape, data.shape[-2:]):
+        raise ValueError(f'the mask has shape {mask.shape} but the image {data.shape}; give a mask of '
+                         f'the image shape or of its last two axes {data.shape[-2:]}')
+    usable = np.ones(data.shape, dtype=bool) if mask is None else ~np.broadcast_to(mask, data.shape)
+    infinite = np.isinf(data) & usable
+    if infinite.any():
+        raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
+                         'flag them in the mask')
+    if not (np.isfinite(data) & usable).any():
+        raise ValueError('the image holds no finite, unmasked pixel')
+
+
+def _sdss_stretch(image):
+    """Whether an image's colour form has the SDSS colour-image stretch (SDSS bands, or none named)."""
+    bands = (image.meta or {}).get('bands')
+    return bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)
 
 
 def _pixel_scale(image):
@@ -55,16 +82,20 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         The public measurements, ``accepted``, ``reason`` and ``pixel_scale``.
     """
     image = _as_image(image)
+    _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
     scale = _pixel_scale(image)
     selection = dict(selection or {})
     if np.isfinite(scale):
         selection.setdefault('pixel_scale', scale)
+    if not _sdss_stretch(image):   # a saturated core means a star only in SDSS's colour stretch
+        selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)
-    record = {k: v for k, v in measurement.items() if not k.startswith('_')}
+    record = dict(measurement)
     record.update(accepted=accepted, reason=reason, pixel_scale=scale)
-    array = normalise_galaxy(rgb, measurement, **normalisation) if measurement['found'] else None
+    radius = measurement.get(normalisation.get('scale', 'scale_radius'), np.nan)
+    array = normalise_galaxy(rgb, measurement, **normalisation) if np.isfinite(radius) else None
     return array, record
 
 
@@ -78,7 +109,7 @@ def _prepare_safely(args):
         return _failure(f'retrieval failed: {image}')
     try:
         return prepare_one(image, target, normalisation=normalisation, selection=selection)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad image is a rejected row, never a lost batch
         return _failure(f'{type(exc).__name__}: {exc}')
 
 

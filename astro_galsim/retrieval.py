@@ -311,29 +311,72 @@ class _TransientStatus(Exception):
 
 
 def _call_with_retries(func, what):
-    """Call ``func()`` (a request); retry transient failures with exponential backoff."""
+    """Call ``func(timeout)`` (a request); retry transient failures with exponential backoff.
+
+    ``timeout`` is ``(connect, read)`` seconds. A connection that is refused or a host that
+    cannot be resolved (no network, or the service is down) is not retried; every attempt
+    and pause fits within ``conf.total_timeout``, and each retry is logged.
+    """
     transient = _transient_errors() + (_TransientStatus,)
     attempts = max(0, int(conf.max_retries)) + 1
-    last = None
+    started = time.monotonic()
+    deadline = started + float(conf.total_timeout)
+    last, tried = None, 0
     for attempt in range(attempts):
+        remaining = max(deadline - time.monotonic(), 0.1)
         try:
-            response = func()
+            tried += 1
+            response = func((min(float(conf.connect_timeout), remaining), min(float(conf.timeout), remaining)))
             status = getattr(response, 'status_code', 200)
             if status == 429 or (status is not None and status >= 500):
                 raise _TransientStatus(status)
             return response
         except transient as exc:
             last = exc
-            if attempt + 1 < attempts:
-                delay = _BACKOFF_SECONDS * 2 ** attempt
-                log.debug(f'{what}: attempt {attempt + 1} failed ({exc!r}); retrying in {delay} s')
+            if _unreachable(exc):
+                raise RetrievalError(
+                    f'{what}: could not connect to {_host_of(exc)} ({_cause(exc)}). There is no network '
+                    'connection or the service is down: check the connection (and any proxy) and try '
+                    'again later. Galaxies already in a database are looked up by id or position '
+                    'without the network.') from exc
+            delay = _BACKOFF_SECONDS * 2 ** attempt
+            if attempt + 1 < attempts and time.monotonic() + delay < deadline:
+                log.warning(f'{what}: attempt {attempt + 1} of {attempts} failed ({_cause(exc)}); '
+                            f'retrying in {delay:g} s')
                 _sleep(delay)
+            else:
+                break
     kind = 'timed out' if 'timeout' in type(last).__name__.lower() or 'timed out' in str(last) \
         else f'failed ({type(last).__name__}: {last})'
+    spent = f'all {tried}' if tried == attempts else f'{tried}'
     raise RetrievalError(
-        f'{what}: the request {kind} in all {attempts} attempt(s) (astro_galsim.conf.timeout = '
-        f'{conf.timeout} s, conf.max_retries = {conf.max_retries}). The service may be down or slow: '
-        'try again later or raise conf.timeout.') from last
+        f'{what}: the request {kind} in {spent} attempt(s) over {time.monotonic() - started:.0f} s '
+        f'(astro_galsim.conf.timeout = {conf.timeout} s per attempt, conf.total_timeout = '
+        f'{conf.total_timeout} s, conf.max_retries = {conf.max_retries}). The service may be down or '
+        'slow: try again later or raise conf.timeout and conf.total_timeout.') from last
+
+
+def _unreachable(exc):
+    """True for a refused connection or an unknown host: retrying cannot help soon."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+    if isinstance(exc, requests.exceptions.Timeout) or not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+    return isinstance(reason, NewConnectionError) or isinstance(exc.__context__, NewConnectionError)
+
+
+def _host_of(exc):
+    from urllib.parse import urlsplit
+    url = getattr(getattr(exc, 'request', None), 'url', None)
+    return urlsplit(url).netloc if url else 'the service'
+
+
+def _cause(exc):
+    """The innermost reason of a requests error, short: 'Connection refused', 'Read timed out'..."""
+    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+    text = str(reason if reason is not None else exc)
+    return text.split(': ', 1)[-1][:200] if ': ' in text else text[:200]
 
 
 def _check_status(response, what):
@@ -356,12 +399,16 @@ def _empty_row(index, coord):
 def _query_chunk(coords, radius, dr):
     """One cross-match request: every photometric object within ``radius`` of ``coords``."""
     from astroquery.exceptions import RemoteServiceError
-    from astroquery.sdss import SDSS
+    from astroquery.sdss import SDSS, SDSSClass
 
     what = f'SDSS DR{dr} catalogue cross-match of {len(coords)} position(s)'
-    response = _call_with_retries(
-        lambda: SDSS.query_region_async(coords, radius=radius, photoobj_fields=_PHOTO_FIELDS,
-                                        data_release=dr, timeout=conf.timeout, cache=False), what)
+
+    def request(timeout):
+        client = SDSSClass()
+        client.TIMEOUT = timeout  # astroquery's first look-up of the column names waits this long
+        return client.query_region_async(coords, radius=radius, photoobj_fields=_PHOTO_FIELDS,
+                                         data_release=dr, timeout=timeout, cache=False)
+    response = _call_with_retries(request, what)
     _check_status(response, what)
     text = response.text
     if 'no objects have been found' in text.lower():
@@ -593,7 +640,7 @@ def _fetch_frame(dr, frame, band):
     what = (f'SDSS DR{dr} {band}-band frame run={run} rerun={rerun} camcol={camcol} '
             f'field={field}')
     response = _call_with_retries(
-        lambda: SDSS._request('GET', url, timeout=conf.timeout, cache=False), what)
+        lambda timeout: SDSS._request('GET', url, timeout=timeout, cache=False), what)
     status = getattr(response, 'status_code', 200)
     if status == 404:
         raise _MissingFrame(f'{what} is missing from the archive (HTTP 404 for {url}); this field '
@@ -880,7 +927,7 @@ def _get_skyserver(coord, shape, scale, dr):
               'scale': float(scale.to_value(u.arcsec)), 'width': shape[1], 'height': shape[0]}
     what = f'SkyServer DR{dr} ImgCutout at {coord.to_string("decimal")}'
     response = _call_with_retries(
-        lambda: SDSS._request('GET', url, params=params, timeout=conf.timeout, cache=False), what)
+        lambda timeout: SDSS._request('GET', url, params=params, timeout=timeout, cache=False), what)
     _check_status(response, what)
     rgb = _decode_jpeg(response.content, shape, what)
     meta = {'objid': None, 'run': None, 'rerun': None, 'camcol': None, 'field': None,
@@ -891,12 +938,14 @@ def _get_skyserver(coord, shape, scale, dr):
 def _get_hips2fits(coord, shape, scale):
     from astroquery.hips2fits import hips2fitsClass
     client = hips2fitsClass()
-    client.timeout = conf.timeout
     wcs = _tan_wcs(coord, shape, scale)
     what = f'hips2fits {_HIPS} at {coord.to_string("decimal")}'
-    response = _call_with_retries(
-        lambda: client.query_with_wcs_async(hips=_HIPS, wcs=wcs, format='jpg', min_cut=0.5,
-                                            max_cut=99.5, stretch='linear', cmap='Greys_r'), what)
+
+    def request(timeout):
+        client.timeout = timeout
+        return client.query_with_wcs_async(hips=_HIPS, wcs=wcs, format='jpg', min_cut=0.5,
+                                            max_cut=99.5, stretch='linear', cmap='Greys_r')
+    response = _call_with_retries(request, what)
     if getattr(response, 'status_code', 200) != 200:
         try:
             detail = client._parse_result(response, verbose=False, format='jpg')

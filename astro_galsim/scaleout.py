@@ -34,7 +34,7 @@ from .config import conf
 from .io import atomic_output
 from .utils._coords import coord_id, sky_coords
 from .utils._data import package_data
-from .utils._images import image_coords, image_id
+from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON']
@@ -288,9 +288,7 @@ def _default_ids_coords(items, ids, coords):
                             'or an array SkyCoord of positions')
     if ids is None:
         ids = [image_id(item, i) for i, item in enumerate(items)]
-    if coords is None:
-        coords = image_coords(items)
-    coords = coords.reshape((1,)) if coords.isscalar else coords
+    coords = image_positions(items, coords)   # unknown positions from the images' WCS
     # absolute paths: a worker may run in another directory
     items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
     return items, [str(i) for i in ids], coords.icrs

@@ -18,7 +18,7 @@ from .database import DatabaseError, GalaxyDatabase, rocchio_query
 from .model import file_sha256, load_pretrained
 from .utils._coords import coord_id, table_coords
 from .utils._data import package_data
-from .utils._images import image_coords, image_id
+from .utils._images import image_id, image_positions, wcs_and_shape
 
 __all__ = ['SimilaritySearch']
 
@@ -70,6 +70,10 @@ class SimilaritySearch:
         if database is None:
             database = GalaxyDatabase(encoder_id=self.encoder.identity, dim=self.encoder.latent_dim,
                                       metric=self.encoder.metric, provenance=provenance)
+        elif database.dim != self.encoder.latent_dim:
+            raise DatabaseError(f'the database holds vectors of {database.dim} dimensions but the encoder '
+                                f'{self.encoder.identity["name"]!r} makes {self.encoder.latent_dim}: it was '
+                                'not made by this encoder; rebuild it')
         elif database.encoder_id['sha256'] != self.encoder.identity['sha256']:
             raise ValueError(f'the database was made by encoder {database.encoder_id["name"]!r} '
                              f'(sha256 {database.encoder_id["sha256"][:12]}...), not by '
@@ -152,7 +156,7 @@ class SimilaritySearch:
 
     # ------------------------------------------------------------------ inputs
     def _images_of(self, inputs, coords=None):
-        """Turn user inputs into images (or errors), targets, ids and coordinates."""
+        """Turn user inputs into images (or errors), targets, ids, coordinates and (WCS, shape)s."""
         if isinstance(inputs, Table):
             coords = _table_coords(inputs)
             inputs = coords
@@ -166,29 +170,65 @@ class SimilaritySearch:
             if not isinstance(item, (NDData, str, Path, np.ndarray)):
                 raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
                                 'path (FITS, JPEG, PNG), a (3, ny, nx) or (ny, nx) array, or SkyCoord positions')
-        if coords is None:
-            coords = image_coords(images)
-        elif coords.isscalar:
-            coords = coords.reshape((1,))
-        if len(coords) != len(images):
-            raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
+        geometry = [wcs_and_shape(item) for item in images]
+        coords = image_positions(images, coords, geometry)
         ids = [image_id(item, i) for i, item in enumerate(images)]
-        targets = coords if any(getattr(im, 'wcs', None) is not None for im in images
-                                if isinstance(im, NDData)) else None
-        return images, targets, ids, coords
+        targets = coords if any(wcs is not None for wcs, _ in geometry) else None
+        return images, targets, ids, coords, geometry
 
     def _retrieve(self, coords):
         from .retrieval import get_cutouts
         cutouts = get_cutouts(coords, **self.cutout_options)   # failed downloads stay as errors
         ids = [str(getattr(c, 'meta', {}).get('objid', coord_id(p)))
                for c, p in zip(cutouts, coords)]
-        return cutouts, coords, ids, coords
+        return cutouts, coords, ids, coords, None
 
-    def _describe(self, images, targets):
+    def _describe(self, images, targets, geometry=None):
         """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
         from .pipeline import describe  # photutils is imported only when images are prepared
+        if len(images) == 0:
+            return (np.zeros((0, self.encoder.latent_dim), np.float32),
+                    QTable({'found': np.zeros(0, bool), 'accepted': np.zeros(0, bool),
+                            'reason': np.zeros(0, str)}))
         workers = conf.workers if len(images) >= 100 else 1
-        return describe(images, self.encoder, targets, selection=self.selection, workers=workers)
+        vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
+        if targets is not None:
+            self._check_target_pixels(images, targets, vectors, table, geometry)
+        return vectors, table
+
+    def _check_target_pixels(self, images, targets, vectors, table, geometry=None):
+        """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
+
+        A position outside the image cannot be described there (the nearest source would
+        be); a position on no galaxy while the image centre holds one points to a wrong WCS.
+        """
+        from .pipeline import prepare_one
+        reasons = table['reason'].astype(object)
+        for i, (image, target) in enumerate(zip(images, targets)):
+            wcs, shape = wcs_and_shape(image) if geometry is None else geometry[i]
+            if wcs is None or not np.isfinite(target.ra.deg):
+                continue
+            x, y = (float(v) for v in wcs.world_to_pixel(target))
+            ny, nx = shape[-2:]
+            outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
+            at_centre = abs(x - (nx - 1) / 2) < 1 and abs(y - (ny - 1) / 2) < 1  # the WCS can't be blamed
+            if table['found'][i] and not outside or at_centre:
+                continue
+            where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
+                     f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
+                                                 else 'where no galaxy was found'))
+            try:
+                centre = prepare_one(image, selection=self.selection,
+                                     normalisation=self.encoder.normalisation)[1]['found']
+            except Exception:  # noqa: BLE001 - only the explanation depends on it
+                centre = False
+            if centre:
+                where += ('; the image centre holds a galaxy: the WCS is probably wrong. Correct the '
+                          'header, or drop the WCS to describe the galaxy at the centre')
+            vectors[i] = np.nan
+            table['found'][i] = table['accepted'][i] = False
+            reasons[i] = where
+        table['reason'] = reasons.astype(str)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):
@@ -205,8 +245,8 @@ class SimilaritySearch:
         vectors : `~numpy.ndarray`, shape (N, d)
             One row per input, in input order; rows of NaN where no galaxy was found.
         """
-        images, targets, _, _ = self._images_of(images)
-        return self._describe(images, targets)[0]
+        images, targets, _, _, geometry = self._images_of(images)
+        return self._describe(images, targets, geometry)[0]
 
     def add(self, images, ids=None, coords=None, *, columns=None, client=None):
         """Add galaxies to the database; only accepted ones are stored.
@@ -238,17 +278,22 @@ class SimilaritySearch:
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
-        images, targets, default_ids, coords = self._images_of(images, coords)
+        images, targets, default_ids, coords, geometry = self._images_of(images, coords)
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
             raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
-        vectors, measured = self._describe(images, targets)
+        user_columns = _checked_columns(user_columns, len(images))  # before the costly work
+        vectors, measured = self._describe(images, targets, geometry)
         report = QTable({'id': np.array(ids, dtype=str)})
         accepted = np.array(measured['accepted'], dtype=bool)
         reasons = list(measured['reason'])
         stored = np.isin(report['id'], self.ids)
         _, first = np.unique(report['id'], return_index=True)
         repeated = ~np.isin(np.arange(len(report)), first)
+        for i, galaxy_id in enumerate(ids):
+            problem = _id_problem(galaxy_id)
+            if problem and accepted[i]:
+                reasons[i], accepted[i] = problem, False
         for mask, why in ((stored, 'id already in the database'), (repeated, 'id repeated in this batch')):
             for i in np.flatnonzero(mask & accepted):
                 reasons[i] = why
@@ -264,7 +309,7 @@ class SimilaritySearch:
             rows = report[keep]
             rows['coord'] = coords[keep]
             for name, values in user_columns.items():
-                rows[name] = values[keep] if hasattr(values, '__getitem__') else values
+                rows[name] = values[keep]
             self.database.add(vectors[keep], rows)
         return report
 
@@ -314,6 +359,9 @@ class SimilaritySearch:
             ``query``, ``rank``, ``id``, ``distance``, ``coord`` (when known), the stored
             measurements, and for a `~astropy.table.Table` target its own columns.
         """
+        if len(self) == 0:
+            raise ValueError('the database is empty: add galaxies (SimilaritySearch.add or '
+                             '`astro-galsim build`) before querying it')
         vectors, query_ids, query_coords, carried = self._query_vectors(target)
         negative_vectors = None if negatives is None else self._query_vectors(negatives)[0]
         result = self.database.search(vectors, k=k, query_ids=query_ids, query_coords=query_coords,
@@ -344,10 +392,12 @@ class SimilaritySearch:
         if isinstance(target, Table):
             carried = target
             target = _table_coords(target)
-        if isinstance(target, str) and not Path(target).suffix:
+        # a stored id is an id even with a dot in it; other text without a file suffix is one too
+        is_id = lambda t: isinstance(t, str) and (  # noqa: E731
+            self.database.lookup_ids(t) >= 0 or not Path(t).suffix)
+        if is_id(target):
             target = [target]
-        if isinstance(target, (list, tuple)) and target and all(
-                isinstance(t, str) and not Path(t).suffix for t in target):
+        if isinstance(target, (list, tuple)) and target and all(is_id(t) for t in target):
             rows = self.database.lookup_ids(target)
             missing = [t for t, r in zip(target, rows) if r < 0]
             if missing:
@@ -362,20 +412,50 @@ class SimilaritySearch:
             known = rows >= 0
             vectors[known] = self.vectors[rows[known]]
             if (~known).any():
-                vectors[~known] = self.embed(coords[~known])
-            bad = ~np.isfinite(vectors).all(axis=1)
-            if bad.any():
-                raise ValueError(f'no galaxy could be described at {coords[bad][:3].to_string()}: '
-                                 'outside the survey, or no galaxy at the position')
+                fetched, measured = self._describe(*self._images_of(coords[~known])[:2])
+                vectors[~known] = fetched
+                bad = np.flatnonzero(~np.isfinite(fetched).all(axis=1))
+                if bad.size:  # say why: outside the survey, no galaxy, or no network
+                    raise ValueError(f'no galaxy could be described at '
+                                     f'{coords[~known][bad][:3].to_string()}: {measured["reason"][bad[0]]}')
             return vectors, labels, coords, carried
-        images, targets, ids, coords = self._images_of(target)
-        vectors, table = self._describe(images, targets)
-        if not table['found'].all():
-            bad = [ids[i] for i in np.flatnonzero(~np.asarray(table['found']))]
-            raise ValueError(f'no central galaxy found in query image(s) {bad[:5]}: '
-                             f'{table["reason"][~np.asarray(table["found"])][0]}')
+        images, targets, ids, coords, geometry = self._images_of(target)
+        vectors, table = self._describe(images, targets, geometry)
+        refused = ~np.asarray(table['accepted'], dtype=bool)
+        if refused.any():
+            bad = [ids[i] for i in np.flatnonzero(refused)]
+            raise ValueError(f'no galaxy the selection accepts in query image(s) {bad[:5]}: '
+                             f'{table["reason"][refused][0]} (the same test as add; pass '
+                             'SimilaritySearch(selection=...) to relax it)')
         return vectors, ids, coords, carried
 
+
+def _checked_columns(columns, n):
+    """Extra catalogue columns as arrays of ``n`` values (a single value is repeated)."""
+    out = {}
+    for name, values in columns.items():
+        if not isinstance(values, (np.ndarray, SkyCoord)):  # Column and Quantity are arrays
+            values = np.asanyarray(values)
+        if not isinstance(values, SkyCoord) and values.ndim == 0:
+            values = np.repeat(values, n)
+        if isinstance(values, SkyCoord) and values.isscalar:
+            raise ValueError(f'column {name!r} holds one position for {n} images; give one per image')
+        if len(values) != n:
+            raise ValueError(f'column {name!r} has {len(values)} values for {n} images; give one per '
+                             'image (or a single value for all)')
+        out[name] = values
+    return out
+
+
+def _id_problem(galaxy_id):
+    """Why an id cannot be stored (FITS keeps ASCII and strips end spaces), or ''."""
+    if not galaxy_id.strip():
+        return 'empty id: every galaxy needs one'
+    if galaxy_id != galaxy_id.strip():
+        return f'id {galaxy_id!r} starts or ends with white space, which FITS strips'
+    if not galaxy_id.isascii():
+        return f'id {galaxy_id!r} is not ASCII text, which FITS stores'
+    return ''
 
 
 def _table_coords(table):

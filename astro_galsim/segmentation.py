@@ -15,26 +15,45 @@ import math
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
-from photutils.morphology import gini as _photutils_gini
 from photutils.segmentation import SegmentationImage, deblend_sources
 from scipy import ndimage
 
-__all__ = ['measure_galaxy', 'normalise_galaxy', 'select_galaxy', 'measurements_table', 'GalaxyMeasurement',
-           'MEASUREMENT_COLUMNS', 'SELECTION_DEFAULTS', 'segmentation_map']
+from ._fastphot import block_mean, clipped_stats, distance_to_segments, label_segments, moment_shape
+
+__all__ = ['measure_galaxy', 'normalise_galaxy', 'select_galaxy', 'measurements_table', 'isophotal_radius',
+           'GalaxyMeasurement', 'GalaxySegmentation', 'MEASUREMENT_COLUMNS', 'SELECTION_DEFAULTS',
+           'ISOPHOTE_LEVEL', 'segmentation_map']
 
 #: Columns of the measurement table, with their units.
 MEASUREMENT_COLUMNS = {
-    'found': None, 'x_centroid': u.pix, 'y_centroid': u.pix, 'r20': u.pix, 'r50': u.pix, 'r80': u.pix,
+    'found': None, 'x_centroid': u.pix, 'y_centroid': u.pix, 'scale_radius': u.pix, 'truncated': None,
+    'r20': u.pix, 'r50': u.pix, 'r80': u.pix,
     'r90': u.pix, 'kron_radius': u.pix, 'semimajor_axis': u.pix, 'semiminor_axis': u.pix,
     'ellipticity': u.dimensionless_unscaled, 'orientation': u.deg, 'area': u.pix ** 2,
     'gini': u.dimensionless_unscaled, 'concentration': u.dimensionless_unscaled,
     'asymmetry': u.dimensionless_unscaled, 'snr': u.dimensionless_unscaled,
-    'centre_offset': u.pix, 'smoothness': u.dimensionless_unscaled, 'n_stars': None,
+    'centre_offset': u.pix, 'smoothness': u.dimensionless_unscaled, 'peak_level': u.dimensionless_unscaled,
+    'n_stars': None,
 }
+
+#: Grey level (mean of the colour form's three planes, in [0, 1]) of the isophote whose radius sets a
+#: galaxy's scale: 40 of 255. SkyServer colour images have a fixed stretch, so a level is a surface
+#: brightness, and the radius where the azimuthally averaged profile falls to it does not depend on how
+#: the galaxy was framed or sampled (docs/segmentation.rst).
+ISOPHOTE_LEVEL = 40 / 255
 
 _DETECTION_SIZE = 192     # side of the block-averaged copy used for detection
 _N_SIGMA = 3.0            # detection threshold above the sky, in the smoothed image's noise
 _MIN_PIXELS = 8           # smallest segment kept at detection resolution
+# The colour form puts the sky near black (SkyServer JPEGs 2-7 of 255; calibrated frames are
+# sky-subtracted): a higher estimate from a frame is galaxy light that fills it, and a detection
+# threshold derived from it would segment only the bulge. Both are capped.
+_SKY_CEILING = 12 / 255
+_DETECT_MARGIN = 15 / 255  # the detection threshold lies at most this far above the sky
+_PROFILE_STEP = 0.5       # width of the annuli of the isophotal profile, in detection pixels
+_EXTRAPOLATE = 1.5        # an isophote beyond the frame is extrapolated at most this far (x the farthest radius seen)
+_R50_TO_SCALE = 1.2       # scale radius of a galaxy fainter than the isophote, in half-light radii
+                          # (the median scale_radius / r50 of the training and GZ1 galaxies is 1.17-1.22)
 _STAR_AREA = 0.2          # a deblended child smaller than this fraction of the galaxy...
 _STAR_PEAK = 0.5          # ...and brighter at its peak than this fraction of the galaxy's peak is foreign
 _MIN_R50 = 10.0          # default selection limits, from the mikeedi sample (docs/segmentation.rst)
@@ -44,16 +63,33 @@ _MAX_CENTRE_OFFSET = 0.2  # nearest segment farther than this fraction of the im
 _DRAG_TOLERANCE = 0.5    # centroid shift (in equivalent radii of the target child) that flags a merged star
 _DRAG_AREA = 5.0         # ...and a brighter child smaller than this many times the target child,
 _DRAG_COMPACT = 0.2      # with less than this fraction of its pixels above half its peak (a star), is removed
-_DEG_TO_RAD = u.deg.to(u.rad)  # as astropy turns an angle Quantity into radians (value * scale)
+
+
+class GalaxySegmentation:
+    """What `measure_galaxy` decided about the pixels, at detection resolution.
+
+    Kept beside the measurements for `normalise_galaxy` and `segmentation_map`: the block
+    factor of the detection copy, the masks of the central galaxy, of foreign sources, of
+    stars on the galaxy and of the sky, and the sky level and noise of the copy.
+    """
+
+    __slots__ = ('block', 'central', 'foreign', 'stars', 'sky_pixels', 'sky', 'noise')
+
+    def __init__(self, block, sky=np.nan, noise=np.nan, central=None, foreign=None, stars=None, sky_pixels=None):
+        self.block, self.sky, self.noise = block, sky, noise
+        self.central, self.foreign, self.stars, self.sky_pixels = central, foreign, stars, sky_pixels
 
 
 class GalaxyMeasurement(dict):
-    """Measurements of a central galaxy (a `dict` of plain floats in original pixels).
+    """Measurements of a central galaxy: a `dict` of the `MEASUREMENT_COLUMNS`, in original pixels.
 
-    Besides the `MEASUREMENT_COLUMNS` it carries, under private keys, what
-    `normalise_galaxy` needs: the label image at detection resolution, the block factor
-    and the sky pixels used to fill masked neighbours.
+    ``segmentation`` (a `GalaxySegmentation`) holds the pixel masks that `normalise_galaxy`
+    and `segmentation_map` use; it is not one of the measurements.
     """
+
+    def __init__(self, *args, segmentation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.segmentation = segmentation
 
     def to_table(self, pixel_scale=None):
         """One-row `~astropy.table.QTable` with units; radii also in arcsec when the pixel scale is known."""
@@ -68,7 +104,8 @@ def measurements_table(measurements, pixel_scale=None):
     measurements : list of `GalaxyMeasurement` or dict
         One per galaxy (missing keys give NaN).
     pixel_scale : `~astropy.units.Quantity` or list of them, optional
-        Angular size of an original pixel, per galaxy; adds ``r50_arcsec`` and ``r90_arcsec``.
+        Angular size of an original pixel, per galaxy; adds ``scale_radius_arcsec``,
+        ``r50_arcsec`` and ``r90_arcsec``.
     """
     table = QTable()
     for name, unit in MEASUREMENT_COLUMNS.items():
@@ -81,148 +118,141 @@ def measurements_table(measurements, pixel_scale=None):
     if pixel_scale is not None:
         scales = u.Quantity(pixel_scale if np.ndim(pixel_scale) else [pixel_scale] * len(measurements))
         scales = scales.to(u.arcsec / u.pix) if scales.unit.physical_type != 'angle' else scales / u.pix
-        table['r50_arcsec'] = (table['r50'] * scales).to(u.arcsec)
-        table['r90_arcsec'] = (table['r90'] * scales).to(u.arcsec)
+        for name in ('scale_radius', 'r50', 'r90'):
+            table[f'{name}_arcsec'] = (table[name] * scales).to(u.arcsec)
     return table
 
 
-def _block_mean(image, factor):
-    """Block-average the last two axes by an integer factor (edges trimmed).
+def _filled(sky, centre):
+    """Whether a sky estimate above the colour form's ceiling is the light of a galaxy filling the frame.
 
-    For factors up to 7 the blocks are summed as strided views, in the order in which
-    numpy's ``mean(axis=(-3, -1))`` of the reshaped array adds them (each block row left
-    to right, then the rows top to bottom), which gives bit-identical results about ten
-    times faster; larger factors use the reshape directly.
+    It is when the target is brighter than that "sky" by more than the isophote's level; a uniformly
+    bright field is not.
     """
-    if factor == 1:
-        return image
-    ny, nx = image.shape[-2] // factor * factor, image.shape[-1] // factor * factor
-    trimmed = image[..., :ny, :nx]
-    if factor > 7 or trimmed.dtype != np.float32:
-        shape = trimmed.shape[:-2] + (ny // factor, factor, nx // factor, factor)
-        return trimmed.reshape(shape).mean(axis=(-3, -1))
-    total = None
-    for i in range(factor):
-        row = trimmed[..., i::factor, 0::factor] + trimmed[..., i::factor, 1::factor]
-        for j in range(2, factor):
-            row += trimmed[..., i::factor, j::factor]
-        if total is None:
-            total = row
-        else:
-            total += row
-    total /= np.float32(factor * factor)
-    return total
+    return sky > _SKY_CEILING and centre > sky + ISOPHOTE_LEVEL
 
 
-def _clipped_stats(values, sigma=3.0, maxiters=5):
-    """Median and standard deviation of sigma-clipped values.
-
-    The same statistics as ``astropy.stats.sigma_clipped_stats(values, sigma=sigma,
-    maxiters=maxiters)`` (median centre, standard deviation, clipping until nothing changes
-    or ``maxiters`` rounds), computed on one sorted copy: each round's kept values are a
-    contiguous range of it, so the median is read off and only the final standard
-    deviation is computed from the values themselves. The bounds of each round use a
-    float64 standard deviation, unless a change within float32 rounding of it could move a
-    bound past a value, in which case the float32 standard deviation that astropy uses
-    decides. The results are bit-identical to astropy's on float32 input.
-
-    Parameters
-    ----------
-    values : `~numpy.ndarray`
-        The values (any shape; non-finite values are dropped).
-
-    Returns
-    -------
-    median, std : `numpy.float32`
-    """
-    values = np.asarray(values, dtype=np.float32).ravel()
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = values[finite]
-    if values.size == 0:
-        return np.float32(np.nan), np.float32(np.nan)
-    ordered = np.sort(values)
-    size = ordered.size
-    sigma32 = np.float32(sigma)
-    # (no np.dot: BLAS threads stall on a busy machine)
-    ordered64 = ordered.astype(np.float64)
-    total1, total2 = float(ordered64.sum()), float(np.square(ordered64).sum())
-    lo, hi = 0, size
-    sum1, sum2 = total1, total2
-
-    def median(lo, hi):
-        n, k = hi - lo, lo + (hi - lo) // 2
-        return ordered[k] if n % 2 else (ordered[k - 1] + ordered[k]) / np.float32(2)
-
-    def kept(lo, hi):  # the kept values in their original order, as astropy holds them
-        if lo == 0 and hi == size:
-            return values
-        return values[(values >= ordered[lo]) & (values <= ordered[hi - 1])]
-
-    def bounds(centre, std):
-        return (max(lo, int(np.searchsorted(ordered, centre - std * sigma32, 'left'))),
-                min(hi, int(np.searchsorted(ordered, centre + std * sigma32, 'right'))))
-
-    for _ in range(maxiters):
-        n = hi - lo
-        centre = median(lo, hi)
-        mean = sum1 / n
-        std = np.sqrt(max(sum2 / n - mean * mean, 0.0))
-        new = bounds(centre, np.float32(std * (1 - 1e-5)))
-        if new != bounds(centre, np.float32(std * (1 + 1e-5))):
-            new = bounds(centre, np.nanstd(kept(lo, hi)))
-        if new == (lo, hi):
-            break
-        cut_lo, cut_hi = ordered64[lo:new[0]], ordered64[new[1]:hi]
-        sum1 -= cut_lo.sum() + cut_hi.sum()
-        sum2 -= np.square(cut_lo).sum() + np.square(cut_hi).sum()
-        lo, hi = new
-        if lo >= hi:
-            return np.float32(np.nan), np.float32(np.nan)
-    return median(lo, hi), np.nanstd(kept(lo, hi))
+def _sky_noise(image, mask=None, centre=0.0):
+    """Sigma-clipped sky level and noise of a 2-D image (the sky capped where a galaxy fills the frame)."""
+    sky, noise = clipped_stats(image if mask is None else image[~mask])
+    noise = noise if noise > 0 else max(float(np.std(image)), 1e-6)
+    return (_SKY_CEILING if _filled(sky, centre) else sky), noise
 
 
-def _sky_noise(image, mask=None):
-    """Sigma-clipped sky level and noise of a 2-D image, from the pixels outside ``mask``."""
-    sky, noise = _clipped_stats(image if mask is None else image[~mask])
-    return sky, (noise if noise > 0 else max(float(np.std(image)), 1e-6))
-
-
-def _detect(image, smoothed, n_sigma, mask=None, image_noise=None):
+def _detect(image, smoothed, n_sigma, mask=None, image_noise=None, centre=0.0):
     """Segments of a 2-D image above the sky of its smoothed copy (pixels outside ``mask``).
 
     The threshold is set on the smoothed image in units of the smoothed image's own
     noise, so that it means the same whatever the pixel noise correlations (JPEG).
+    Where a galaxy fills the frame (its light taken for sky, see `_filled`; ``centre`` is
+    the smoothed level at the target), the threshold is instead ``_DETECT_MARGIN`` above
+    the colour form's sky ceiling, so that the segment still reaches the outskirts.
     ``image_noise`` (a callable giving the noise of ``image``) is the fallback when the
     smoothed image's noise is zero.
     """
-    sky_s, noise_s = _clipped_stats(smoothed if mask is None else smoothed[~mask])
+    sky_s, noise_s = clipped_stats(smoothed if mask is None else smoothed[~mask])
     if not noise_s > 0:
         noise_s = image_noise() if image_noise is not None else _sky_noise(image, mask)[1]
-    return _segments(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
+    if _filled(sky_s, centre):
+        return label_segments(smoothed, _SKY_CEILING + min(n_sigma * noise_s, _DETECT_MARGIN), _MIN_PIXELS)
+    return label_segments(smoothed, sky_s + n_sigma * noise_s, _MIN_PIXELS)
 
 
-def _segments(data, threshold, n_pixels):
-    """Label image of the 8-connected groups of at least ``n_pixels`` pixels above ``threshold``.
+def isophotal_radius(grey, x, y, level=ISOPHOTE_LEVEL, *, mask=None, step=1.0):
+    """Radius where the azimuthally averaged profile of a grey image falls to a level.
 
-    What ``photutils.segmentation.detect_sources(data, threshold, n_pixels).data`` holds
-    (labels numbered in raster order of first appearance, consecutively after the small
-    groups are dropped), or None when there is no such group (an empty field is an
-    answer here, not something to warn about).
+    The profile is the mean of the unmasked pixels in annuli of width ``step`` about
+    ``(x, y)``; annuli the frame cuts count with the part that is visible, out to the
+    farthest corner. Where the profile is still above ``level`` at the last annulus, the
+    radius is extrapolated from an exponential fitted to the outer half of the profile,
+    at most ``1.5`` times the farthest radius seen.
+
+    Parameters
+    ----------
+    grey : `~numpy.ndarray`, shape (ny, nx)
+        The image (for the package's colour form, the mean of its three planes).
+    x, y : float
+        Centre, in pixels.
+    level : float, optional
+        The isophote's level, in the units of ``grey`` (default `ISOPHOTE_LEVEL`).
+    mask : `~numpy.ndarray` of bool, optional
+        Pixels to leave out (foreign sources).
+    step : float, optional
+        Width of the annuli, in pixels.
+
+    Returns
+    -------
+    radius : float
+        In pixels; NaN when the profile never reaches ``level`` from above (a source
+        fainter than the isophote, or one whose isophote lies too far beyond the frame).
+    truncated : bool
+        True when the isophote lies beyond the largest circle about the centre that fits
+        in the frame (the radius then rests on the visible part of the annuli, or on the
+        extrapolation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[:201, :201]
+    >>> disc = np.exp(-np.hypot(x - 100, y - 100) / 20)   # falls to 0.1 at r = 20 ln 10 = 46
+    >>> radius, truncated = isophotal_radius(disc, 100, 100, 0.1)
+    >>> round(radius), truncated
+    (46, False)
+    >>> radius, truncated = isophotal_radius(disc[60:141, 60:141], 40, 40, 0.1)   # framed tighter
+    >>> round(radius), truncated
+    (46, True)
     """
-    labels, count = ndimage.label(data > threshold, structure=np.ones((3, 3), dtype=int))
-    if count == 0:
-        return None
-    keep = np.bincount(labels.ravel(), minlength=count + 1) >= n_pixels
-    keep[0] = False
-    kept = int(keep.sum())
-    if kept == 0:
-        return None
-    if kept < count:
-        relabel = np.zeros(count + 1, dtype=labels.dtype)
-        relabel[keep] = np.arange(1, kept + 1, dtype=labels.dtype)
-        labels = relabel[labels]
-    return labels
+    ny, nx = grey.shape
+    yy, xx = np.indices(grey.shape)
+    bins = (np.hypot(xx - x, yy - y) / step).astype(np.intp)
+    values = grey
+    if mask is not None and mask.any():
+        bins, values = bins[~mask], grey[~mask]
+    total = np.bincount(bins.ravel(), values.ravel())
+    count = np.bincount(bins.ravel())
+    seen = count > 0
+    radii = (np.arange(total.size)[seen] + 0.5) * step
+    profile = total[seen] / count[seen]
+    edge = min(x + 0.5, y + 0.5, nx - 0.5 - x, ny - 0.5 - y)
+    below = np.flatnonzero(profile < level)
+    if below.size and below[0] == 0:
+        return np.nan, False          # fainter than the isophote at its centre
+    if below.size:
+        i = below[0]
+        frac = (profile[i - 1] - level) / (profile[i - 1] - profile[i])
+        radius = float(radii[i - 1] + frac * (radii[i] - radii[i - 1]))
+        return radius, bool(radius > edge)
+    # the isophote lies beyond the farthest corner: extrapolate the outer profile
+    outer = (radii >= radii[-1] / 2) & (profile > 0)
+    if outer.sum() < 3:
+        return np.nan, True
+    slope, intercept = np.polyfit(radii[outer], np.log(profile[outer]), 1)
+    if not slope < 0:
+        return np.nan, True
+    radius = float((np.log(level) - intercept) / slope)
+    return (radius if radius <= _EXTRAPOLATE * radii[-1] else np.nan), True
+
+
+def _windowed_centre(image, x, y, level, mask, iterations=3):
+    """Centre of the galaxy: its light-weighted centroid within half its isophotal radius.
+
+    Started at the peak nearest the target and iterated with the aperture set by the
+    isophotal radius about the current centre, so it follows the galaxy's core whatever
+    the framing, neighbours or the extent of its segment (as SourceExtractor's windowed
+    positions do).
+    """
+    yy, xx = np.indices(image.shape)
+    weights = np.where(mask, 0.0, np.clip(image, 0, None))
+    for _ in range(iterations):
+        radius, _ = isophotal_radius(image, x, y, level, mask=mask, step=_PROFILE_STEP)
+        if not np.isfinite(radius):
+            break
+        inside = np.hypot(xx - x, yy - y) <= max(2.0, 0.5 * radius)
+        total = weights[inside].sum()
+        if not total > 0:
+            break
+        x, y = float((weights * xx)[inside].sum() / total), float((weights * yy)[inside].sum() / total)
+    return x, y
 
 
 def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETECTION_SIZE):
@@ -263,30 +293,33 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         raise ValueError(f'measure_galaxy needs a (3, ny, nx) colour image, got shape {rgb.shape}')
     ny, nx = rgb.shape[1:]
     block = max(1, int(np.ceil(max(ny, nx) / detection_size)))
-    det = _block_mean(rgb.mean(axis=0), block)
+    grey = rgb.mean(axis=0)
+    det = block_mean(grey, block)
     if position is None:
         position = ((nx - 1) / 2, (ny - 1) / 2)
     # position in detection pixels (block centres sit at block * (i + 0.5) - 0.5)
     px, py = ((position[0] + 0.5) / block - 0.5, (position[1] + 0.5) / block - 0.5)
 
-    measurement = GalaxyMeasurement(found=False, _block=block)
+    segmentation = GalaxySegmentation(block)
+    measurement = GalaxyMeasurement(found=False, segmentation=segmentation)
     # detect, mask the sources, re-estimate sky and noise without them, detect again
     smoothed = ndimage.gaussian_filter(det, 1.0)
     # (the sky and noise of det itself are needed only from the pass that is kept)
-    segm = _detect(det, smoothed, n_sigma)
+    iy, ix = int(np.clip(round(py), 0, det.shape[0] - 1)), int(np.clip(round(px), 0, det.shape[1] - 1))
+    centre = float(smoothed[iy, ix])
+    segm = _detect(det, smoothed, n_sigma, centre=centre)
     source_mask = None if segm is None else ndimage.binary_dilation(segm > 0, iterations=2)
     if source_mask is not None and (~source_mask).sum() > 50:
-        sky, noise = _sky_noise(det, source_mask)
-        segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise)
+        sky, noise = _sky_noise(det, source_mask, centre)
+        segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise, centre=centre)
     else:
-        sky, noise = _sky_noise(det)
-    measurement.update(_sky=sky, _noise=noise)
+        sky, noise = _sky_noise(det, centre=centre)
+    segmentation.sky, segmentation.noise = sky, noise
     if segm is None:
         return measurement
 
     # the central segment: the one under the target, else the nearest one
-    iy, ix = int(np.clip(round(py), 0, det.shape[0] - 1)), int(np.clip(round(px), 0, det.shape[1] - 1))
-    if _distance_to_segments(segm, iy, ix) > _MAX_CENTRE_OFFSET * max(det.shape):
+    if distance_to_segments(segm, iy, ix) > _MAX_CENTRE_OFFSET * max(det.shape):
         return measurement
     label = int(segm[iy, ix])
     if label == 0:
@@ -298,15 +331,29 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         anchor = tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
     image = det - sky
     central, stars = _split_central(image, smoothed - sky, segm == label, anchor)
+    foreign = (segm > 0) & (segm != label)
 
-    shape = _moment_shape(image, central)
+    # centre and scale from the isophote, which the framing does not move (foreign light left out)
+    hidden = (ndimage.binary_dilation(foreign, iterations=1) & ~central) | stars
+    # start at the peak under the target (one of a merging pair), or the galaxy's own peak when the target is on the sky
+    radius = max(3.0, 0.08 * max(det.shape)) if segm[iy, ix] == label else np.inf
+    x0, y0 = _peak_near(smoothed, central, anchor, radius)
+    xc, yc = _windowed_centre(det, x0, y0, ISOPHOTE_LEVEL, hidden)
+    scale, truncated = isophotal_radius(det, xc, yc, mask=hidden, step=_PROFILE_STEP)
+    shape = moment_shape(image, central)
+    footprint = _isophotal_footprint(smoothed, central, xc, yc)
+    if footprint is not None:  # the shape inside the isophote, which the frame does not cut
+        shape.update({k: v for k, v in moment_shape(image, footprint).items()
+                      if k in ('semimajor_axis', 'semiminor_axis', 'ellipticity', 'orientation')})
     galaxy = np.where(central, image, 0.0)
-    xc, yc = float(shape['x_centroid']), float(shape['y_centroid'])
     radii = _flux_radii(galaxy, xc, yc, (0.2, 0.5, 0.8, 0.9))
+    if not np.isfinite(scale) and not truncated:
+        scale = _R50_TO_SCALE * radii[1]   # fainter than the isophote: small, so its half-light radius holds
     flux = galaxy.sum()
     measurement.update(
         found=True,
         x_centroid=(xc + 0.5) * block - 0.5, y_centroid=(yc + 0.5) * block - 0.5,
+        scale_radius=scale * block, truncated=truncated,
         r20=radii[0] * block, r50=radii[1] * block, r80=radii[2] * block, r90=radii[3] * block,
         kron_radius=float(shape['kron_radius']) * float(shape['semimajor_axis']) * block,
         semimajor_axis=float(shape['semimajor_axis']) * block,
@@ -319,98 +366,47 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         n_stars=int(ndimage.label(stars)[1]) if stars.any() else 0,
         snr=float(flux / (noise * np.sqrt(central.sum()))),
         centre_offset=float(np.hypot(xc - px, yc - py)) * block,
-        _central=central, _foreign=(segm > 0) & (segm != label), _stars=stars,
-        _sky_pixels=(segm == 0),
+        peak_level=_peak_level(grey, (xc + 0.5) * block - 0.5, (yc + 0.5) * block - 0.5),
     )
+    segmentation.central, segmentation.foreign, segmentation.stars = central, foreign, stars
+    segmentation.sky_pixels = segm == 0
     return measurement
 
 
-def _distance_to_segments(labels, iy, ix):
-    """Euclidean distance from pixel (iy, ix) to the nearest labelled pixel (0 when on one).
+def _peak_level(grey, x, y, half=3):
+    """Brightest 3 x 3 mean of the full-resolution grey image within ``half`` pixels of (x, y).
 
-    The value ``ndimage.distance_transform_edt(labels == 0)[iy, ix]`` gives, for one pixel.
+    A star's core saturates the colour form (SkyServer JPEG stars are white discs); the
+    cores of the galaxies of the training and evaluation sets stay below 0.9.
     """
-    if labels[iy, ix]:
-        return 0.0
-    yy, xx = np.nonzero(labels)
-    return float(np.sqrt(np.min((yy - iy) ** 2 + (xx - ix) ** 2)))
+    ny, nx = grey.shape
+    ix, iy = int(round(x)), int(round(y))
+    box = grey[max(0, iy - half - 1):min(ny, iy + half + 2), max(0, ix - half - 1):min(nx, ix + half + 2)]
+    if box.size == 0:
+        return np.nan
+    return float(ndimage.uniform_filter(box, 3, mode='nearest').max())
 
 
-def _moment_shape(image, segment):
-    """Centroid, shape, area, Gini and Kron radius of one segment, as photutils measures them.
-
-    The same numbers as ``SourceCatalog(image, SegmentationImage(segment.astype(int)))``
-    gives for its single source (``x_centroid``, ``y_centroid``, ``semimajor_axis``,
-    ``semiminor_axis``, ``ellipticity``, ``orientation`` in degrees, ``area``, ``gini``
-    and the unscaled ``kron_radius`` with photutils' default ``kron_params``), computed
-    with the same formulae and operations without building a catalogue, which costs more
-    than the arithmetic for one source. ``image`` must be finite.
-    """
-    (slc,) = ndimage.find_objects(segment.astype(np.int8))
-    inside = segment[slc]
-    cutout = image[slc].copy()
-    cutout[~inside | (cutout < 0)] = 0.0
-    ny, nx = cutout.shape
-    y, x = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
-    powers = lambda v: np.column_stack([np.ones(v.size), v, v * v, v ** 3])  # noqa: E731
-    moments = powers(y).T @ cutout @ powers(x)
-    xcen, ycen = moments[0, 1] / moments[0, 0], moments[1, 0] / moments[0, 0]
-    central = powers(y - ycen).T @ cutout @ powers(x - xcen)
-    mu = central / central[0, 0]
-    covar = np.array([[mu[0, 2], mu[1, 1]], [mu[1, 1], mu[2, 0]]])
-    # photutils' (SourceExtractor's) guard against infinitely thin sources
-    if np.linalg.det(covar) < 0:
-        covar[:] = np.nan
-    while np.linalg.det(covar) < (1.0 / 12) ** 2:
-        covar[0, 0] += 1.0 / 12
-        covar[1, 1] += 1.0 / 12
-    eigvals = np.full(2, np.nan)
-    if np.isfinite(covar).all():
-        eigvals = np.linalg.eigvalsh(covar[None])[0][::-1]
-        if (eigvals < 0).any():
-            eigvals[:] = np.nan
-    a, b = np.sqrt(eigvals[0]), np.sqrt(eigvals[1])
-    orientation = np.rad2deg(0.5 * np.arctan2(2.0 * covar[0, 1], covar[0, 0] - covar[1, 1])) % 360
-    theta = orientation * _DEG_TO_RAD
-    cos, sin = np.cos(theta), np.sin(theta)
-    cxx = (cos / a) ** 2 + (sin / b) ** 2
-    cyy = (sin / a) ** 2 + (cos / b) ** 2
-    cxy = 2.0 * cos * sin * ((1.0 / a ** 2) - (1.0 / b ** 2))
-    values = image[slc][inside].astype(float)  # photutils' masked cutouts are float64
-    xc, yc = xcen + slc[1].start, ycen + slc[0].start
-    return dict(x_centroid=xc, y_centroid=yc, semimajor_axis=a, semiminor_axis=b,
-                ellipticity=1.0 - b / a, orientation=orientation, area=float(values.size),
-                gini=float(_photutils_gini(values)),
-                kron_radius=_kron_radius(image, xc, yc, 6.0 * a, 6.0 * b, theta, cxx, cxy, cyy))
+def _peak_near(smoothed, segment, anchor, radius):
+    """(x, y) of the brightest pixel of a segment within ``radius`` of ``anchor`` (row, col)."""
+    yy, xx = np.indices(smoothed.shape)
+    near = segment & (np.hypot(yy - anchor[0], xx - anchor[1]) <= radius)
+    if not near.any():
+        return float(anchor[1]), float(anchor[0])
+    iy, ix = np.unravel_index(np.argmax(np.where(near, smoothed, -np.inf)), smoothed.shape)
+    return float(ix), float(iy)
 
 
-def _kron_radius(data_full, xc, yc, a, b, theta, cxx, cxy, cyy, scale=6.0, kron_min=1.4):
-    """photutils' first-moment Kron radius of one source (no neighbours, default kron_params)."""
-    if not all(math.isfinite(v) for v in (xc, yc, a, b, theta)):
-        return np.nan
-    if a == 0 and b == 0:
-        return np.nan
-    half_w = math.sqrt(a * a * math.cos(theta) ** 2 + b * b * math.sin(theta) ** 2)
-    half_h = math.sqrt(a * a * math.sin(theta) ** 2 + b * b * math.cos(theta) ** 2)
-    ixmin, ixmax = math.floor(xc - half_w + 0.5), math.floor(xc + half_w + 0.5) + 1
-    iymin, iymax = math.floor(yc - half_h + 0.5), math.floor(yc + half_h + 0.5) + 1
-    ny, nx = data_full.shape
-    if (ixmax - ixmin) * (iymax - iymin) > max(data_full.size, 1_000_000):
-        return np.nan
-    x0, x1 = max(ixmin, 0), min(ixmax, nx)
-    y0, y1 = max(iymin, 0), min(iymax, ny)
-    if x0 >= x1 or y0 >= y1:
-        return np.nan
-    data = data_full[y0:y1, x0:x1].astype(float)
-    xx = (np.arange(x1 - x0) - (xc - x0))[np.newaxis, :]
-    yy = (np.arange(y1 - y0) - (yc - y0))[:, np.newaxis]
-    rr = np.sqrt(np.maximum(cxx * xx * xx + cxy * xx * yy + cyy * yy * yy, 0.0))
-    inside = rr <= scale
-    numerator, denominator = np.sum(data[inside] * rr[inside]), np.sum(data[inside])
-    radius = kron_min if numerator <= 0 or denominator <= 0 else numerator / denominator
-    if radius > scale:
-        return np.nan
-    return max(radius, kron_min)
+def _isophotal_footprint(smoothed, central, xc, yc):
+    """The part of the central segment above the isophote that holds the centre (None if too small)."""
+    labels, count = ndimage.label(central & (smoothed >= ISOPHOTE_LEVEL))
+    if count == 0:
+        return None
+    iy = int(np.clip(round(yc), 0, labels.shape[0] - 1))
+    ix = int(np.clip(round(xc), 0, labels.shape[1] - 1))
+    keep = labels[iy, ix] or int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    footprint = labels == keep
+    return footprint if footprint.sum() >= _MIN_PIXELS else None
 
 
 def _nearest_segment(segm, px, py, max_distance):
@@ -538,8 +534,8 @@ def _smoothness(galaxy, xc, yc, r90):
     return float(np.clip(galaxy - smooth, 0, None)[outside_core].sum() / total)
 
 
-def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=3.0, rotate=True, isolate=True,
-                     seed=0):
+def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=1.5, scale='scale_radius', rotate=True,
+                     isolate=True, seed=0):
     """Centre, scale and orient the measured central galaxy onto a fixed grid.
 
     Parameters
@@ -551,8 +547,13 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=3.0, rotate=True
     size : int, optional
         Side of the output in pixels.
     radius_scale : float, optional
-        Half the output's side, in half-light radii: the galaxy's ``r50`` spans
+        Half the output's side, in units of the radius named by ``scale``: that radius spans
         ``size / (2 * radius_scale)`` output pixels whatever the input's framing and pixel scale.
+    scale : {'scale_radius', 'r50'}, optional
+        The radius the galaxy is scaled to: its isophotal ``scale_radius`` (the default,
+        which does not depend on the framing), or the half-light radius ``r50`` of the
+        segment (how encoders before ``astro_galsim-ae-v3`` were trained; it shrinks to
+        the bulge when a galaxy overflows its cutout).
     rotate : bool, optional
         Turn the galaxy so that its major axis lies along the output's x axis.
     isolate : bool, optional
@@ -569,14 +570,20 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=3.0, rotate=True
     if not measurement.get('found'):
         raise ValueError('no central galaxy was found in this image; nothing to normalise '
                          '(check the position, or the measurement "found" flag before normalising)')
+    if scale not in ('scale_radius', 'r50'):
+        raise ValueError(f"scale={scale!r}: give 'scale_radius' (isophotal) or 'r50' (half-light)")
+    radius = float(measurement[scale])
+    if not radius > 0:
+        raise ValueError(f'the galaxy has no {scale} to scale to ({radius}): it overflows its cutout '
+                         'too far to be measured; give a wider cutout')
     rgb = np.asarray(rgb, dtype=np.float32)
-    block = measurement['_block']
+    block = measurement.segmentation.block
     if isolate:
-        rgb = _fill_foreign(rgb, measurement, block, seed)
+        rgb = _fill_foreign(rgb, measurement.segmentation, measurement, seed)
     # output pixel size in input pixels; average blocks first so the resampling never skips pixels
-    step = 2 * radius_scale * measurement['r50'] / size
+    step = 2 * radius_scale * radius / size
     reduce = max(1, int(step))
-    work = _block_mean(rgb, reduce)
+    work = block_mean(rgb, reduce)
     step /= reduce
     xc = (measurement['x_centroid'] + 0.5) / reduce - 0.5
     yc = (measurement['y_centroid'] + 0.5) / reduce - 0.5
@@ -636,26 +643,26 @@ def segmentation_map(measurement, shape):
     """
     if not measurement.get('found'):
         raise ValueError('no central galaxy was found; there is no segmentation to show')
-    block = measurement['_block']
+    seg = measurement.segmentation
     labels = np.zeros(shape, dtype=np.uint8)
-    labels[_upsample(measurement['_central'], block, shape)] = 1
-    labels[_upsample(measurement['_foreign'], block, shape)] = 2
-    labels[_upsample(measurement['_stars'], block, shape)] = 3
+    labels[_upsample(seg.central, seg.block, shape)] = 1
+    labels[_upsample(seg.foreign, seg.block, shape)] = 2
+    labels[_upsample(seg.stars, seg.block, shape)] = 3
     return labels
 
 
-def _fill_foreign(rgb, measurement, block, seed):
+def _fill_foreign(rgb, seg, measurement, seed):
     """Remove foreign sources: separate ones become sky drawn from the same image, stars
     on the galaxy take the galaxy's light from the point-symmetric position."""
-    shape = rgb.shape[1:]
-    foreign = ndimage.binary_dilation(measurement['_foreign'], iterations=1) & ~measurement['_central']
-    stars = measurement['_stars']
+    shape, block = rgb.shape[1:], seg.block
+    foreign = ndimage.binary_dilation(seg.foreign, iterations=1) & ~seg.central
+    stars = seg.stars
     if not foreign.any() and not stars.any():
         return rgb
     out = rgb.reshape(3, -1).copy()
     target = np.flatnonzero(_upsample(foreign, block, shape)) if foreign.any() else np.empty(0, int)
     if target.size:
-        sky_idx = np.flatnonzero(_upsample(measurement['_sky_pixels'], block, shape))
+        sky_idx = np.flatnonzero(_upsample(seg.sky_pixels, block, shape))
         if sky_idx.size:
             draw = sky_idx[np.random.default_rng(seed).integers(0, sky_idx.size, target.size)]
             out[:, target] = out[:, draw]
@@ -673,7 +680,8 @@ def _fill_foreign(rgb, measurement, block, seed):
 #: Default acceptance criteria of `select_galaxy`, chosen on the 7,505 galaxies of the
 #: original work's sample (``sdss_galaxies_mikeedi``; see the segmentation docs).
 SELECTION_DEFAULTS = {'min_r50': _MIN_R50 * u.pix, 'min_snr': _MIN_SNR, 'min_gini': _MIN_GINI,
-                      'min_smoothness': None, 'max_centre_offset': None}
+                      'min_smoothness': None, 'max_centre_offset': None, 'max_offset_ratio': 0.6,
+                      'max_ellipticity': 0.9, 'max_peak_level': 0.92, 'min_scale_ratio': 0.2}
 
 
 def _as_pixels(value, pixel_scale, name):
@@ -696,7 +704,11 @@ def _as_pixels(value, pixel_scale, name):
 
 def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
                   min_snr=SELECTION_DEFAULTS['min_snr'], min_gini=SELECTION_DEFAULTS['min_gini'],
-                  min_smoothness=None, max_centre_offset=None, pixel_scale=None):
+                  min_smoothness=None, max_centre_offset=None,
+                  max_offset_ratio=SELECTION_DEFAULTS['max_offset_ratio'],
+                  max_ellipticity=SELECTION_DEFAULTS['max_ellipticity'],
+                  max_peak_level=SELECTION_DEFAULTS['max_peak_level'],
+                  min_scale_ratio=SELECTION_DEFAULTS['min_scale_ratio'], pixel_scale=None):
     """Decide whether a measured galaxy is resolved, bright and structured enough.
 
     The defaults accept about 98% of the original work's sample of galaxies "with
@@ -722,6 +734,22 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
     max_centre_offset : float or `~astropy.units.Quantity`, optional
         Largest distance between the target position and the galaxy's centroid, in
         pixels or as an angle.
+    max_offset_ratio : float, optional
+        Largest distance between the target and the galaxy's centre, in units of its
+        ``scale_radius``: a detection beside the target (a neighbour, a trail crossing the
+        frame) is not the galaxy asked for.
+    max_ellipticity : float, optional
+        Largest ellipticity: satellite and aircraft trails are lines (0.92-0.96 measured),
+        the flattest edge-on discs of the training sample stay below 0.9.
+    max_peak_level : float, optional
+        Largest grey level of the core (``peak_level``, in the colour form): stars
+        saturate to a white disc, galaxy cores of SDSS colour images stay below 0.9. It
+        holds for SDSS's colour stretch only; `~astro_galsim.pipeline.prepare` turns it
+        off for images whose bands are not SDSS bands (their stretch is unknown).
+    min_scale_ratio : float, optional
+        Smallest ``scale_radius / r50``: a segment whose light lies mostly far from a
+        faint target (a trail, an artefact, the halo of a bright neighbour) has a tiny
+        isophote for its half-light radius (galaxies: 0.5-1.6).
     pixel_scale : `~astropy.units.Quantity`, optional
         Angle per pixel (``arcsec`` or ``arcsec / pix``); needed only for angular limits.
 
@@ -748,6 +776,10 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
     """
     if not measurement.get('found'):
         return False, 'no galaxy found near the target position'
+    scale = float(measurement.get('scale_radius', np.nan))
+    if 'scale_radius' in measurement and not scale > 0:
+        return False, ('the galaxy overflows its cutout: its isophote lies too far beyond the frame '
+                       'to be measured; give a wider cutout')
     min_r50 = _as_pixels(min_r50, pixel_scale, 'min_r50')
     max_centre_offset = _as_pixels(max_centre_offset, pixel_scale, 'max_centre_offset')
     reasons = []
@@ -769,4 +801,27 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
         if not offset <= max_centre_offset:
             reasons.append(f'galaxy centroid lies {offset:.1f} pix from the target, '
                            f'more than {max_centre_offset:.1f} pix')
+    if 'scale_radius' in measurement:   # the shape tests need the isophotal measurements
+        reasons += _artefact_reasons(measurement, scale, r50, max_offset_ratio, max_ellipticity,
+                                     max_peak_level, min_scale_ratio)
     return not reasons, '; '.join(reasons)
+
+
+def _artefact_reasons(m, scale, r50, max_offset_ratio, max_ellipticity, max_peak_level, min_scale_ratio):
+    """Why a detection is not a galaxy: off the target, a trail, a star or a stray light."""
+    reasons = []
+    offset = float(m.get('centre_offset', np.nan))
+    if max_offset_ratio is not None and offset > max_offset_ratio * scale:
+        reasons.append(f'the galaxy found lies {offset:.1f} pix from the target, more than '
+                       f'{max_offset_ratio} of its scale radius {scale:.1f} pix (a neighbour, not the target)')
+    ellipticity = float(m.get('ellipticity', np.nan))
+    if max_ellipticity is not None and ellipticity > max_ellipticity:
+        reasons.append(f'ellipticity {ellipticity:.2f} is above {max_ellipticity}: a line (a satellite '
+                       'or aircraft trail), not a galaxy')
+    peak = float(m.get('peak_level', np.nan))
+    if max_peak_level is not None and peak > max_peak_level:
+        reasons.append(f'saturated point-like core (peak level {peak:.2f} above {max_peak_level}): a star')
+    if min_scale_ratio is not None and scale < min_scale_ratio * r50:
+        reasons.append(f'scale radius {scale:.1f} pix is under {min_scale_ratio} of the half-light radius '
+                       f'{r50:.1f} pix: the light is not at the target (a trail, artefact or halo)')
+    return reasons

@@ -30,7 +30,8 @@ from .io import atomic_output
 from .model import file_sha256
 from .network import ConvAutoencoder
 
-__all__ = ['train_autoencoder', 'augment', 'context_normalisation', 'load_training_images']
+__all__ = ['train_autoencoder', 'augment', 'context_normalisation', 'load_training_images',
+           'load_labelled_images', 'gz2_labels_of', 'TrainingLabels', 'MORPHOLOGY_CLASSES']
 
 
 def context_normalisation(normalisation, context=1.5):
@@ -51,7 +52,7 @@ def load_training_images(folder, normalisation, workers=2):
     paths = [folder / p for p in index['path']]
     arrays, table = prepare(paths, normalisation=context_normalisation(normalisation), workers=workers,
                             progress=conf.show_progress)
-    keep = table['found']
+    keep = np.asarray(table['found']) & arrays.any(axis=(1, 2, 3))  # found, and with a scale to normalise to
     log.info(f'{keep.sum()} of {len(keep)} training images have a central galaxy')
     is_val = np.asarray(index['split']) == 'val' if 'split' in index.colnames else np.zeros(len(index), bool)
     return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
@@ -70,7 +71,7 @@ def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.15)
         Source of randomness.
     zoom : (float, float), optional
         Range (log-uniform) of the view's field relative to the encoder's: 0.67 shows
-        2/3 of the normal field (2 half-light radii instead of 3), 1.5 the whole context image.
+        2/3 of the normal field, 1.5 the whole context image.
     colour : float, optional
         Largest change of each band's scale (0.1: by up to 10 per cent).
     grey : float, optional
@@ -111,7 +112,8 @@ def _nt_xent(a, b, temperature):
 def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=64, widths=(32, 64, 128, 256),
                       refine_from=2, epochs=40, batch_size=128, learning_rate=2e-3, contrastive_weight=1.0,
                       temperature=0.2, zoom=(0.67, 1.5), colour=0.1, grey=0.15, patience=10, seed=0, bf16=True,
-                      training_data='', progress=None):
+                      training_data='', progress=None, labels=None, label_weight=1.0, label_temperature=0.1,
+                      labelled_per_step=32, init=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
     Parameters
@@ -134,11 +136,24 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     colour, grey : float, optional
         Colour jitter and fraction of grey views (see `augment`).
     patience : int, optional
-        Stop after this many epochs without a better validation loss.
+        Stop after this many epochs without a better validation loss (without labels; with
+        labels every epoch is kept and the last one is saved).
     seed : int, optional
         Seeds the split, the initial weights and the augmentations.
     bf16 : bool, optional
         Use bfloat16 autocast (about three times faster on CPUs that support it).
+    labels : `TrainingLabels`, optional
+        Morphology labels of some of ``arrays`` (see `load_labelled_images`). With them,
+        every step adds ``labelled_per_step`` galaxies drawn evenly from the classes of
+        `MORPHOLOGY_CLASSES`, and the loss gains, weighted by ``label_weight``: a
+        supervised contrastive term (Khosla et al. 2020; temperature ``label_temperature``)
+        on the latent vectors of those galaxies, so that galaxies of one class lie close
+        in the description itself, and cross-entropy terms of two linear heads on the
+        latent vector (class probabilities and spiral / not spiral, soft targets from
+        Galaxy Zoo vote fractions). The heads serve the training only and are not saved.
+    init : str or `~pathlib.Path`, optional
+        Weights file of the same architecture to start from (for example a
+        self-supervised encoder to fine-tune with labels).
 
     Returns
     -------
@@ -157,19 +172,35 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     size = normalisation['size']
     # channels_last with bf16 hit a slow path for transposed convolutions on our CPUs (10x)
     model = ConvAutoencoder(latent_dim=latent_dim, size=size, widths=widths, refine_from=refine_from)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location='cpu', weights_only=True))
+    heads = _LabelHeads(latent_dim) if labels is not None else None
+    parameters = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
+    optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
+    if labels is not None:
+        labels = labels.subset(~is_val)
+        by_class = [np.flatnonzero(labels.classes == c) for c in range(len(MORPHOLOGY_CLASSES))]
+        if min(len(b) for b in by_class) == 0:
+            raise ValueError('labels: every class of MORPHOLOGY_CLASSES needs training galaxies; '
+                             f'counts {[len(b) for b in by_class]}')
+        soft = torch.from_numpy(np.nan_to_num(labels.soft, nan=-1.0)).float()
+        spiral = torch.from_numpy(np.nan_to_num(labels.spiral, nan=-1.0)).float()
     steps = epochs * math.ceil(len(train) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps)
     progress = conf.show_progress if progress is None else progress
 
-    def loss_of(batch, gen):
+    def loss_of(batch, gen, rows=None, n_classed=0):
         v1, v2 = (augment(batch, size, gen, zoom, colour, grey) for _ in range(2))
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             x = torch.cat([v1, v2])
             recon, z = model(x)
             rec = F.mse_loss(recon.float(), x)
             con = _nt_xent(*model.projection(z).float().chunk(2), temperature) if contrastive_weight else 0 * rec
-        return rec + contrastive_weight * con, rec, con
+        loss = rec + contrastive_weight * con
+        if rows is not None:
+            loss = loss + label_weight * _label_loss(z.float(), heads, rows, n_classed, labels, soft, spiral,
+                                                     label_temperature)
+        return loss, rec, con
 
     def make_card():
         return {
@@ -184,6 +215,10 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
                 'epochs_run': len(history), 'best_epoch': best_epoch, 'batch_size': batch_size,
                 'learning_rate': learning_rate, 'contrastive_weight': contrastive_weight,
                 'temperature': temperature, 'zoom': list(zoom), 'colour': colour, 'grey': grey, 'seed': seed, 'bf16': bf16,
+                'labels': None if labels is None else {
+                    **labels.provenance, 'classes': list(MORPHOLOGY_CLASSES), 'label_weight': label_weight,
+                    'label_temperature': label_temperature, 'labelled_per_step': labelled_per_step},
+                'init': None if init is None else {'file': Path(init).name, 'sha256': file_sha256(init)},
                 'seconds': round(time.time() - started, 1), 'torch': torch.__version__,
                 'date': datetime.date.today().isoformat(),
             },
@@ -198,7 +233,14 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         bar = tqdm(range(0, len(train) - batch_size + 1, batch_size), disable=not progress,
                    desc=f'epoch {epoch + 1}/{epochs}', leave=False)
         for start in bar:
-            loss, rec, con = loss_of(train[order[start:start + batch_size]], generator)
+            rows = order[start:start + batch_size].numpy()
+            if labels is None:
+                loss, rec, con = loss_of(train[rows], generator)
+            else:  # the batch, then galaxies drawn evenly from the classes (rare ones repeat)
+                per = max(1, labelled_per_step // len(by_class))
+                classed = np.concatenate([b[rng.integers(0, len(b), per)] for b in by_class])
+                rows = np.concatenate([classed, rows])
+                loss, rec, con = loss_of(train[rows], generator, rows, len(classed))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -212,8 +254,9 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         val_rec = float(np.mean([p[1].item() for p in parts]))
         history.append({'epoch': epoch + 1, 'val_loss': val_loss, 'val_reconstruction': val_rec})
         log.info(f'epoch {epoch + 1}: validation loss {val_loss:.4f} (reconstruction {val_rec:.5f})')
-        if val_loss < best:
-            best, best_epoch = val_loss, epoch + 1
+        # with labels the unlabelled validation loss no longer measures what is trained for: keep the last epoch
+        if val_loss < best or labels is not None:
+            best, best_epoch = min(best, val_loss), epoch + 1
             # checkpoint: the best model so far is always on disk, so a stopped run loses nothing
             card = make_card()
             _save_atomically(model.state_dict(), card, Path(output))
@@ -222,6 +265,186 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
             break
 
     return card
+
+
+#: The morphology classes of the label terms: the Galaxy Zoo 1 similarity groups of
+#: ``sdss_gz1_eggochi`` without ``dont_know`` (stars, artefacts).
+MORPHOLOGY_CLASSES = ('elliptical', 'spiral_face_on', 'spiral_edge_on', 'merger')
+
+
+class TrainingLabels:
+    """Morphology labels aligned with an array of training images.
+
+    Parameters
+    ----------
+    classes : `~numpy.ndarray` of int
+        Index into `MORPHOLOGY_CLASSES` per image, -1 where unknown.
+    soft : `~numpy.ndarray`, shape (n, 4)
+        Class probabilities (vote fractions) per image, NaN rows where unknown.
+    spiral : `~numpy.ndarray`
+        Probability that the galaxy is a spiral, NaN where unknown.
+    provenance : dict, optional
+        Which label sets and how many galaxies of each (for the model card).
+    """
+
+    def __init__(self, classes, soft, spiral, provenance=None):
+        self.classes = np.asarray(classes, dtype=int)
+        self.soft = np.asarray(soft, dtype=np.float32).reshape(len(self.classes), len(MORPHOLOGY_CLASSES))
+        self.spiral = np.asarray(spiral, dtype=np.float32)
+        if not len(self.soft) == len(self.spiral) == len(self.classes):
+            raise ValueError('labels: classes, soft and spiral need one entry per image')
+        self.provenance = dict(provenance or {})
+
+    def __len__(self):
+        return len(self.classes)
+
+    def subset(self, keep):
+        return TrainingLabels(self.classes[keep], self.soft[keep], self.spiral[keep], self.provenance)
+
+    @classmethod
+    def unlabelled(cls, n, provenance=None):
+        """Labels of ``n`` images about which nothing is known."""
+        return cls(np.full(n, -1), np.full((n, len(MORPHOLOGY_CLASSES)), np.nan), np.full(n, np.nan), provenance)
+
+    @classmethod
+    def concatenate(cls, parts):
+        provenance = {}
+        for part in parts:
+            provenance.update(part.provenance)
+        return cls(np.concatenate([p.classes for p in parts]), np.concatenate([p.soft for p in parts]),
+                   np.concatenate([p.spiral for p in parts]), provenance)
+
+
+class _LabelHeads(torch.nn.Module):
+    """Linear heads on the latent vector: class logits and a spiral logit (training only)."""
+
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.classes = torch.nn.Linear(latent_dim, len(MORPHOLOGY_CLASSES))
+        self.spiral = torch.nn.Linear(latent_dim, 1)
+
+
+def _supervised_contrastive(z, classes, temperature):
+    """SupCon loss (Khosla et al. 2020): every other view of the same class is a positive."""
+    z = F.normalize(z, dim=1)
+    sim = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool)
+    sim = sim.masked_fill(self_mask, -1e9)
+    positives = (classes[:, None] == classes[None, :]) & ~self_mask
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -(log_prob * positives).sum(1).div(positives.sum(1).clamp(min=1)).mean()
+
+
+def _label_loss(z, heads, rows, n_classed, labels, soft, spiral, temperature):
+    """Label terms of one step; ``z`` holds two views of each of ``rows`` (view 1, then view 2)."""
+    n = len(rows)
+    both = np.concatenate([rows, rows])
+    classes = torch.from_numpy(labels.classes[rows[:n_classed]])
+    classed = torch.cat([z[:n_classed], z[n:n + n_classed]])
+    loss = _supervised_contrastive(classed, torch.cat([classes, classes]), temperature)
+    target = soft[both]
+    known = target[:, 0] >= 0
+    if known.any():
+        log_p = F.log_softmax(heads.classes(z[known]), dim=1)
+        loss = loss + -(target[known] * log_p).sum(1).mean()
+    target = spiral[both]
+    known = target >= 0
+    if known.any():
+        loss = loss + F.binary_cross_entropy_with_logits(heads.spiral(z[known])[:, 0], target[known])
+    return loss
+
+
+def load_labelled_images(normalisation, *, gz1=None, gz2_sample=None, workers=2):
+    """Prepare labelled training galaxies: the Galaxy Zoo 1 *train* split and Galaxy Zoo 2 images.
+
+    Parameters
+    ----------
+    normalisation : dict
+        The encoder's normalisation (the images are prepared with its `context_normalisation`).
+    gz1 : str or `~pathlib.Path`, optional
+        A folder like ``sdss_gz1_eggochi``: ``labels.csv`` (``path``, ``objid``,
+        ``similarity_group``) and ``split.csv`` (``objid``, ``split``). Only the galaxies of
+        the ``train`` split are read; the ``test`` split is never touched.
+    gz2_sample : str or `~pathlib.Path`, optional
+        A folder like ``sdss_gz2_kaggle_sample``: ``labels.csv`` (``path``, ``label``
+        ``spiral`` or ``non_spiral``).
+
+    Returns
+    -------
+    arrays : `~numpy.ndarray`, float16
+    labels : `TrainingLabels`
+    ids : `~numpy.ndarray` of str
+        The image of each row (GZ1 objid, or GZ2 file name).
+    """
+    from .pipeline import prepare
+    parts, label_parts, id_parts = [], [], []
+    if gz1 is not None:
+        gz1 = Path(gz1)
+        table = Table.read(gz1 / 'labels.csv', format='ascii.csv')
+        split = Table.read(gz1 / 'split.csv', format='ascii.csv')
+        train_ids = {str(o) for o, s in zip(split['objid'], split['split']) if s == 'train'}
+        table = table[[str(o) in train_ids for o in table['objid']]]
+        groups = np.asarray(table['similarity_group']).astype(str)
+        classes = np.array([MORPHOLOGY_CLASSES.index(g) if g in MORPHOLOGY_CLASSES else -1 for g in groups])
+        soft = np.full((len(table), len(MORPHOLOGY_CLASSES)), np.nan, dtype=np.float32)
+        soft[classes >= 0] = np.eye(len(MORPHOLOGY_CLASSES))[classes[classes >= 0]]
+        spiral = np.full(len(table), np.nan, dtype=np.float32)
+        spiral[groups == 'spiral_face_on'] = 1.0
+        spiral[groups == 'elliptical'] = 0.0
+        parts.append([gz1 / p for p in table['path']])
+        id_parts.append(np.asarray(table['objid']).astype(str))
+        label_parts.append(TrainingLabels(classes, soft, spiral,
+                                          {'gz1_train': {'folder': gz1.name, 'split': 'train', 'n': len(table)}}))
+    if gz2_sample is not None:
+        gz2_sample = Path(gz2_sample)
+        table = Table.read(gz2_sample / 'labels.csv', format='ascii.csv')
+        spiral = (np.asarray(table['label']).astype(str) == 'spiral').astype(np.float32)
+        parts.append([gz2_sample / p for p in table['path']])
+        id_parts.append(np.array([Path(p).name for p in table['path']]))
+        label_parts.append(TrainingLabels(np.full(len(table), -1), np.full((len(table), 4), np.nan), spiral,
+                                          {'gz2_sample': {'folder': gz2_sample.name, 'n': len(table)}}))
+    if not parts:
+        raise ValueError('load_labelled_images: give gz1 and/or gz2_sample')
+    arrays, keep = [], []
+    for paths in parts:
+        prepared, table = prepare(paths, normalisation=context_normalisation(normalisation), workers=workers,
+                                  progress=conf.show_progress)
+        ok = np.asarray(table['found']) & prepared.any(axis=(1, 2, 3))
+        arrays.append(prepared[ok].astype(np.float16))
+        keep.append(ok)
+    labels = TrainingLabels.concatenate([lab.subset(ok) for lab, ok in zip(label_parts, keep)])
+    ids = np.concatenate([i[ok] for i, ok in zip(id_parts, keep)])
+    return np.concatenate(arrays), labels, ids
+
+
+def gz2_labels_of(folder, ids):
+    """Galaxy Zoo 2 class probabilities of training-sample galaxies (``gz2_labels/`` of the folder).
+
+    ``gz2_classes_iaifi.csv`` gives smooth, edge-on, features and merger probabilities by
+    objid: elliptical = smooth, edge-on = edge-on, face-on spiral = features not edge-on,
+    merger = merger (renormalised); spiral = ``spiral_prob``. Galaxies without labels get NaN.
+    """
+    path = Path(folder) / 'gz2_labels' / 'gz2_classes_iaifi.csv'
+    n = len(ids)
+    if not path.exists():
+        return TrainingLabels.unlabelled(n)
+    table = Table.read(path, format='ascii.csv')
+    row_of = {str(o): i for i, o in enumerate(table['objid'])}
+    soft = np.full((n, len(MORPHOLOGY_CLASSES)), np.nan, dtype=np.float32)
+    spiral = np.full(n, np.nan, dtype=np.float32)
+    for i, objid in enumerate(ids):
+        j = row_of.get(str(objid))
+        if j is None:
+            continue
+        r = table[j]
+        edge = float(r['edgeon_prob'])
+        p = np.array([float(r['smooth_prob']), float(r['features_prob']) * (1 - edge), edge,
+                      float(r['merger_prob'])], dtype=np.float32)
+        if p.sum() > 0:
+            soft[i] = p / p.sum()
+        spiral[i] = float(r['spiral_prob'])
+    found = int(np.isfinite(spiral).sum())
+    return TrainingLabels(np.full(n, -1), soft, spiral, {'gz2_training_sample': {'file': path.name, 'n': found}})
 
 
 def _save_atomically(state, card, output):

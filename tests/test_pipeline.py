@@ -62,7 +62,7 @@ def test_describe_in_workers_matches_prepare_then_encode(shared_data, tmp_path):
     broken.write_bytes(b'not a jpeg')
     images = paths[:5] + [broken] + paths[5:]
     encoder = load_pretrained()
-    arrays, table = prepare(images)
+    arrays, table = prepare(images, normalisation=encoder.normalisation)
     expected = encoder.encode(arrays)
     one, table_one = describe(images, encoder)
     two, table_two = describe(images, encoder, workers=2)

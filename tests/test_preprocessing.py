@@ -5,7 +5,7 @@ from astropy.io import fits
 from astropy.nddata import NDData
 
 from astro_galsim import read_image
-from astro_galsim.preprocessing import calibrate_counts, sdss_asinh_rgb, to_colour
+from astro_galsim.preprocessing import SDSS_BAND_WEIGHTS, calibrate_counts, sdss_asinh_rgb, to_colour
 
 
 def test_jpeg_is_scaled_not_restretched(shared_data):
@@ -33,7 +33,7 @@ def test_asinh_keeps_colour_ratios_and_order():
     flux = np.zeros((3, 1, 4), dtype=np.float32)
     flux[:, 0, :] = np.array([[0.01, 0.1, 0.2, 0.4]]) * np.array([[2.0], [1.0], [0.5]])
     rgb = sdss_asinh_rgb(flux, ('i', 'r', 'g'))
-    weighted = flux[:, 0, :2] * np.array([[1.0], [1.5], [2.5]])
+    weighted = flux[:, 0, :2] * np.array([[SDSS_BAND_WEIGHTS[b]] for b in 'irg'])
     # below saturation the ratio of the channels is the ratio of the weighted fluxes
     np.testing.assert_allclose(rgb[0, 0, :2] / rgb[1, 0, :2], weighted[0] / weighted[1], rtol=1e-4)
     assert np.all(np.diff(rgb.mean(axis=0)[0]) > 0)

@@ -126,8 +126,8 @@ def test_star_next_to_galaxy_is_gone_after_isolation(shared_data):
     rgb = _colour(path)
     m = measure_galaxy(rgb)
     # the saturated star: the brightest pixel under the star mask, at full resolution
-    block = m['_block']
-    stars = np.repeat(np.repeat(m['_stars'], block, 0), block, 1)[:rgb.shape[1], :rgb.shape[2]]
+    block = m.segmentation.block
+    stars = np.repeat(np.repeat(m.segmentation.stars, block, 0), block, 1)[:rgb.shape[1], :rgb.shape[2]]
     grey = rgb.mean(axis=0)[:stars.shape[0], :stars.shape[1]]
     sy, sx = np.unravel_index(np.argmax(np.where(stars, grey, 0)), grey.shape)
     assert grey[sy, sx] > 0.8
@@ -136,8 +136,8 @@ def test_star_next_to_galaxy_is_gone_after_isolation(shared_data):
     ox = int(round((sx - m['x_centroid']) / step + (size - 1) / 2))
     oy = int(round((sy - m['y_centroid']) / step + (size - 1) / 2))
     assert 2 <= ox < size - 2 and 2 <= oy < size - 2
-    kept = normalise_galaxy(rgb, m, size=size, radius_scale=scale, rotate=False, isolate=False)
-    cleaned = normalise_galaxy(rgb, m, size=size, radius_scale=scale, rotate=False, isolate=True)
+    kept = normalise_galaxy(rgb, m, size=size, radius_scale=scale, scale='r50', rotate=False, isolate=False)
+    cleaned = normalise_galaxy(rgb, m, size=size, radius_scale=scale, scale='r50', rotate=False, isolate=True)
     assert kept[:, oy - 1:oy + 2, ox - 1:ox + 2].mean() > 0.5
     assert cleaned[:, oy - 1:oy + 2, ox - 1:ox + 2].mean() < 0.15
 
@@ -161,42 +161,127 @@ def invariance_set(shared_data):
     return out
 
 
-def _check(invariance_set, transform, factor, tolerance, r50_tolerance=0.10):
-    differences, r50_changes = [], []
+def _check(invariance_set, transform, factor, tolerance, scale_tolerance=0.10):
+    """Normalised inputs (mean |difference| relative to the reference's mean level) and scale radii."""
+    differences, scale_changes = [], []
     for full, ref_rgb, ref, m_ref in invariance_set:
         rgb = transform(full, ref_rgb)
         m = measure_galaxy(rgb)
         assert m['found']
-        differences.append(_min_dihedral_difference(normalise_galaxy(rgb, m), ref))
-        r50_changes.append(abs(m['r50'] / factor / m_ref['r50'] - 1))
+        differences.append(_min_dihedral_difference(normalise_galaxy(rgb, m), ref) / ref.mean())
+        scale_changes.append(abs(m['scale_radius'] / factor / m_ref['scale_radius'] - 1))
     assert np.mean(differences) < tolerance, differences
-    assert np.median(r50_changes) < r50_tolerance, r50_changes
-    return differences, r50_changes
+    # all but one within the tolerance (the target: 95% within 10%), none wildly off
+    assert sorted(scale_changes)[-2] < scale_tolerance and max(scale_changes) < 2 * scale_tolerance, scale_changes
+    return differences, scale_changes
 
+
+# the relative tolerances: the r50 normalisation of earlier versions measured 0.26 (wider), 0.39
+# (tighter) and 0.16 (x0.7) here, the isophotal scale 0.12-0.15, 0.11-0.14 and 0.08-0.10
 
 def test_wider_field_normalises_the_same(invariance_set):
     # 150% of the field: the full 423 px cutout against its central two thirds
-    _check(invariance_set, lambda full, ref: full, 1.0, tolerance=0.04)
+    _check(invariance_set, lambda full, ref: full, 1.0, tolerance=0.2)
 
 
 def test_tighter_field_normalises_the_same(invariance_set):
-    # 60% of the field; a star cut by the new edge can join the galaxy, hence the looser bound
-    _check(invariance_set, lambda full, ref: _crop(ref, 0.6), 1.0, tolerance=0.07)
+    # 60% of the field
+    _check(invariance_set, lambda full, ref: _crop(ref, 0.6), 1.0, tolerance=0.2)
 
 
 @pytest.mark.parametrize('factor', [0.7, 1.5])
 def test_resampled_image_normalises_the_same(invariance_set, factor):
     def zoom(full, ref):
         return np.clip(ndimage.zoom(ref, (1, factor, factor), order=1), 0, 1)
-    _check(invariance_set, zoom, factor, tolerance=0.035)
+    _check(invariance_set, zoom, factor, tolerance=0.13)
 
 
 def test_rotated_galaxy_normalises_the_same_up_to_flips(invariance_set):
     def rotate(full, ref):
         turned = ndimage.rotate(full, 30, axes=(2, 1), reshape=False, order=1)
         return _crop(np.clip(turned, 0, 1), 2 / 3)
-    differences, _ = _check(invariance_set, rotate, 1.0, tolerance=0.025)
-    assert max(differences) < 0.05
+    differences, _ = _check(invariance_set, rotate, 1.0, tolerance=0.12)
+    assert max(differences) < 0.25
+
+
+# ---------------------------------------------------------------- the hard real case: galaxies that fill their frame
+
+# training-sample galaxies (tight cutouts of large galaxies) chosen by a fixed stride, not by result
+_FILLING = 12
+
+
+@pytest.fixture(scope='module')
+def filling_set(shared_data):
+    paths = sorted((shared_data / 'sdss_galaxies_mikeedi/images/train').glob('*.jpg'))[::500][:_FILLING]
+    return [_colour(path) for path in paths]
+
+
+@pytest.mark.parametrize('fraction', [0.8, 0.6])
+def test_galaxy_overflowing_its_cutout_is_scaled_like_its_wider_cutout(filling_set, fraction):
+    # the training sample's own cutouts are tight: cut to 80% and 60% of the side, the galaxy
+    # overflows the frame, and its scale must still be that of the whole cutout (the half-light
+    # radius of the segment shrinks towards the bulge: it is measured beside as the contrast)
+    scale_ok, r50_ok, differences = 0, 0, []
+    for rgb in filling_set:
+        m_full = measure_galaxy(rgb)
+        tight = _crop(rgb, fraction)
+        m = measure_galaxy(tight)
+        assert m['found']
+        scale_ok += abs(m['scale_radius'] / m_full['scale_radius'] - 1) < 0.1
+        r50_ok += abs(m['r50'] / m_full['r50'] - 1) < 0.1
+        ref = normalise_galaxy(rgb, m_full)
+        differences.append(_min_dihedral_difference(normalise_galaxy(tight, m), ref) / ref.mean())
+    assert scale_ok >= _FILLING - 1, scale_ok
+    assert np.median(differences) < 0.15, differences
+    if fraction == 0.6:
+        assert r50_ok < scale_ok   # what the half-light radius would have done
+
+
+def test_galaxy_far_beyond_its_cutout_is_rejected_with_the_reason(filling_set):
+    rgb = _crop(filling_set[0], 0.2)     # a fifth of the side: mostly the bulge
+    m = measure_galaxy(rgb)
+    accepted, reason = select_galaxy(m)
+    assert m['truncated']
+    if not np.isfinite(m['scale_radius']):
+        assert not accepted and 'overflows its cutout' in reason
+        with pytest.raises(ValueError, match='overflows its cutout'):
+            normalise_galaxy(rgb, m)
+    else:   # extrapolated: the scale still near that of the whole galaxy, not that of its bulge
+        full = measure_galaxy(filling_set[0])
+        assert m['scale_radius'] > 0.75 * full['scale_radius'] and m['r50'] < 0.6 * full['r50']
+
+
+@pytest.mark.filterwarnings('ignore:The following header keyword is invalid')
+def test_fits_standard_and_large_cutouts_agree_on_the_scale(shared_data):
+    # real framing pairs: DR7 r-band cutouts of 141 px and up to 231 px of the same galaxy;
+    # the large ones carry no calibration (scaled by their noise), the standard ones FLUX20
+    folder = shared_data / 'sdss_fits_cutouts_pawlikmorph'
+    index = Table.read(folder / 'index.csv', format='ascii.csv')
+    std = {row['name_ra']: row['path'] for row in index if row['kind'] == 'standard'}
+    pairs = [(folder / std[row['name_ra']], folder / row['path']) for row in index
+             if row['kind'] == 'large' and row['name_ra'] in std][::6]
+    agree = 0
+    for paths in pairs:
+        radii = []
+        for path in paths:
+            image = read_image(path)
+            m = measure_galaxy(to_colour(image))
+            radii.append(m['scale_radius'] * abs(image.wcs.pixel_scale_matrix[0, 0]))
+        agree += abs(radii[1] / radii[0] - 1) < 0.1
+    assert agree >= 0.8 * len(pairs), (agree, len(pairs))
+
+
+@pytest.mark.parametrize('objid, why', [
+    ('588017702384238681', 'star'),                 # a saturated star with spikes, offset from the centre
+    ('587726033861148751', 'star'),
+    ('587737825678590186', 'trail'),                # a satellite trail across an empty frame
+    ('587741709421903888', 'trail'),
+])
+def test_stars_and_trails_are_rejected_with_their_reason(shared_data, objid, why):
+    from astro_galsim.pipeline import prepare_one
+    _, record = prepare_one(shared_data / f'sdss_gz1_eggochi/images/{objid}.jpg')
+    assert record['found'] and not record['accepted']
+    assert why in record['reason']
 
 
 # ---------------------------------------------------------------- found fractions on real sets
@@ -273,65 +358,3 @@ def test_selection_defaults_accept_most_of_the_training_sample(shared_data):
     accepted = [select_galaxy(measure_galaxy(_colour(p)))[0] for p in paths]
     assert len(paths) == 101 and np.mean(accepted) >= 0.93
     assert SELECTION_DEFAULTS['min_r50'].unit == u.pix
-
-
-# ---------------------------------------------------------------- fast helpers equal the photutils / astropy originals
-
-def _real_detection_images(shared_data, n=12):
-    """(det, smoothed) pairs of real cutouts at detection resolution, as measure_galaxy makes them."""
-    from astro_galsim.segmentation import _block_mean
-    paths = sorted((shared_data / 'sdss_gz1_eggochi/images').glob('*.jpg'))[::200][:n]
-    out = []
-    for path in paths:
-        rgb = _colour(path)
-        block = max(1, int(np.ceil(max(rgb.shape[1:]) / 192)))
-        det = _block_mean(rgb.mean(axis=0), block)
-        out.append((det, ndimage.gaussian_filter(det, 1.0)))
-    return out
-
-
-def test_clipped_stats_are_astropys_sigma_clipped_stats(shared_data):
-    from astropy.stats import sigma_clipped_stats
-    from astro_galsim.segmentation import _clipped_stats
-    checked = 0
-    for det, smoothed in _real_detection_images(shared_data):
-        mask = ndimage.binary_dilation(smoothed > np.percentile(smoothed, 80), iterations=2)
-        for image, m in ((det, None), (smoothed, None), (det, mask), (smoothed, mask)):
-            _, median, std = sigma_clipped_stats(image, mask=m, sigma=3.0, maxiters=5)
-            assert _clipped_stats(image if m is None else image[~m]) == (median, std)
-            checked += 1
-    # heavy tails and few iterations, where the clipping stops at maxiters
-    values = np.random.default_rng(2).standard_cauchy(5000).astype(np.float32)
-    for maxiters in (1, 2, 5, 10):
-        _, median, std = sigma_clipped_stats(values, sigma=2.5, maxiters=maxiters)
-        assert _clipped_stats(values, sigma=2.5, maxiters=maxiters) == (median, std)
-    assert checked == 48
-
-
-def test_block_mean_is_the_reshaped_mean():
-    from astro_galsim.segmentation import _block_mean
-    rgb = (np.random.default_rng(4).integers(0, 256, (3, 101, 97)) / 255).astype(np.float32)
-    for factor in range(1, 10):
-        ny, nx = 101 // factor * factor, 97 // factor * factor
-        shape = (3, ny // factor, factor, nx // factor, factor)
-        expected = rgb[:, :ny, :nx].reshape(shape).mean(axis=(-3, -1))
-        assert np.array_equal(_block_mean(rgb, factor), expected), factor
-        assert np.array_equal(_block_mean(rgb[0], factor), expected[0]), factor
-
-
-def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data):
-    from photutils.segmentation import SegmentationImage, SourceCatalog, detect_sources
-    from astro_galsim.segmentation import _MIN_PIXELS, _moment_shape, _segments
-    for det, smoothed in _real_detection_images(shared_data, n=8):
-        threshold = np.float32(np.median(smoothed) + 3 * smoothed.std())
-        labels = _segments(smoothed, threshold, _MIN_PIXELS)
-        assert np.array_equal(labels, detect_sources(smoothed, threshold, _MIN_PIXELS).data)
-        central = labels == labels[labels.shape[0] // 2, labels.shape[1] // 2]
-        image = det - np.median(det)
-        cat = SourceCatalog(image, SegmentationImage(central.astype(np.int32)))
-        shape = _moment_shape(image, central)
-        for name in ('x_centroid', 'y_centroid', 'semimajor_axis', 'semiminor_axis', 'ellipticity',
-                     'orientation', 'area', 'gini', 'kron_radius'):
-            value = float(np.ravel(u.Quantity(getattr(cat, name)).value)[0])
-            assert shape[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
-    assert _segments(np.zeros((20, 20), np.float32), 0.5, _MIN_PIXELS) is None

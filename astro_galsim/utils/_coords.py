@@ -35,15 +35,31 @@ def nan_coords(n):
 def table_coords(table):
     """The positions of a table: its first SkyCoord column, else its ``ra``/``dec`` columns (any case).
 
+    Text columns may hold degrees or sexagesimal positions (right ascension in hours).
     Returns None when the table has neither.
+
+    Raises
+    ------
+    ValueError
+        If the ra/dec columns do not hold positions.
     """
     for name in table.colnames:
         if isinstance(table[name], SkyCoord):
             return table[name]
     names = {n.lower(): n for n in table.colnames}
-    if 'ra' in names and 'dec' in names:
-        return sky_coords(table[names['ra']], table[names['dec']])
-    return None
+    if 'ra' not in names or 'dec' not in names:
+        return None
+    ra, dec = table[names['ra']], table[names['dec']]
+    try:
+        if getattr(ra, 'unit', None) is None and np.asarray(ra).dtype.kind in 'USO':
+            # text: degrees, or sexagesimal with the right ascension in hours
+            sexagesimal = any(':' in str(v) or 'h' in str(v) for v in ra)
+            return SkyCoord(ra, dec, unit=(u.hourangle if sexagesimal else u.deg, u.deg), frame='icrs')
+        return sky_coords(ra, dec)
+    except (ValueError, TypeError, u.UnitsError) as exc:
+        raise ValueError(f'the ra/dec columns {names["ra"]!r}, {names["dec"]!r} are not positions '
+                         f'({exc}); give degrees, or sexagesimal text such as "12:30:00" '
+                         '"+12:00:00"') from exc
 
 
 def coord_id(coord):

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 from astropy.nddata import NDData
 
-from ..io import image_stem, read_image
+from ..io import FITS_SUFFIXES, fits_geometry, image_stem, read_image
 from ._coords import sky_coords
 
-__all__ = ['as_image', 'pixel_position', 'image_id', 'image_coords']
+__all__ = ['as_image', 'pixel_position', 'image_id', 'image_coords', 'image_positions', 'wcs_and_shape']
 
 
 def as_image(image):
@@ -40,19 +40,53 @@ def image_id(item, number):
     return f'img{number}'
 
 
-def image_coords(images):
-    """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN."""
+def wcs_and_shape(item):
+    """Celestial WCS and data shape of an NDData or FITS file (None, None without a WCS).
+
+    A FITS file's WCS comes from its header alone (no pixel read). A file that cannot be
+    read gives (None, None) here; preparing it reports why.
+    """
+    if isinstance(item, (str, Path)) and str(item).lower().endswith(FITS_SUFFIXES):
+        try:
+            return fits_geometry(item)
+        except (OSError, ValueError):
+            return None, None
+    if isinstance(item, NDData) and item.wcs is not None:
+        return item.wcs, np.shape(item.data)
+    return None, None
+
+
+def image_coords(images, geometry=None):
+    """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN.
+
+    ``geometry`` is the `wcs_and_shape` of each image, when already known.
+    """
+    geometry = [wcs_and_shape(item) for item in images] if geometry is None else geometry
     ra, dec = [], []
-    for im in images:
+    for im, (wcs, shape) in zip(images, geometry):
         position = (np.nan, np.nan)
-        if isinstance(im, NDData):
-            meta = im.meta or {}
-            if 'ra' in meta and 'dec' in meta:
-                position = (float(meta['ra']), float(meta['dec']))
-            elif im.wcs is not None:
-                ny, nx = np.shape(im.data)[-2:]
-                sky = im.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
-                position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
+        meta = (im.meta or {}) if isinstance(im, NDData) else {}
+        if 'ra' in meta and 'dec' in meta:
+            position = (float(meta['ra']), float(meta['dec']))
+        elif wcs is not None:
+            ny, nx = shape[-2:]
+            sky = wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+            position = (sky.icrs.ra.deg, sky.icrs.dec.deg)
         ra.append(position[0])
         dec.append(position[1])
     return sky_coords(ra, dec)
+
+
+def image_positions(images, coords=None, geometry=None):
+    """Positions of images: ``coords`` where given and known, else what the images say (`image_coords`)."""
+    geometry = [wcs_and_shape(item) for item in images] if geometry is None else geometry
+    if coords is None:
+        return image_coords(images, geometry)
+    coords = coords.reshape((1,)) if coords.isscalar else coords
+    if len(coords) != len(images):
+        raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
+    unknown = np.flatnonzero(~(np.isfinite(coords.icrs.ra.deg) & np.isfinite(coords.icrs.dec.deg)))
+    if unknown.size:
+        coords = coords.icrs.copy()
+        coords[unknown] = image_coords([images[i] for i in unknown], [geometry[i] for i in unknown])
+    return coords

@@ -1,0 +1,200 @@
+"""Measure the figures behind the promises of ``docs/reliability.rst``.
+
+Not a speed benchmark: each section tries the package under one kind of trouble and
+prints what happened, as counts and times.
+
+* positions: the WCS position stored for every FITS cutout of
+  ``../shared/data/sdss_fits_cutouts_pawlikmorph`` given as a path, against the WCS centre
+  in its ``index.csv``; the seven files with a wrong WCS given with their true position;
+* kills during saves: ``kill -9`` of a process saving a large database over an existing one,
+  at random moments; whether the file still loads (FITS checksums verified) and whether the
+  temporary file is gone after the next save;
+* kills during builds: ``kill -9`` of ``astro-galsim build`` after its first saved chunk, then
+  the same command again, against an uninterrupted build;
+* concurrency: threads querying and embedding one `SimilaritySearch` at once, against the
+  same calls made one after another; two processes saving the same file at once;
+* network: a position query against a port on 127.0.0.1 that refuses connections and one that
+  never answers, with the default timeouts.
+
+Usage::
+
+    python benchmarks/reliability.py                 # all sections (about 5 minutes)
+    python benchmarks/reliability.py --only network
+"""
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+from astropy import units as u  # noqa: E402
+from astropy.coordinates import SkyCoord  # noqa: E402
+from astropy.table import QTable, Table  # noqa: E402
+
+from astro_galsim import SimilaritySearch, conf, read_image  # noqa: E402
+from astro_galsim.database import GalaxyDatabase  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+ENCODER = {'name': 'benchmark', 'sha256': '3f' * 32}
+
+
+def positions():
+    folder = DATA / 'sdss_fits_cutouts_pawlikmorph'
+    index = Table.read(folder / 'index.csv', format='ascii.csv')
+    good = index[index['wcs_consistent_with_name'] == 'True']
+    search = SimilaritySearch()
+    coords = search._images_of([folder / p for p in good['path']])[3]
+    sep = coords.separation(SkyCoord(good['center_ra'], good['center_dec'], unit='deg')).to(u.arcsec)
+    print(f'FITS paths with a WCS: {int(np.isfinite(sep).sum())} of {len(good)} positions stored; '
+          f'largest offset from the WCS centre {np.nanmax(sep):.3f}')
+    wrong = index[index['wcs_consistent_with_name'] == 'False']
+    report = search.add([folder / p for p in wrong['path']],
+                        coords=SkyCoord(wrong['name_ra'], wrong['name_dec'], unit='deg'))
+    said = ['WCS' in r for r in report['reason']]
+    centre = ['centre holds a galaxy' in r for r in report['reason']]
+    print(f'wrong WCS, true position given: {int(np.sum(~report["accepted"]))} of {len(wrong)} rejected, '
+          f'{sum(said)} saying the WCS puts the position off the galaxy, {sum(centre)} that the centre '
+          'holds one')
+
+
+_SAVER = '''
+import sys, numpy as np
+from astropy.table import QTable
+from astro_galsim.database import GalaxyDatabase
+n = int(sys.argv[2])
+db = GalaxyDatabase(np.random.default_rng(1).normal(size=(n, 64)).astype(np.float32),
+                    QTable({'id': [f'g{i}' for i in range(n)]}), encoder_id={'name': 'benchmark', 'sha256': '3f' * 32},
+                    index_options={'method': 'exact'})
+print('ready', flush=True)
+while True:
+    db.save(sys.argv[1], overwrite=True)
+'''
+
+
+def kills_during_saves(trials=10, n=230_000):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / 'db.fits'
+        started = time.perf_counter()
+        subprocess.run([sys.executable, '-c', _SAVER.replace('while True:', 'if True:'), str(path), str(n)],
+                       check=True, capture_output=True)
+        size = path.stat().st_size / 1e6
+        rng = np.random.default_rng(0)
+        intact = left = 0
+        for _ in range(trials):
+            with subprocess.Popen([sys.executable, '-c', _SAVER, str(path), str(n)], stdout=subprocess.PIPE,
+                                  text=True) as saver:
+                saver.stdout.readline()
+                time.sleep(rng.uniform(0.05, 1.5))
+                os.kill(saver.pid, signal.SIGKILL)
+                saver.wait()
+            intact += len(GalaxyDatabase.load(path, index_options={'method': 'exact'})) == n
+            left += len(os.listdir(tmp)) - 1
+        GalaxyDatabase(np.zeros((1, 64), np.float32), QTable({'id': ['x']}), encoder_id=ENCODER).save(
+            path, overwrite=True)
+        print(f'kill -9 during saves of a {size:.0f} MB database: {trials} kills, the file loaded with '
+              f'valid checksums after {intact}; {left} temporary files were left by the kills and '
+              f'{len(os.listdir(tmp)) - 1} remained after the next save '
+              f'({time.perf_counter() - started:.0f} s)')
+
+
+def kills_during_builds(n=30, chunk=10):
+    labels = Table.read(DATA / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / 'images'
+        source.mkdir()
+        for p in labels['path'][:n]:
+            (source / Path(p).name).symlink_to(DATA / 'sdss_gz1_eggochi' / p)
+        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--chunk-size', str(chunk),
+                   '--output']
+        killed = Path(tmp) / 'killed.fits'
+        with subprocess.Popen(command + [str(killed)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) as build:
+            while not killed.exists():
+                time.sleep(0.05)
+            os.kill(build.pid, signal.SIGKILL)
+            build.wait()
+        saved = len(GalaxyDatabase.load(killed))
+        subprocess.run(command + [str(killed)], check=True, capture_output=True)
+        fresh = Path(tmp) / 'fresh.fits'
+        subprocess.run(command + [str(fresh)], check=True, capture_output=True)
+        a, b = GalaxyDatabase.load(killed), GalaxyDatabase.load(fresh)
+        rows = b.lookup_ids(a.ids)
+        print(f'kill -9 of a build of {n} images after its first chunk: {saved} galaxies kept; the rerun '
+              f'ended with {len(a)} galaxies against {len(b)} for an uninterrupted build, same ids: '
+              f'{sorted(a.ids) == sorted(b.ids)}, largest vector difference '
+              f'{np.abs(a.vectors - b.vectors[rows]).max():.1e}')
+
+
+def concurrency(threads=8):
+    demo = SimilaritySearch.load_demo()
+    ids = list(demo.ids[:200])
+    images = [read_image(DATA / 'sdss_gz1_eggochi' / p)
+              for p in Table.read(DATA / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')['path'][:4]]
+    serial_q = demo.query(ids, k=10)
+    serial_e = demo.embed(images)
+    results = [None] * threads
+
+    def work(i):
+        results[i] = (demo.query(ids, k=10), demo.embed(images))
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    same = sum(list(q['id']) == list(serial_q['id']) and np.array_equal(q['distance'], serial_q['distance'])
+               and np.array_equal(e, serial_e) for q, e in results)
+    print(f'{threads} threads each querying 200 ids and embedding 4 images on one search: {same} of {threads} '
+          'bit-identical to the same calls made serially')
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / 'db.fits'
+        code = _SAVER.replace('while True:', 'for _ in range(20):')
+        savers = [subprocess.Popen([sys.executable, '-c', code, str(path), '20000'], stdout=subprocess.DEVNULL)
+                  for _ in range(2)]
+        codes = [s.wait() for s in savers]
+        print(f'2 processes saving one file 20 times each at once: exit codes {codes}, the file loads with '
+              f'{len(GalaxyDatabase.load(path))} galaxies, {len(os.listdir(tmp)) - 1} temporary files left')
+
+
+def network():
+    from astroquery.sdss import conf as sdss_conf
+    demo = SimilaritySearch.load_demo()
+    for kind in ('refusing', 'silent'):
+        server = socket.socket()
+        server.bind(('127.0.0.1', 0))
+        port = server.getsockname()[1]
+        if kind == 'refusing':
+            server.close()
+        else:
+            server.listen(8)
+        with tempfile.TemporaryDirectory() as tmp, conf.set_temp('cache_dir', tmp), \
+                sdss_conf.set_temp('skyserver_baseurl', f'http://127.0.0.1:{port}'):
+            started = time.perf_counter()
+            try:
+                demo.query(SkyCoord(150.1, 2.2, unit='deg'), k=5)
+            except ValueError as exc:
+                message = str(exc)
+        server.close()
+        print(f'position query, service {kind}: failed after {time.perf_counter() - started:.1f} s '
+              f'(conf.timeout {conf.timeout} s, connect_timeout {conf.connect_timeout} s, total_timeout '
+              f'{conf.total_timeout} s): {message.split(": ", 3)[-1][:160]}...')
+
+
+SECTIONS = {'positions': positions, 'saves': kills_during_saves, 'builds': kills_during_builds,
+            'concurrency': concurrency, 'network': network}
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--only', choices=sorted(SECTIONS), nargs='+', default=list(SECTIONS))
+    args = parser.parse_args()
+    with conf.set_temp('show_progress', False):
+        for name in args.only:
+            SECTIONS[name]()

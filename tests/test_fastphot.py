@@ -1,0 +1,71 @@
+"""The fast equivalents in astro_galsim._fastphot give what photutils and astropy give, on real images."""
+import numpy as np
+import pytest
+from astropy import units as u
+from scipy import ndimage
+
+from astro_galsim._fastphot import block_mean, clipped_stats, label_segments, moment_shape
+from astro_galsim.io import read_image
+from astro_galsim.preprocessing import to_colour
+
+MIN_PIXELS = 8  # the smallest segment measure_galaxy keeps
+
+
+def _colour(path):
+    return to_colour(read_image(path))
+
+
+def _real_detection_images(shared_data, n=12):
+    """(det, smoothed) pairs of real cutouts at detection resolution, as measure_galaxy makes them."""
+    paths = sorted((shared_data / 'sdss_gz1_eggochi/images').glob('*.jpg'))[::200][:n]
+    out = []
+    for path in paths:
+        rgb = _colour(path)
+        block = max(1, int(np.ceil(max(rgb.shape[1:]) / 192)))
+        det = block_mean(rgb.mean(axis=0), block)
+        out.append((det, ndimage.gaussian_filter(det, 1.0)))
+    return out
+
+
+def test_clipped_stats_are_astropys_sigma_clipped_stats(shared_data):
+    from astropy.stats import sigma_clipped_stats
+    checked = 0
+    for det, smoothed in _real_detection_images(shared_data):
+        mask = ndimage.binary_dilation(smoothed > np.percentile(smoothed, 80), iterations=2)
+        for image, m in ((det, None), (smoothed, None), (det, mask), (smoothed, mask)):
+            _, median, std = sigma_clipped_stats(image, mask=m, sigma=3.0, maxiters=5)
+            assert clipped_stats(image if m is None else image[~m]) == (median, std)
+            checked += 1
+    # heavy tails and few iterations, where the clipping stops at maxiters
+    values = np.random.default_rng(2).standard_cauchy(5000).astype(np.float32)
+    for maxiters in (1, 2, 5, 10):
+        _, median, std = sigma_clipped_stats(values, sigma=2.5, maxiters=maxiters)
+        assert clipped_stats(values, sigma=2.5, maxiters=maxiters) == (median, std)
+    assert checked == 48
+
+
+def test_block_mean_is_the_reshaped_mean():
+    rgb = (np.random.default_rng(4).integers(0, 256, (3, 101, 97)) / 255).astype(np.float32)
+    for factor in range(1, 10):
+        ny, nx = 101 // factor * factor, 97 // factor * factor
+        shape = (3, ny // factor, factor, nx // factor, factor)
+        expected = rgb[:, :ny, :nx].reshape(shape).mean(axis=(-3, -1))
+        assert np.array_equal(block_mean(rgb, factor), expected), factor
+        assert np.array_equal(block_mean(rgb[0], factor), expected[0]), factor
+
+
+def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data):
+    from photutils.segmentation import SegmentationImage, SourceCatalog, detect_sources
+    for det, smoothed in _real_detection_images(shared_data, n=8):
+        threshold = np.float32(np.median(smoothed) + 3 * smoothed.std())
+        labels = label_segments(smoothed, threshold, MIN_PIXELS)
+        assert np.array_equal(labels, detect_sources(smoothed, threshold, MIN_PIXELS).data)
+        central = labels == labels[labels.shape[0] // 2, labels.shape[1] // 2]
+        image = det - np.median(det)
+        cat = SourceCatalog(image, SegmentationImage(central.astype(np.int32)))
+        shape = moment_shape(image, central)
+        for name in ('x_centroid', 'y_centroid', 'semimajor_axis', 'semiminor_axis', 'ellipticity',
+                     'orientation', 'area', 'gini', 'kron_radius'):
+            value = float(np.ravel(u.Quantity(getattr(cat, name)).value)[0])
+            assert shape[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+    assert label_segments(np.zeros((20, 20), np.float32), 0.5, MIN_PIXELS) is None

@@ -1,0 +1,79 @@
+"""Label-aware training (Galaxy Zoo classes) on real images: what it reads and what it learns from."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from astro_galsim.pipeline import DEFAULT_NORMALISATION
+from astro_galsim.training import (MORPHOLOGY_CLASSES, TrainingLabels, _supervised_contrastive, gz2_labels_of,
+                                   load_labelled_images, train_autoencoder)
+
+
+@pytest.fixture(scope='module')
+def small_gz1(shared_data, tmp_path_factory):
+    """A GZ1-like folder of 16 real galaxies: 8 of the train split (2 per class), 8 of the test split."""
+    source = shared_data / 'sdss_gz1_eggochi'
+    with open(source / 'split.csv', newline='') as f:
+        split = {r['objid']: r['split'] for r in csv.DictReader(f)}
+    with open(source / 'labels.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    chosen = []
+    for part in ('train', 'test'):
+        for group in MORPHOLOGY_CLASSES:
+            chosen += [r for r in rows if split[r['objid']] == part and r['similarity_group'] == group][:2]
+    folder = tmp_path_factory.mktemp('gz1')
+    with open(folder / 'labels.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['path', 'objid', 'similarity_group'])
+        writer.writeheader()
+        for r in chosen:   # absolute image paths: the images stay where they are
+            writer.writerow({'path': str(source / r['path']), 'objid': r['objid'],
+                             'similarity_group': r['similarity_group']})
+    with open(folder / 'split.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['objid', 'split'])
+        for r in chosen:
+            writer.writerow([r['objid'], split[r['objid']]])
+    return folder, {r['objid'] for r in chosen if split[r['objid']] == 'train'}, chosen
+
+
+def test_labelled_images_come_from_the_train_split_only(small_gz1):
+    folder, train_ids, chosen = small_gz1
+    arrays, labels, ids = load_labelled_images(DEFAULT_NORMALISATION, gz1=folder, workers=1)
+    assert set(ids) <= train_ids and len(ids) >= 7          # no test galaxy, whatever is found
+    group = {r['objid']: r['similarity_group'] for r in chosen}
+    assert [MORPHOLOGY_CLASSES[c] for c in labels.classes] == [group[i] for i in ids]
+    assert arrays.shape[1:] == (3, 96, 96) and arrays.dtype == np.float16
+    assert labels.provenance['gz1_train']['split'] == 'train'
+
+
+def test_training_sample_gz2_labels_are_read_by_objid(shared_data):
+    folder = shared_data / 'sdss_galaxies_mikeedi'
+    with open(folder / 'gz2_labels/gz2_classes_iaifi.csv', newline='') as f:
+        first = next(csv.DictReader(f))
+    labels = gz2_labels_of(folder, [first['objid'], '1'])
+    assert np.isnan(labels.soft[1]).all() and np.isfinite(labels.soft[0]).all()
+    assert labels.soft[0].sum() == pytest.approx(1) and labels.spiral[0] == pytest.approx(float(first['spiral_prob']))
+
+
+def test_supervised_contrastive_term_prefers_galaxies_grouped_by_class():
+    generator = torch.Generator().manual_seed(0)
+    classes = torch.arange(4).repeat(8)
+    centres = torch.randn(4, 16, generator=generator) * 3
+    grouped = centres[classes] + torch.randn(32, 16, generator=generator) * 0.3
+    mixed = grouped[torch.randperm(32, generator=generator)]
+    assert _supervised_contrastive(grouped, classes, 0.1) < 0.5 * _supervised_contrastive(mixed, classes, 0.1)
+
+
+def test_label_training_runs_and_records_its_labels(small_gz1, tmp_path):
+    folder, _, _ = small_gz1
+    arrays, labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=folder, workers=1)
+    arrays = np.concatenate([arrays, arrays])
+    labels = TrainingLabels.concatenate([labels, labels])
+    is_val = np.zeros(len(arrays), bool)
+    is_val[-2:] = True
+    card = train_autoencoder(arrays, tmp_path / 'labelled.pt', normalisation=dict(DEFAULT_NORMALISATION),
+                             is_val=is_val, epochs=1, batch_size=8, labels=labels, progress=False, bf16=False)
+    assert card['training']['labels']['classes'] == list(MORPHOLOGY_CLASSES)
+    assert card['training']['labels']['gz1_train']['split'] == 'train'
+    assert (tmp_path / 'labelled.pt').exists() and (tmp_path / 'labelled.json').exists()
