@@ -206,7 +206,8 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         return {
             'name': Path(output).stem,
             'architecture': {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()},
-            'normalisation': dict(normalisation),
+            # explicit scale: cards without one are read as the r50 scaling of earlier encoders
+            'normalisation': {'scale': 'scale_radius', **normalisation},
             'metric': 'euclidean',
             'preprocessing': 'astro_galsim.preprocessing.to_colour (SDSS gri asinh colour, [0, 1])',
             'description': 'flip/quarter-turn averaged latent vector, unit length',

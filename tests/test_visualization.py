@@ -20,8 +20,8 @@ from astro_galsim.visualization import (gallery, latent_map, project_latent, rec
 
 @pytest.fixture(scope='module')
 def hdf():
-    """(search, images by id) for the accepted galaxies of 40 Hubble Deep Field cutouts."""
-    cutouts = hubble_deep_field_cutouts(n=40)
+    """(search, images by id) for the accepted galaxies of 60 Hubble Deep Field cutouts."""
+    cutouts = hubble_deep_field_cutouts(n=60)
     search = SimilaritySearch()
     search.add(cutouts)
     assert len(search) >= 10, 'the Hubble Deep Field should give at least 10 accepted galaxies'
