@@ -226,7 +226,8 @@ def load_encoder(weights, option):
 
 def describe_paths(encoder, paths, workers, seed):
     """Encoder vectors of image files; a galaxy the pipeline finds nothing in gets a random
-    unit vector (it stays in the database, as a chance-level description), and is counted."""
+    unit vector (it stays in the database, as a chance-level description); returns the vectors,
+    which galaxies failed so, and the seconds taken."""
     t0 = time.perf_counter()
     vectors, _ = describe([str(p) for p in paths], encoder, workers=workers)
     vectors = vectors.astype(np.float64)
@@ -234,7 +235,7 @@ def describe_paths(encoder, paths, workers, seed):
     if failed.any():
         fill = np.random.default_rng(seed).normal(size=(int(failed.sum()), vectors.shape[1]))
         vectors[failed] = fill / np.linalg.norm(fill, axis=1, keepdims=True)
-    return vectors, int(failed.sum()), time.perf_counter() - t0
+    return vectors, failed, time.perf_counter() - t0
 
 
 def _unit(x):
@@ -379,13 +380,24 @@ def main(argv=None):
     if 'lda' in methods and 'encoder' not in methods:
         parser.error('--methods lda needs encoder too: the label-fitted map is fitted on the encoder\'s vectors')
 
+    # encoders first, each labelled with its model-card name: a wrong file fails before the costly work
+    encoders = {}
+    if 'encoder' in methods:
+        if args.previous_encoder is not None:
+            previous = load_encoder(args.previous_encoder, '--previous-encoder')
+            encoders[f'previous {previous.identity["name"]}'] = previous
+        encoder = load_encoder(args.encoder, '--encoder')
+        encoder_row = f'encoder {encoder.identity["name"]}'
+        encoders[encoder_row] = encoder
+
     rows = read_labels(args.data)
     paths, groups = select(args.data, rows, args.split, args.limit, args.seed)
     counts = {str(c): int((groups == c).sum()) for c in np.unique(groups)}
     print(f'data: {args.data}  split: {args.split}  galaxies: {len(paths)}  groups: {counts}')
     queried = [c for c in counts if c not in IGNORE]
     chance = np.mean([(counts[c] - 1) / (len(groups) - 1) for c in queried])
-    print(f'k = {args.k}; queries and database are the {args.split} galaxies; {", ".join(IGNORE)} galaxies are '
+    which = 'every galaxy' if args.split == 'all' else f'the {args.split} galaxies'
+    print(f'k = {args.k}; queries and database are {which}; {", ".join(IGNORE)} galaxies are '
           f'candidates but not queries; chance macro P@k = {chance:.3f}')
 
     tables = []
@@ -427,19 +439,11 @@ def main(argv=None):
         del arrays, seg
 
     # encoders, each labelled with its model-card name
-    encoders = {}
-    if 'encoder' in methods:
-        if args.previous_encoder is not None:
-            previous = load_encoder(args.previous_encoder, '--previous-encoder')
-            encoders[f'previous {previous.identity["name"]}'] = previous
-        encoder = load_encoder(args.encoder, '--encoder')
-        encoder_row = f'encoder {encoder.identity["name"]}'
-        encoders[encoder_row] = encoder
     described = {}
     for name, enc in encoders.items():
-        vec, n_failed, seconds = described[name] = describe_paths(enc, paths, args.workers, args.seed)
+        vec, failed, seconds = described[name] = describe_paths(enc, paths, args.workers, args.seed)
         print(f'{name}: {seconds:.1f} s, {vec.shape[1]}-d vectors, normalisation {enc.normalisation}; '
-              f'{n_failed} galaxies without a galaxy found (random unit vectors)')
+              f'{int(failed.sum())} images without a galaxy found (random unit vectors)')
         tables.append(metric_rows(name, vec, groups, args.k, seconds))
 
     # what a linear map fitted on the train split's labels reaches (a reference, not a method)
@@ -447,10 +451,12 @@ def main(argv=None):
         print('NOTE: no label-fitted row with --split all: its train galaxies would be among the queries')
     elif 'lda' in methods:
         train_paths, train_groups = select(args.data, rows, 'train', args.limit, args.seed)
-        train_vectors, n_failed, seconds = describe_paths(encoder, train_paths, args.workers, args.seed)
+        train_vectors, failed, seconds = describe_paths(encoder, train_paths, args.workers, args.seed)
         print(f'label-fitted linear map: LDA on {encoder_row}\'s vectors of {len(train_paths)} train galaxies '
-              f'({n_failed} without a galaxy found), {seconds:.1f} s; projection weight {args.lda_weight}')
-        vec = label_fitted(train_vectors, train_groups, described[encoder_row][0], args.lda_weight)
+              f'({int(failed.sum())} without a galaxy found, left out), {seconds:.1f} s; '
+              f'projection weight {args.lda_weight}')
+        vec = label_fitted(train_vectors[~failed], train_groups[~failed], described[encoder_row][0],
+                           args.lda_weight)
         tables.append(metric_rows('label-fitted linear map (reference)', vec, groups, args.k, seconds))
 
     table = vstack(tables)
