@@ -1,39 +1,47 @@
 #!/usr/bin/env python
-"""Retrieval quality of astro_galsim embeddings on the labelled Galaxy Zoo 1 set.
+"""Retrieval quality of astro_galsim embeddings on the test split of the labelled Galaxy Zoo 1 set.
 
-Runs on ``shared/data/sdss_gz1_eggochi`` (2,552 SDSS colour cutouts with GZ1 classes),
-groups galaxies by ``similarity_group`` and prints, for euclidean and cosine distances and
-all measured in the same run:
+Runs on ``shared/data/sdss_gz1_eggochi`` (SDSS colour cutouts with GZ1 classes). By default
+only its ``test`` split (``split.csv``; galaxies never trained on) is used, as queries and
+as the database; ``--split all`` evaluates every galaxy (the older numbers, for
+comparison). Galaxies are grouped by ``similarity_group``; for euclidean and cosine
+distances, all measured in the same run:
 
 * ``random``         -- Gaussian random 64-d vectors (the chance level);
 * ``raw pixel PCA``  -- the JPEG resized to 64 x 64 pixels, as floats in [0, 1], flattened,
   PCA to 64 components (the baseline of the ratio column);
 * ``segmented PCA``  -- the same PCA on `astro_galsim.pipeline.prepare` output (central
   galaxy isolated, scaled and rotated by photutils segmentation);
-* ``encoder``        -- `astro_galsim.SimilaritySearch` latent vectors.
+* ``encoder <name>`` -- `astro_galsim.pipeline.describe` vectors of the encoder given with
+  ``--encoder`` (default the shipped one), labelled with its model-card name;
+* ``previous <name>`` -- the same for ``--previous-encoder`` (optional), e.g. the weights
+  that new ones would replace;
+* ``label-fitted linear map (reference)`` -- not a method of the package: a linear
+  discriminant (LDA) fitted on the encoder's vectors of the *train* split and their labels,
+  its projection of the test vectors (unit length, times ``--lda-weight``) appended to the
+  unit-length test vectors. It shows what a linear map taught by labels can reach.
 
 Columns: macro and micro precision at k (``dont_know`` galaxies stay in the database but
 are not queries), per-class precision at k, mAP (macro and micro over queries), k-NN
 leave-one-out accuracy (plain and balanced), and the macro P@k as a ratio to raw pixel
-PCA with the same distance. Then the invariance of each embedding to rotations and
-mirror images (`astro_galsim.evaluation.invariance`): the distance between a galaxy's
-vector and its rotated copy's, relative to the median distance to the 10th neighbour.
+PCA with the same distance. A target line then says whether the encoder row reaches the
+retrieval target (macro P@10 >= 0.70, micro >= 0.78, no class below 0.45). Last, the
+invariance of each embedding to rotations and mirror images
+(`astro_galsim.evaluation.invariance`): the distance between a galaxy's vector and its
+rotated copy's, relative to the median distance to the 10th neighbour.
 
 Usage::
 
-    python benchmarks/similarity.py                 # everything
-    python benchmarks/similarity.py --limit 500     # quick run on a random subset
+    python benchmarks/similarity.py                 # test split, shipped encoder
+    python benchmarks/similarity.py --previous-encoder old.pt --encoder new.pt
+    python benchmarks/similarity.py --limit 300     # quick run on a random subset
+    python benchmarks/similarity.py --split all     # every galaxy (not comparable with test numbers)
     python benchmarks/similarity.py --output similarity.ecsv
-    python benchmarks/similarity.py --methods raw,encoder --encoder my_encoder.pt   # your own weights
-
-Rows whose astro_galsim API is missing (not yet written, or failing to import) are skipped
-with a printed note.
 """
 import argparse
 import csv
 import io
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,20 +68,48 @@ from tqdm.auto import tqdm  # noqa: E402
 from astro_galsim.config import conf  # noqa: E402
 from astro_galsim.evaluation import evaluate, invariance  # noqa: E402
 from astro_galsim.io import atomic_output  # noqa: E402
+from astro_galsim.model import load_pretrained  # noqa: E402
+from astro_galsim.pipeline import describe, prepare  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------
 
-def read_labels(folder, limit=None, seed=0):
-    """Image paths and similarity groups from labels.csv, optionally a random subset."""
+SPLITS = ('test', 'all')
+TARGET = {'macro': 0.70, 'micro': 0.78, 'class': 0.45}   # the retrieval target at k = 10
+
+
+def read_labels(folder):
+    """Rows of labels.csv with their ``split`` (train/test) from split.csv, where it exists."""
     labels = folder / 'labels.csv'
     if not labels.is_file():
         sys.exit(f'similarity benchmark: no labels.csv in {folder}. Give the folder of the '
                  'sdss_gz1_eggochi set with --data PATH (default: <repo>/../shared/data/sdss_gz1_eggochi).')
     with open(labels, newline='') as f:
         rows = list(csv.DictReader(f))
+    split_file = folder / 'split.csv'
+    if split_file.is_file():
+        with open(split_file, newline='') as f:
+            split = {row['objid']: row['split'] for row in csv.DictReader(f)}
+        for row in rows:
+            row['split'] = split.get(row['objid'], '')
+    return rows
+
+
+def select(folder, rows, split, limit=None, seed=0):
+    """Image paths and similarity groups of one split, optionally a random subset of ``limit``."""
+    if split != 'all':
+        if 'split' not in rows[0]:
+            sys.exit(f'similarity benchmark: no split.csv in {folder}, so the {split!r} split is unknown. '
+                     'Use the current sdss_gz1_eggochi set, which has split.csv, or give --split all '
+                     'to evaluate every galaxy (numbers then include galaxies that may have been trained on).')
+        unsplit = [row['objid'] for row in rows if row['split'] not in ('train', 'test')]
+        if unsplit:
+            sys.exit(f'similarity benchmark: {len(unsplit)} galaxies of labels.csv have no train/test '
+                     f'split in {folder / "split.csv"} (e.g. objid {unsplit[0]}); the set is inconsistent, '
+                     'get it again.')
+        rows = [row for row in rows if row['split'] == split]
     if limit is not None and limit < len(rows):
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
         rows = [rows[i] for i in keep]
@@ -178,24 +214,79 @@ class PCA:
 
 
 # ---------------------------------------------------------------------------------------
-# the lead's API (optional)
+# encoders and the label-fitted reference
 # ---------------------------------------------------------------------------------------
 
-def _try_import_prepare():
+def load_encoder(weights, option):
     try:
-        from astro_galsim.pipeline import prepare
-    except Exception as exc:   # noqa: BLE001 - any import failure means "skip this row"
-        return None, f'{type(exc).__name__}: {exc}'
-    return prepare, None
+        return load_pretrained(weights)
+    except (OSError, ValueError) as exc:
+        sys.exit(f'similarity benchmark: cannot load the encoder of {option} ({exc})')
 
 
-def _try_search(weights=None):
-    try:
-        from astro_galsim import SimilaritySearch
-        from astro_galsim.model import load_pretrained
-        return SimilaritySearch(encoder=load_pretrained(weights)), None
-    except Exception as exc:   # noqa: BLE001
-        return None, f'{type(exc).__name__}: {exc}'
+def describe_paths(encoder, paths, workers, seed):
+    """Encoder vectors of image files; a galaxy the pipeline finds nothing in gets a random
+    unit vector (it stays in the database, as a chance-level description); returns the vectors,
+    which galaxies failed so, and the seconds taken."""
+    t0 = time.perf_counter()
+    vectors, _ = describe([str(p) for p in paths], encoder, workers=workers)
+    vectors = vectors.astype(np.float64)
+    failed = ~np.isfinite(vectors).all(axis=1)
+    if failed.any():
+        fill = np.random.default_rng(seed).normal(size=(int(failed.sum()), vectors.shape[1]))
+        vectors[failed] = fill / np.linalg.norm(fill, axis=1, keepdims=True)
+    return vectors, failed, time.perf_counter() - t0
+
+
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fit_lda(x, labels, regularisation=1e-3):
+    """Linear discriminant directions of labelled vectors (numpy only).
+
+    Maximises between-class over within-class scatter: the within-class scatter ``Sw``
+    (plus ``regularisation`` times its mean eigenvalue on the diagonal, so that it stays
+    invertible) is whitened by its Cholesky factor, and the leading ``n_classes - 1``
+    eigenvectors of the whitened between-class scatter are mapped back.
+    Returns the mean of ``x`` and the directions, shape (d, n_classes - 1).
+    """
+    classes = np.unique(labels)
+    mean = x.mean(axis=0)
+    d = x.shape[1]
+    sw = np.zeros((d, d))
+    sb = np.zeros((d, d))
+    for c in classes:
+        xc = x[labels == c]
+        mc = xc.mean(axis=0)
+        sw += (xc - mc).T @ (xc - mc)
+        sb += len(xc) * np.outer(mc - mean, mc - mean)
+    sw += regularisation * np.trace(sw) / d * np.eye(d)
+    inv_l = np.linalg.inv(np.linalg.cholesky(sw))
+    w, v = np.linalg.eigh(inv_l @ sb @ inv_l.T)
+    lead = np.argsort(w)[::-1][:len(classes) - 1]
+    return mean, inv_l.T @ v[:, lead]
+
+
+def label_fitted(train_vectors, train_groups, test_vectors, weight):
+    """Test vectors (unit length) with their LDA projection (unit length, times ``weight``) appended;
+    LDA fitted on the train vectors whose group is not ignored."""
+    keep = ~np.isin(train_groups, IGNORE)
+    mean, directions = fit_lda(_unit(train_vectors[keep]), train_groups[keep])
+    projection = (_unit(test_vectors) - mean) @ directions
+    return np.hstack([_unit(test_vectors), weight * _unit(projection)])
+
+
+def target_line(table, method, k):
+    """PASS/FAIL of one row (euclidean distance) against the retrieval target."""
+    row = table[(table['method'] == method) & (table['metric'] == 'euclidean')][0]
+    per_class = {c: float(row[f'P@{k} {c}']) for c in CLASSES}
+    low = min(per_class, key=per_class.get)
+    ok = (row[f'P@{k} macro'] >= TARGET['macro'] and row[f'P@{k} micro'] >= TARGET['micro']
+          and per_class[low] >= TARGET['class'])
+    return (f'target (P@{k} macro >= {TARGET["macro"]:.2f}, micro >= {TARGET["micro"]:.2f}, no class below '
+            f'{TARGET["class"]:.2f}) for {method!r}: macro {row[f"P@{k} macro"]:.3f}, micro '
+            f'{row[f"P@{k} micro"]:.3f}, lowest {low} {per_class[low]:.3f}: {"PASS" if ok else "FAIL"}')
 
 
 def _as_nddata(arrays, paths):
@@ -203,17 +294,6 @@ def _as_nddata(arrays, paths):
     return [NDData(np.ascontiguousarray(a), meta={'bands': ('i', 'r', 'g'), 'kind': 'colour',
                                                   'path': str(p)})
             for a, p in zip(arrays, paths)]
-
-
-def _embed_via_files(embed, arrays):
-    """Call a path-taking ``embed`` on arrays by writing them as lossless PNGs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        files = []
-        for i, a in enumerate(arrays):
-            name = Path(tmp) / f'{i:06d}.png'
-            Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))).save(name)
-            files.append(name)
-        return embed(files)
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,33 +347,58 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA,
                         help='folder of the sdss_gz1_eggochi set (default: %(default)s)')
+    parser.add_argument('--split', choices=SPLITS, default='test',
+                        help='galaxies used as queries and database: the test split of split.csv '
+                        '(default), or all of them (older numbers; no label-fitted row)')
     parser.add_argument('--k', type=int, default=10, help='neighbours for P@k and the k-NN vote')
-    parser.add_argument('--limit', type=int, default=None, help='random subset of N galaxies (quick run)')
+    parser.add_argument('--limit', type=int, default=None,
+                        help='random subset of N galaxies of the split, and of N train galaxies for the '
+                        'label-fitted row (quick run)')
     parser.add_argument('--invariance-n', type=int, default=200,
                         help='galaxies used for the invariance measure (default: %(default)s; 0 skips it)')
-    parser.add_argument('--workers', type=int, default=2, help='processes for astro_galsim.pipeline.prepare')
+    parser.add_argument('--workers', type=int, default=2,
+                        help='processes for astro_galsim.pipeline.prepare and describe')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--methods', default='random,raw,segmented,encoder',
-                        help='comma-separated rows to run, from random, raw, segmented, encoder '
-                        '(default: all; raw is always run, it is the baseline)')
+    parser.add_argument('--methods', default='random,raw,segmented,encoder,lda',
+                        help='comma-separated rows to run, from random, raw, segmented, encoder, lda '
+                        '(default: all; raw is always run, it is the baseline; lda needs encoder)')
     parser.add_argument('--encoder', type=Path, default=None, metavar='WEIGHTS',
                         help='weights file (.pt, model card beside it) of the encoder row, e.g. one written '
                         'by astro-galsim train (default: the shipped encoder)')
+    parser.add_argument('--previous-encoder', type=Path, default=None, metavar='WEIGHTS',
+                        help='weights of a second encoder row, e.g. the weights the --encoder ones replace')
+    parser.add_argument('--lda-weight', type=float, default=1.0,
+                        help='length of the appended LDA projection in the label-fitted row, against 1 for '
+                        'the encoder vector (default: %(default)s)')
     parser.add_argument('--output', type=Path, default=None, help='write the metric table to this ECSV file '
                         '(the invariance table goes beside it, suffixed _invariance)')
     args = parser.parse_args(argv)
     methods = {m.strip() for m in args.methods.split(',') if m.strip()}
-    unknown = methods - {'random', 'raw', 'segmented', 'encoder'}
+    unknown = methods - {'random', 'raw', 'segmented', 'encoder', 'lda'}
     if unknown:
-        parser.error(f'unknown --methods {sorted(unknown)}; choose from random, raw, segmented, encoder')
+        parser.error(f'unknown --methods {sorted(unknown)}; choose from random, raw, segmented, encoder, lda')
+    if 'lda' in methods and 'encoder' not in methods:
+        parser.error('--methods lda needs encoder too: the label-fitted map is fitted on the encoder\'s vectors')
 
-    paths, groups = read_labels(args.data, args.limit, args.seed)
+    # encoders first, each labelled with its model-card name: a wrong file fails before the costly work
+    encoders = {}
+    if 'encoder' in methods:
+        if args.previous_encoder is not None:
+            previous = load_encoder(args.previous_encoder, '--previous-encoder')
+            encoders[f'previous {previous.identity["name"]}'] = previous
+        encoder = load_encoder(args.encoder, '--encoder')
+        encoder_row = f'encoder {encoder.identity["name"]}'
+        encoders[encoder_row] = encoder
+
+    rows = read_labels(args.data)
+    paths, groups = select(args.data, rows, args.split, args.limit, args.seed)
     counts = {str(c): int((groups == c).sum()) for c in np.unique(groups)}
-    print(f'data: {args.data}  galaxies: {len(paths)}  groups: {counts}')
+    print(f'data: {args.data}  split: {args.split}  galaxies: {len(paths)}  groups: {counts}')
     queried = [c for c in counts if c not in IGNORE]
     chance = np.mean([(counts[c] - 1) / (len(groups) - 1) for c in queried])
-    print(f'k = {args.k}; {", ".join(IGNORE)} galaxies are candidates but not queries; '
-          f'chance macro P@k = {chance:.3f}')
+    which = 'every galaxy' if args.split == 'all' else f'the {args.split} galaxies'
+    print(f'k = {args.k}; queries and database are {which}; {", ".join(IGNORE)} galaxies are '
+          f'candidates but not queries; chance macro P@k = {chance:.3f}')
 
     tables = []
     pcas = {}
@@ -318,10 +423,7 @@ def main(argv=None):
     del raw
 
     # pixel PCA after segmentation and normalisation
-    prepare, why = _try_import_prepare() if 'segmented' in methods else (None, 'not requested')
-    if prepare is None:
-        print(f'NOTE: skipping "segmented PCA": cannot import astro_galsim.pipeline.prepare ({why})')
-    else:
+    if 'segmented' in methods:
         t0 = time.perf_counter()
         arrays, meas = prepare([str(p) for p in paths], workers=args.workers)
         n_rej = int((~np.asarray(meas['accepted'])).sum())
@@ -336,23 +438,38 @@ def main(argv=None):
         tables.append(metric_rows('segmented PCA', vec, groups, args.k, t_seg))
         del arrays, seg
 
-    # encoder
-    search, why = _try_search(args.encoder) if 'encoder' in methods else (None, 'not requested')
-    if search is None:
-        print(f'NOTE: skipping "encoder": cannot create astro_galsim.SimilaritySearch ({why})')
-    else:
-        t0 = time.perf_counter()
-        vec = np.asarray(search.embed([str(p) for p in paths]), dtype=np.float64)
-        t_enc = time.perf_counter() - t0
-        print(f'encoder {search.encoder.identity["name"]!r}: {t_enc:.1f} s, {vec.shape[1]}-d vectors')
-        tables.append(metric_rows('encoder', vec, groups, args.k, t_enc))
+    # encoders, each labelled with its model-card name
+    described = {}
+    for name, enc in encoders.items():
+        vec, failed, seconds = described[name] = describe_paths(enc, paths, args.workers, args.seed)
+        print(f'{name}: {seconds:.1f} s, {vec.shape[1]}-d vectors, normalisation {enc.normalisation}; '
+              f'{int(failed.sum())} images without a galaxy found (random unit vectors)')
+        tables.append(metric_rows(name, vec, groups, args.k, seconds))
+
+    # what a linear map fitted on the train split's labels reaches (a reference, not a method)
+    if 'lda' in methods and args.split == 'all':
+        print('NOTE: no label-fitted row with --split all: its train galaxies would be among the queries')
+    elif 'lda' in methods:
+        train_paths, train_groups = select(args.data, rows, 'train', args.limit, args.seed)
+        train_vectors, failed, seconds = describe_paths(encoder, train_paths, args.workers, args.seed)
+        print(f'label-fitted linear map: LDA on {encoder_row}\'s vectors of {len(train_paths)} train galaxies '
+              f'({int(failed.sum())} without a galaxy found, left out), {seconds:.1f} s; '
+              f'projection weight {args.lda_weight}')
+        vec = label_fitted(train_vectors[~failed], train_groups[~failed], described[encoder_row][0],
+                           args.lda_weight)
+        tables.append(metric_rows('label-fitted linear map (reference)', vec, groups, args.k, seconds))
 
     table = vstack(tables)
     add_ratio(table, args.k)
-    table.meta.update({'k': args.k, 'n_galaxies': len(paths), 'data': str(args.data), 'ignored': list(IGNORE),
-                       'limit': args.limit, 'seed': args.seed, 'chance_macro_precision_at_k': float(chance)})
+    table.meta.update({'k': args.k, 'split': args.split, 'n_galaxies': len(paths), 'data': str(args.data),
+                       'ignored': list(IGNORE), 'limit': args.limit, 'seed': args.seed,
+                       'lda_weight': args.lda_weight, 'chance_macro_precision_at_k': float(chance),
+                       'encoders': {name: enc.identity for name, enc in encoders.items()}})
     print()
     _show(table)
+    if 'encoder' in methods:
+        print()
+        print(target_line(table, encoder_row, args.k))
 
     # invariance
     inv_tables = []
@@ -368,13 +485,8 @@ def main(argv=None):
                 arr = np.nan_to_num(arr.reshape(len(arr), -1), nan=0.0, posinf=0.0, neginf=0.0)
                 return pcas['segmented PCA'].transform(arr)
             embeds['segmented PCA'] = seg_embed
-        if search is not None:
-            def enc_embed(ims):
-                try:
-                    return search.embed(_as_nddata(ims, inv_paths))
-                except (TypeError, ValueError, AttributeError, OSError):
-                    return _embed_via_files(search.embed, ims)
-            embeds['encoder'] = enc_embed
+        for name, enc in encoders.items():
+            embeds[name] = lambda ims, enc=enc: describe(_as_nddata(ims, inv_paths), enc, workers=args.workers)[0]
         print(f'\ninvariance on {n_inv} galaxies (full-resolution images transformed, then embedded); '
               'ratio = distance to the transformed copy / median distance to the 10th neighbour:')
         for method, embed in embeds.items():
