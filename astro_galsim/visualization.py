@@ -218,23 +218,24 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     >>> import numpy as np
     >>> from astropy.table import QTable
     >>> from astro_galsim.visualization import result_gallery
-    >>> result = QTable({'query': ['q', 'q'], 'rank': [1, 2], 'id': ['a', 'b'],
+    >>> result = QTable({'query_id': ['q', 'q'], 'rank': [1, 2], 'id': ['a', 'b'],
     ...                  'distance': [0.25, 0.5]})
     >>> images = {name: np.full((3, 8, 8), v) for name, v in (('q', 0.2), ('a', 0.5), ('b', 0.8))}
     >>> fig = result_gallery(result, images)
     >>> [ax.get_title() for ax in fig.axes]
     ['q', 'a\\nd = 0.250', 'b\\nd = 0.500']
     """
-    missing = [c for c in ('query', 'rank', 'id', 'distance') if c not in result.colnames]
+    key = 'query_id' if 'query_id' in result.colnames else 'query'   # database.search says 'query'
+    missing = [c for c in (key, 'rank', 'id', 'distance') if c not in result.colnames]
     if missing:
         raise ValueError(f'result table lacks column(s) {missing} (it has {result.colnames}); '
                          'give the table returned by SimilaritySearch.query')
     if len(result) == 0:
         raise ValueError('the result table is empty: there is nothing to show')
-    queries = list(dict.fromkeys(str(q) for q in result['query']))[:max_queries]
+    queries = list(dict.fromkeys(str(q) for q in result[key]))[:max_queries]
     rows = []
     for q in queries:
-        part = result[np.asarray(result['query']).astype(str) == q]
+        part = result[np.asarray(result[key]).astype(str) == q]
         part = part[np.argsort(np.asarray(part['rank']), kind='stable')]
         rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float)))
     ncols = 1 + max(len(r[1]) for r in rows)
