@@ -19,7 +19,7 @@ from .config import conf
 from .database import DatabaseError, GalaxyDatabase, rocchio_query
 from .model import file_sha256, load_pretrained
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .results import build_result
+from .results import FORMATS, build_result
 from .utils._coords import coord_id, nan_coords, parse_position, table_coords
 from .utils._data import package_data
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
@@ -85,6 +85,7 @@ class SimilaritySearch:
                              f'{self.encoder.identity["name"]!r} (sha256 {self.encoder.identity["sha256"][:12]}'
                              '...); re-embed its images with this encoder')
         self.database = database
+        self._distance_scale = None   # sorted neighbour distances, and the size they were made for
         self.selection = dict(selection or {})
         self.cutout_options = dict(cutout_options or {})
 
@@ -121,7 +122,7 @@ class SimilaritySearch:
         >>> from astropy.coordinates import SkyCoord
         >>> demo = SimilaritySearch.load_demo()
         >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
-        >>> len(result), str(result['query'][0])
+        >>> len(result), str(result['query_id'][0])
         (5, '587722981740314629')
         """
         path = package_data(DEMO_DATABASE)
@@ -417,7 +418,7 @@ class SimilaritySearch:
                              '`astro-galsim build`) before querying it')
         if on_error not in ('raise', 'skip'):
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-        vectors, labels, query_coords, reasons, carried = self._query_vectors(
+        vectors, labels, query_coords, reasons, carried, _ = self._query_vectors(
             target, coords=coords, names=names, match_radius=match_radius)
         failed = np.flatnonzero([bool(r) for r in reasons])
         if failed.size and on_error == 'raise':
@@ -448,7 +449,7 @@ class SimilaritySearch:
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
         the examples themselves are left out of the results.
         """
-        pos, pos_ids, _, reasons, _ = self._query_vectors(positives)
+        pos, pos_ids, _, reasons, _, _ = self._query_vectors(positives)
         neg = None if negatives is None else self._query_vectors(negatives)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
@@ -472,6 +473,7 @@ class SimilaritySearch:
         n = len(items)
         vectors = np.full((n, self.encoder.latent_dim), np.nan, dtype=np.float32)
         labels, reasons = [''] * n, [''] * n
+        measured = [None] * n   # measurements of targets described here (stored ones are in the table)
         positions = nan_coords(n)
         kinds = np.array([kind for kind, _ in items], dtype=object)
         if (kinds == 'id').any():
@@ -494,11 +496,12 @@ class SimilaritySearch:
             known = rows >= 0
             vectors[where_c[known]] = self.vectors[rows[known]]
             if (~known).any():
-                fetched, measured = self._describe(*self._images_of(sky[~known])[:2])
+                fetched, table = self._describe(*self._images_of(sky[~known])[:2])
                 vectors[where_c[~known]] = fetched
-                for i, vector, why in zip(where_c[~known], fetched, measured['reason']):
+                for j, (i, vector) in enumerate(zip(where_c[~known], fetched)):
+                    measured[i] = table[j:j + 1]
                     if not np.isfinite(vector).all():  # outside the survey, no galaxy, or no network
-                        reasons[i] = why or 'no galaxy could be described there'
+                        reasons[i] = table['reason'][j] or 'no galaxy could be described there'
         if (kinds == 'image').any():
             where_im = np.flatnonzero(kinds == 'image')
             given = None
@@ -516,6 +519,7 @@ class SimilaritySearch:
             for j, i in enumerate(where_im):
                 # several galaxies placed in one frame are told apart by their positions
                 labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
+                measured[i] = table[j:j + 1]
                 if not accepted[j]:
                     reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
                                   'SimilaritySearch(selection=...) to relax it)')
@@ -527,7 +531,93 @@ class SimilaritySearch:
             if len(names) != n:
                 raise ValueError(f'names has {len(names)} entries for {n} query targets; give one per target')
             labels = names
-        return vectors, labels, positions, reasons, carried
+        return vectors, labels, positions, reasons, carried, measured
+
+    def distance_percentile(self, distance):
+        """Where a distance falls among those between stored galaxies and their neighbours.
+
+        The scale is the distances of up to 2,000 stored galaxies (a fixed random sample) to
+        their 10 nearest neighbours, computed once per `SimilaritySearch` (again after `add`):
+        5 means closer than 95% of the neighbour distances in this database, 50 a typical
+        neighbour.
+
+        Parameters
+        ----------
+        distance : float or array-like
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Percentiles in [0, 100].
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> float(demo.distance_percentile(0.0)), float(demo.distance_percentile(10.0))
+        (0.0, 100.0)
+        """
+        if len(self) < 2:
+            raise ValueError('distances have no scale in a database of fewer than 2 galaxies')
+        if self._distance_scale is None or self._distance_scale[1] != len(self):
+            rows = np.random.default_rng(0).permutation(len(self))[:2000]
+            found = self.database.search(self.vectors[rows], k=min(10, len(self) - 1),
+                                         query_ids=list(self.ids[rows]))
+            self._distance_scale = (np.sort(np.asarray(found['distance'], dtype=float)), len(self))
+        scale = self._distance_scale[0]
+        return 100.0 * np.searchsorted(scale, np.asarray(distance, dtype=float), side='right') / len(scale)
+
+    def explain(self, target, k=5, **kwargs):
+        """Why the neighbours of one galaxy are similar: its measurements beside theirs.
+
+        Parameters
+        ----------
+        target : as for `query`, one galaxy
+        k : int, optional
+            Neighbours to explain.
+        **kwargs
+            Passed to `~astro_galsim.database.GalaxyDatabase.search` (``where``,
+            ``exclude_radius``...), and ``match_radius`` as for `query`.
+
+        Returns
+        -------
+        explanation : `~astropy.table.QTable`
+            The query galaxy (``rank`` 0) then its neighbours: ``id``, ``rank``, ``distance``,
+            ``distance_percentile`` (see `distance_percentile`), ``coord`` where positions are
+            stored, and every measurement (``r50_arcsec`` and the like where the pixel scale
+            is known). `~astro_galsim.visualization.similarity_figure` shows their normalised
+            inputs side by side.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> why = demo.explain('587722981740314629', k=3)
+        >>> why['rank'].tolist(), str(why['id'][0])
+        ([0, 1, 2, 3], '587722981740314629')
+        >>> bool(why['distance_percentile'][1] <= why['distance_percentile'][3])
+        True
+        """
+        vectors, labels, coords, reasons, _, measured = self._query_vectors(
+            target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
+        if len(labels) != 1:
+            raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
+        if reasons[0]:
+            raise ValueError(f'{labels[0]}: {reasons[0]}')
+        found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
+        row = self.database.lookup_ids(labels[0])
+        own = self.table[row:row + 1] if measured[0] is None else measured[0]
+        table = _beside(labels[0], own, found)
+        table['distance_percentile'] = self.distance_percentile(table['distance'])
+        if 'coord' in found.colnames:
+            table['coord'] = SkyCoord([coords[0].icrs] + list(found['coord'].icrs))
+        first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames
+                                                                     else [])
+        table = table[first + [c for c in table.colnames if c not in first]]
+        for name, fmt in FORMATS.items():
+            if name in table.colnames:
+                table[name].info.format = fmt
+        return table
 
     def _classify(self, item):
         """One query target as ('id', str), ('coord', SkyCoord) or ('image', image)."""
@@ -550,6 +640,25 @@ class SimilaritySearch:
         raise TypeError(f'cannot use {type(item).__name__} as a query target: give an image (NDData, '
                         'CCDData, Cutout2D, FITS HDU or HDUList, file path, array), an id (str or int), '
                         'a position (SkyCoord, "RA Dec", name), or a Table or SourceCatalog of them')
+
+
+def _beside(label, own, found):
+    """The query galaxy (rank 0, its measurements ``own``) above its neighbours ``found``."""
+    table = QTable({'id': np.r_[[label], np.asarray(found['id'], dtype=str)],
+                    'rank': np.r_[0, np.asarray(found['rank'])],
+                    'distance': np.r_[0.0, np.asarray(found['distance'], dtype=float)]})
+    for name in found.colnames:
+        values = found[name]
+        if name in table.colnames or name in ('query', 'coord', 'accepted', 'reason', 'found') or \
+                getattr(values, 'dtype', np.dtype('O')).kind not in 'biuf':
+            continue
+        mine = own[name][0] if name in own.colnames else np.nan
+        if isinstance(values, u.Quantity):
+            mine = u.Quantity(mine, values.unit)   # a plain NaN takes the column's unit
+            table[name] = np.concatenate([np.atleast_1d(mine.to(values.unit)), values])
+        else:
+            table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
+    return table
 
 
 def _query_numbers(rank):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import atomic_output
 
-__all__ = ['thumbnail', 'gallery', 'result_gallery', 'segmentation_figure', 'project_latent',
+__all__ = ['thumbnail', 'gallery', 'result_gallery', 'similarity_figure', 'segmentation_figure', 'project_latent',
            'latent_map', 'reconstruction_figure', 'save_figure', 'SEGMENT_COLOURS']
 
 #: Colours of the segmentation panels: sky, central galaxy, foreign sources, stars on the galaxy
@@ -262,6 +262,80 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
             ax.set_title(caption, fontsize=7, color=_QUERY_COLOUR if j == 0 else 'black')
             if j == 0:
                 _frame(ax, _QUERY_COLOUR)
+    return fig
+
+
+def similarity_figure(explanation, images, *, normalisation=None, size=1.8,
+                      measurements=('r50', 'ellipticity', 'gini', 'concentration')):
+    """The normalised encoder inputs of a query galaxy and its neighbours, side by side.
+
+    What the encoder compared: each galaxy isolated, centred, scaled and turned as the
+    pipeline prepares it (`~astro_galsim.pipeline.prepare_one`), captioned with its
+    distance, the percentile of that distance in the database, and its measurements.
+
+    Parameters
+    ----------
+    explanation : `~astropy.table.QTable`
+        The table of `~astro_galsim.SimilaritySearch.explain` (rank 0 is the query).
+    images : dict or callable
+        Images by id (``images[id]`` or ``images(id)``); galaxies without one show a blank panel.
+    normalisation : dict, optional
+        The encoder's normalisation (``search.encoder.normalisation``); default
+        `~astro_galsim.pipeline.DEFAULT_NORMALISATION`.
+    size : float, optional
+        Panel size in inches.
+    measurements : sequence of str, optional
+        Columns of ``explanation`` to print under each panel.
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        One panel per row of ``explanation``, the query first (framed in red).
+
+    Examples
+    --------
+    >>> from astro_galsim import SimilaritySearch
+    >>> from astro_galsim.demo import hubble_deep_field_cutouts
+    >>> from astro_galsim.visualization import similarity_figure
+    >>> cutouts = hubble_deep_field_cutouts(n=30)
+    >>> search = SimilaritySearch()
+    >>> report = search.add(cutouts)
+    >>> why = search.explain('HDF-1', k=3)
+    >>> fig = similarity_figure(why, {c.meta['objid']: c for c in cutouts},
+    ...                         normalisation=search.encoder.normalisation)
+    >>> len(fig.axes), fig.axes[0].get_title().splitlines()[0]
+    (4, 'HDF-1')
+    """
+    from .pipeline import DEFAULT_NORMALISATION, prepare_one
+    for column in ('id', 'rank', 'distance'):
+        if column not in explanation.colnames:
+            raise ValueError(f'explanation lacks column {column!r} (it has {explanation.colnames}); '
+                             'give the table of SimilaritySearch.explain')
+    normalisation = dict(DEFAULT_NORMALISATION if normalisation is None else normalisation)
+    fig = _figure(len(explanation), 1, size, extra_height=0.6)
+    axes = fig.subplots(1, len(explanation), squeeze=False)[0]
+    for ax, row in zip(axes, explanation):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        image = _lookup(images, str(row['id']))
+        array = None if image is None else prepare_one(image, normalisation=normalisation)[0]
+        if array is None:
+            _blank(ax, 'no image' if image is None else 'no galaxy found')
+        else:
+            ax.imshow(np.clip(np.moveaxis(array, 0, -1), 0, 1), origin='upper', interpolation='nearest')
+        lines = [str(row['id'])]
+        if row['rank'] > 0:
+            scale = (f' ({row["distance_percentile"]:.0f}th pct)' if 'distance_percentile' in row.colnames
+                     else '')
+            lines.append(f'd = {row["distance"]:.3f}{scale}')
+        else:
+            lines.append('query')
+        shown = [f'{name} {getattr(row[name], "value", row[name]):.2f}' for name in measurements
+                 if name in row.colnames]
+        lines += [', '.join(shown[i:i + 2]) for i in range(0, len(shown), 2)]
+        ax.set_title('\n'.join(lines), fontsize=7, color=_QUERY_COLOUR if row['rank'] == 0 else 'black')
+        if row['rank'] == 0:
+            _frame(ax, _QUERY_COLOUR)
     return fig
 
 

@@ -219,3 +219,38 @@ def test_cli_version_info_and_help(capsys):
         main(['query', '--help'])
     help_text = capsys.readouterr().out
     assert '(default: None)' not in help_text and help_text.count('(default: the shipped demo') == 1
+
+
+def test_explain_puts_the_query_beside_its_neighbours(demo, frame):
+    path, _ = frame
+    why = demo.explain(_ccd(path), k=4)
+    assert list(why['rank']) == [0, 1, 2, 3, 4] and why['distance'][0] == 0
+    # the frame's pixel scale is known (0.396"/px): its sizes are in arcsec as well as pixels
+    assert why['r50_arcsec'][0].to_value(u.arcsec) == pytest.approx(why['r50'][0].value * 0.396, rel=0.01)
+    neighbours = demo.database.lookup_ids(list(why['id'][1:]))
+    np.testing.assert_allclose(why['ellipticity'][1:], demo.table['ellipticity'][neighbours])
+    pct = np.asarray(why['distance_percentile'][1:])
+    assert np.all(np.diff(pct) >= 0) and np.all((pct >= 0) & (pct <= 100))
+    # the scale: a stored galaxy's own nearest neighbour sits low among neighbour distances
+    stored = demo.explain(demo.ids[0], k=1)
+    assert stored['ellipticity'][0] == demo.table['ellipticity'][0]
+    assert demo.distance_percentile(np.inf) == 100 and demo.distance_percentile(0) == 0
+
+
+def test_similarity_figure_shows_normalised_inputs(demo, shared_data):
+    from astro_galsim.visualization import similarity_figure
+    folder = shared_data / 'sdss_galaxies_mikeedi' / 'images'
+    why = demo.explain('587722981740314629', k=3)
+
+    def image_of(objid):
+        return next(iter(folder.glob(f'*/{objid}.jpg')), None)
+    fig = similarity_figure(why, image_of, normalisation=demo.encoder.normalisation)
+    assert len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith('587722981740314629\nquery')
+    assert all(f'd = {d:.3f}' in t for d, t in zip(why['distance'][1:], titles[1:]))
+    shown = [ax.get_images() for ax in fig.axes]
+    for ax_images, objid in zip(shown, why['id']):
+        assert bool(ax_images) == (image_of(objid) is not None)
+        if ax_images:   # the normalised input, not the JPEG: the encoder's square size
+            assert ax_images[0].get_array().shape[:2] == (demo.encoder.normalisation.get('size', 64),) * 2
