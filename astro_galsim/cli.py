@@ -123,8 +123,6 @@ def cmd_info(args):
     from .utils._data import package_data
     path = Path(args.database) if args.database else package_data('demo_database.fits')
     search = SimilaritySearch.load(path)
-    coords = search.database.coords
-    placed = int(np.sum(np.isfinite(coords.ra.deg) & np.isfinite(coords.dec.deg)))
     header = fits.getheader(path)
     # files written before the DATE card carry the date in their checksum's comment
     stamp = header.comments['CHECKSUM'].rpartition('updated ')[2] if 'CHECKSUM' in header else ''
@@ -132,10 +130,8 @@ def cmd_info(args):
     print(repr(search))
     print(f'file: {path.name}, {path.stat().st_size / 1e6:.1f} MB, written {written.replace("T", " ")} UTC '
           f'by {header.get("CREATOR", "unknown software")}')
-    print(f'positions: {placed} of {len(search)} galaxies have one ({len(search) - placed} are known by id only)')
-    print('encoder:', search.encoder.identity)
-    print('provenance:', dict(search.database.provenance))
-    print('columns:', ', '.join(search.table.colnames))
+    for name, text in search.database.summary().items():
+        print(f'{name}: {text}')
 
 
 def cmd_build(args):

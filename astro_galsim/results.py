@@ -5,6 +5,7 @@ One row per (query, neighbour). Query-side columns carry a ``query_`` prefix
 with an ``id`` or ``coord`` column joins back without ``id_1``/``id_2``.
 """
 import io
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from astropy.table import QTable, Table
 
 from .io import atomic_output
 
-__all__ = ['DEFAULT_COLUMNS', 'build_result', 'to_flat_table', 'write_result']
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'to_flat_table', 'write_result']
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -24,6 +25,24 @@ FORMATS = {'distance': '.4f', 'separation': '.2f', 'r50': '.2f', 'r50_arcsec': '
            'asymmetry': '.3f', 'smoothness': '.3f', 'snr': '.1f', 'distance_percentile': '.1f'}
 _WRITERS = {'.ecsv': 'ascii.ecsv', '.csv': 'ascii.csv', '.vot': 'votable', '.xml': 'votable',
             '.fits': 'fits'}
+
+
+class ResultTable(QTable):
+    """The `~astropy.table.QTable` of `~astro_galsim.SimilaritySearch.query`.
+
+    A QTable in every way; in a notebook it shows the columns that say who is like whom
+    (ids, rank, distance, separation, positions and the concise measurements), at most
+    20 rows, and names the other columns.
+    """
+
+    def _repr_html_(self):
+        keep = [c for c in ('query_id', 'rank', 'id', 'distance', 'separation', 'coord') + DEFAULT_COLUMNS
+                if c in self.colnames]
+        hidden = [c for c in self.colnames if c not in keep]
+        shown = QTable(self[keep][:20], copy=False)
+        note = (f'{len(self)} rows{"; the first 20 shown" if len(self) > 20 else ""}'
+                + (f'; also: {", ".join(hidden)}' if hidden else ''))
+        return shown._repr_html_() + f'<p>{escape(note)}</p>'
 
 
 def build_result(found, target_of_row, labels, coords, carried=None, measurements=False):
@@ -47,7 +66,7 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
         Keep every stored measurement rather than `DEFAULT_COLUMNS`.
     """
     labels = np.asarray(labels, dtype=str)
-    result = QTable()
+    result = ResultTable()
     result['query_id'] = labels[target_of_row] if len(found) else np.zeros(0, 'U1')
     result['rank'] = found['rank']
     result['id'] = found['id']

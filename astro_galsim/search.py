@@ -16,7 +16,7 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .config import conf
-from .database import DatabaseError, GalaxyDatabase, rocchio_query
+from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
 from .results import FORMATS, build_result
@@ -159,6 +159,12 @@ class SimilaritySearch:
         return (f'<SimilaritySearch: {len(self)} galaxies, encoder {self.encoder.identity["name"]} '
                 f'(latent {self.encoder.latent_dim}, sha256 {self.encoder.identity["sha256"][:12]}), '
                 f'metric {self.database.metric}>')
+
+    def _repr_html_(self):
+        rows = self.database.summary()
+        rows['encoder'] = (f'{self.encoder.identity["name"]} (latent {self.encoder.latent_dim}, '
+                           f'sha256 {self.encoder.identity["sha256"][:12]}...)')
+        return html_summary('SimilaritySearch', rows)
 
     # ------------------------------------------------------------------ inputs
     def _images_of(self, inputs, coords=None):

@@ -169,6 +169,12 @@ def gallery(query, neighbours, labels=None, *, ids=None, distances=None, query_l
     return fig
 
 
+def _radec(coord):
+    """A caption line with a position in degrees ('' when unknown)."""
+    coord = coord.icrs
+    return f'\n{coord.ra.deg:.4f} {coord.dec.deg:+.4f}' if np.isfinite(coord.ra.deg) else ''
+
+
 def _lookup(images, key):
     """An image from a dict or a callable id -> image; None when there is none."""
     if images is None:
@@ -186,15 +192,17 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     Parameters
     ----------
     result : `~astropy.table.QTable`
-        From `~astro_galsim.SimilaritySearch.query` (columns ``query``, ``rank``, ``id``,
-        ``distance``).
+        From `~astro_galsim.SimilaritySearch.query` (columns ``query_id``, ``rank``, ``id``,
+        ``distance``, and ``coord``/``query_coord`` for RA/Dec captions), or
+        `~astro_galsim.database.GalaxyDatabase.search` (``query`` for ``query_id``). For
+        SDSS thumbnails in place of local images, see `~astro_galsim.thumbnails.thumbnail_gallery`.
     images : dict or callable
         Maps an id (of a query or a neighbour) to an image (anything `thumbnail` takes),
         or returns None; ids without an image get a blank panel that still shows the id
         and distance.
     query_images : dict, optional
         Images of queries that are not in ``images`` (a query image given by the user),
-        keyed by the ``query`` column's value.
+        keyed by the ``query_id`` column's value.
     max_queries : int, optional
         Show at most this many queries (rows), in table order.
     size : float, optional
@@ -206,7 +214,7 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     -------
     fig : `matplotlib.figure.Figure`
         A grid of queries x (1 + k): the query (framed in red) then its neighbours by
-        rank, titled with their ids and distances.
+        rank, titled with their ids, distances and RA/Dec (where known).
 
     Raises
     ------
@@ -237,15 +245,18 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     for q in queries:
         part = result[np.asarray(result[key]).astype(str) == q]
         part = part[np.argsort(np.asarray(part['rank']), kind='stable')]
-        rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float)))
+        where = [_radec(c) for c in part['coord']] if 'coord' in part.colnames else [''] * len(part)
+        here = _radec(part['query_coord'][0]) if 'query_coord' in part.colnames else ''
+        rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float), where, here))
     ncols = 1 + max(len(r[1]) for r in rows)
     fig = _figure(ncols, len(rows), size, extra_height=0.3 * len(rows))
     axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for (q, ids, dists), row in zip(rows, axes):
+    for (q, ids, dists, where, here), row in zip(rows, axes):
         query_image = _lookup(query_images, q) if query_images is not None else None
         if query_image is None:
             query_image = _lookup(images, q)
-        panels = [(query_image, q)] + [(_lookup(images, i), _caption(i, d)) for i, d in zip(ids, dists)]
+        panels = [(query_image, q + here)] + [(_lookup(images, i), _caption(i, d) + w)
+                                              for i, d, w in zip(ids, dists, where)]
         for j, ax in enumerate(row):
             if j >= len(panels):
                 fig.delaxes(ax)

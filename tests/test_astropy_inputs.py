@@ -214,7 +214,7 @@ def test_cli_version_info_and_help(capsys):
     out = capsys.readouterr().out
     demo = SimilaritySearch.load_demo()
     placed = int(np.isfinite(demo.database.coords.ra.deg).sum())
-    assert f'positions: {placed} of {len(demo)} galaxies' in out and ' MB, written ' in out
+    assert f'with a position: {placed} ({len(demo) - placed} known by id only)' in out and ' MB, written ' in out
     with pytest.raises(SystemExit):
         main(['query', '--help'])
     help_text = capsys.readouterr().out
@@ -254,3 +254,16 @@ def test_similarity_figure_shows_normalised_inputs(demo, shared_data):
         assert bool(ax_images) == (image_of(objid) is not None)
         if ax_images:   # the normalised input, not the JPEG: the encoder's square size
             assert ax_images[0].get_array().shape[:2] == (demo.encoder.normalisation.get('size', 64),) * 2
+
+
+def test_notebook_views(demo):
+    from astro_galsim.results import ResultTable
+    text = demo._repr_html_()
+    placed = int(np.isfinite(demo.database.coords.ra.deg).sum())
+    assert f'{placed} ({len(demo) - placed} known by id only)' in text and '<table>' in text
+    assert demo.database._repr_html_().startswith('<p><b>GalaxyDatabase</b></p>')
+    result = demo.query(list(demo.ids[:11]), k=2, measurements=True)
+    assert isinstance(result, ResultTable) and isinstance(result[:3], ResultTable)
+    html = result._repr_html_()
+    assert '<th>gini</th>' in html and '<th>r90</th>' not in html and 'also: ' in html and 'r90' in html
+    assert '22 rows; the first 20 shown' in html
