@@ -248,7 +248,7 @@ class GalaxyDatabase:
                 f"{', ' + prov if prov else ''}>")
 
     def summary(self):
-        """What the database holds, as a dict of short texts (for `repr` in notebooks and ``info``).
+        """What the database holds, as a dict of short texts (for notebooks and ``astro-galsim info``).
 
         Examples
         --------

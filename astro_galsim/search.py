@@ -428,14 +428,16 @@ class SimilaritySearch:
             target, coords=coords, names=names, match_radius=match_radius)
         failed = np.flatnonzero([bool(r) for r in reasons])
         if failed.size and on_error == 'raise':
+            _raise_for_missing_ids(labels, reasons)
             shown = '; '.join(f'{labels[i]}: {reasons[i]}' for i in failed[:3])
             raise ValueError(f'{failed.size} of {len(labels)} target(s) could not be described ({shown}); '
                              "pass on_error='skip' to keep the results of the others")
         negative_vectors = None
         if negatives is not None:
-            negative_vectors = self._query_vectors(negatives, match_radius=match_radius)[0]
+            negative_vectors, negative_ids, _, why, _, _ = self._query_vectors(negatives, match_radius=match_radius)
+            _raise_for_missing_ids(negative_ids, why)
             if not np.isfinite(negative_vectors).all():
-                raise ValueError('a negative example could not be described; give ones that can')
+                raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
         ok = np.setdiff1d(np.arange(len(labels)), failed)
         found = self.database.search(vectors[ok], k=k, query_ids=[labels[i] for i in ok],
                                      query_coords=query_coords[ok], exclude_self=exclude_self,
@@ -456,6 +458,7 @@ class SimilaritySearch:
         the examples themselves are left out of the results.
         """
         pos, pos_ids, _, reasons, _, _ = self._query_vectors(positives)
+        _raise_for_missing_ids(pos_ids, reasons)
         neg = None if negatives is None else self._query_vectors(negatives)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
@@ -485,13 +488,12 @@ class SimilaritySearch:
         if (kinds == 'id').any():
             where_id = np.flatnonzero(kinds == 'id')
             rows = self.database.lookup_ids([items[i][1] for i in where_id])
-            missing = [items[i][1] for i, r in zip(where_id, rows) if r < 0]
-            if missing:
-                raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
-            vectors[where_id] = self.vectors[rows]
-            positions[where_id] = self.database.coords[rows]
-            for i in where_id:
+            found = rows >= 0
+            vectors[where_id[found]] = self.vectors[rows[found]]
+            positions[where_id[found]] = self.database.coords[rows[found]]
+            for i, ok in zip(where_id, found):
                 labels[i] = items[i][1]
+                reasons[i] = '' if ok else _NOT_STORED
         if (kinds == 'coord').any():
             where_c = np.flatnonzero(kinds == 'coord')
             sky = SkyCoord([items[i][1].icrs for i in where_c])
@@ -608,6 +610,7 @@ class SimilaritySearch:
             target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
         if len(labels) != 1:
             raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
+        _raise_for_missing_ids(labels, reasons)
         if reasons[0]:
             raise ValueError(f'{labels[0]}: {reasons[0]}')
         found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
@@ -665,6 +668,16 @@ def _beside(label, own, found):
         else:
             table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
     return table
+
+
+_NOT_STORED = 'id not in the database; query by image or position instead'
+
+
+def _raise_for_missing_ids(labels, reasons):
+    """KeyError naming the ids that are not stored, if any."""
+    missing = [label for label, reason in zip(labels, reasons) if reason == _NOT_STORED]
+    if missing:
+        raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
 
 
 def _query_numbers(rank):

@@ -46,7 +46,8 @@ def get_thumbnail(coord, *, size=96, scale=0.4 * u.arcsec, data_release=None):
 
     Examples
     --------
-    >>>     >>> from astro_galsim.thumbnails import get_thumbnail
+    >>> from astropy.coordinates import SkyCoord
+    >>> from astro_galsim.thumbnails import get_thumbnail
     >>> image = get_thumbnail(SkyCoord(180.4819, -1.0693, unit='deg'))  # doctest: +REMOTE_DATA
     >>> image.data.shape  # doctest: +REMOTE_DATA
     (3, 96, 96)

@@ -105,6 +105,12 @@ def test_ids_as_ints_arrays_and_columns(demo):
         assert list(result['query_id']) == list(expected['query_id'])
         assert list(result['id']) == list(expected['id'])
     assert list(demo.query(np.int64(ids[0]), k=3)['id']) == list(expected['id'][:3])
+    # an unknown id is named; with on_error='skip' the others keep their results
+    with pytest.raises(KeyError, match=r"not in the database: \['12345'\]"):
+        demo.query([int(ids[0]), 12345], k=3)
+    skipped = demo.query([int(ids[0]), 12345], k=3, on_error='skip')
+    assert list(skipped['query_id']) == [ids[0]] * 3
+    assert list(skipped.meta['targets']['status']) == ['ok', 'failed']
 
 
 def test_positions_as_text_and_2d_skycoord(demo):
