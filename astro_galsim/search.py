@@ -473,8 +473,10 @@ class SimilaritySearch:
             target = _table_coords(target)
         elif _is_source_catalog(target):
             target, coords = _source_cutouts(target)
+        positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
         if isinstance(target, SkyCoord):
-            items = [('coord', c) for c in target.ravel()] if not target.isscalar else [('coord', target)]
+            positions_given = (target.reshape((1,)) if target.isscalar else target.ravel()).icrs
+            items = [('coord', None)] * len(positions_given)
         else:
             items = [self._classify(t) for t in _as_list(target)]
         if coords is not None:
@@ -496,12 +498,14 @@ class SimilaritySearch:
                 reasons[i] = '' if ok else _NOT_STORED
         if (kinds == 'coord').any():
             where_c = np.flatnonzero(kinds == 'coord')
-            sky = SkyCoord([items[i][1].icrs for i in where_c])
+            sky = positions_given if positions_given is not None else SkyCoord([items[i][1].icrs for i in where_c])
             positions[where_c] = sky
             rows = self.database.lookup_coords(sky, radius=match_radius)
-            for i, r, c in zip(where_c, rows, sky):
-                labels[i] = str(self.ids[r]) if r >= 0 else coord_id(c)
             known = rows >= 0
+            for i, r in zip(where_c[known], rows[known]):
+                labels[i] = str(self.ids[r])
+            for i, c in zip(where_c[~known], sky[~known]):
+                labels[i] = coord_id(c)
             vectors[where_c[known]] = self.vectors[rows[known]]
             if (~known).any():
                 fetched, table = self._describe(*self._images_of(sky[~known])[:2])
