@@ -751,13 +751,19 @@ def _source_cutouts(catalog):
                          'its sources have no sky positions to query')
     extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
     side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
-    cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
+    try:
+        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
+    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
+        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
     cutouts = [cutouts] if catalog.isscalar else cutouts
     images = []
     for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
         wcs = catalog.wcs.deepcopy()
         wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
-        images.append(NDData(np.array(cutout.data), wcs=wcs, meta={'objid': f'source{label}', 'kind': 'fits'}))
+        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
+        outside[cutout.slices_cutout] = False
+        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
+                             meta={'objid': f'source{label}', 'kind': 'fits'}))
     sky = catalog.sky_centroid
     return images, (sky.reshape((1,)) if sky.isscalar else sky)
 

@@ -273,3 +273,18 @@ def test_notebook_views(demo):
     html = result._repr_html_()
     assert '<th>gini</th>' in html and '<th>r90</th>' not in html and 'also: ' in html and 'r90' in html
     assert '22 rows; the first 20 shown' in html
+
+
+def test_source_catalog_of_integer_data(demo, frame):
+    from photutils.segmentation import SourceCatalog, detect_sources
+    path, centre = frame
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with fits.open(path) as hdul:
+            data, wcs = hdul[0].data.astype(np.int32), WCS(hdul[0].header)
+    data -= int(np.median(data))       # raw DN stay integers: cutouts at the edge are padded and masked
+    catalog = SourceCatalog(data, detect_sources(data, 30, n_pixels=20), wcs=wcs)
+    result = demo.query(catalog, k=2, on_error='skip')
+    nearest = np.argmin(catalog.sky_centroid.separation(centre))
+    status = dict(zip(result.meta['targets']['query_id'], result.meta['targets']['status']))
+    assert status[f'source{catalog.labels[nearest]}'] == 'ok'
