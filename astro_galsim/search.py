@@ -266,8 +266,9 @@ class SimilaritySearch:
 
         Parameters
         ----------
-        images : as for `embed`, or a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
-            column or ``ra``/``dec`` columns in degrees
+        images : as for `embed`, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
+            column or ``ra``/``dec`` columns in degrees, or a photutils ``SourceCatalog`` (one
+            cutout per source, ids ``source<label>``)
             Galaxies to add.
         ids : sequence of str, optional
             Their ids (default: the SDSS objid or file name, else ``'img<n>'``).
@@ -291,6 +292,8 @@ class SimilaritySearch:
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
+        elif _is_source_catalog(images):
+            images, coords = _source_cutouts(images)
         images, targets, default_ids, coords, geometry = self._images_of(images, coords)
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):

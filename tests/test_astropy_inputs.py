@@ -288,3 +288,9 @@ def test_source_catalog_of_integer_data(demo, frame):
     nearest = np.argmin(catalog.sky_centroid.separation(centre))
     status = dict(zip(result.meta['targets']['query_id'], result.meta['targets']['status']))
     assert status[f'source{catalog.labels[nearest]}'] == 'ok'
+    # the same catalogue adds its sources, placed at their centroids
+    search = SimilaritySearch(demo.encoder)
+    report = search.add(catalog)
+    assert list(report['id']) == [f'source{label}' for label in catalog.labels]
+    row = search.database.lookup_ids(f'source{catalog.labels[nearest]}')
+    assert search.database.coords[row].separation(catalog.sky_centroid[nearest]) < 0.01 * u.arcsec
