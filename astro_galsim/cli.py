@@ -99,11 +99,13 @@ def cmd_query(args):
                  if isinstance(cond, tuple) else cond for name, cond in where.items()}
     result = search.query(target, k=args.k, exclude_radius=args.exclude_radius, where=where,
                           on_error='skip', measurements=args.output is not None)
-    failed = result.meta['targets'][result.meta['targets']['status'] != 'ok']
-    for row in failed:
-        print(f'astro-galsim query: skipped {row["query_id"]}: {row["reason"]}', file=sys.stderr)
-    if len(failed) == len(result.meta['targets']):
-        raise ValueError(f'no target could be described: {failed["reason"][0]}')
+    targets = result.meta['targets']
+    failed = [(q, why) for q, status, why in zip(targets['query_id'], targets['status'], targets['reason'])
+              if status != 'ok']
+    for query_id, why in failed:
+        print(f'astro-galsim query: skipped {query_id}: {why}', file=sys.stderr)
+    if len(failed) == len(targets['status']):
+        raise ValueError(f'no target could be described: {failed[0][1]}')
     if args.output:
         _write_table(result, args.output)
     else:

@@ -153,10 +153,8 @@ def write_result(result, path, *, overwrite=False):
                          f'{", ".join(_WRITERS)}')
     if path.exists() and not overwrite:
         raise FileExistsError(f'{str(path)!r} exists; pass overwrite=True to replace it')
-    if fmt == 'ascii.ecsv':  # ECSV holds SkyCoord columns; tables in meta go as columns of lists
+    if fmt == 'ascii.ecsv':  # ECSV holds SkyCoord columns and the meta
         table = result.copy(copy_data=False)
-        table.meta = {k: ({c: v[c].tolist() for c in v.colnames} if isinstance(v, Table) else v)
-                      for k, v in result.meta.items()}
     else:
         table = to_flat_table(result)
     for name in table.colnames:   # display formats would round the written values

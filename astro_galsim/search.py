@@ -404,8 +404,9 @@ class SimilaritySearch:
             One row per (target, neighbour), in target order: ``query_id``, ``rank``, ``id``,
             ``distance``, ``coord`` and ``query_coord`` (when positions are stored),
             ``separation`` (where both are known), measurements, and a catalogue target's own
-            columns as ``query_<name>``. ``result.meta['targets']`` is a table with one row per
-            target: ``query_id``, ``status`` (``'ok'`` or ``'failed'``) and ``reason``.
+            columns as ``query_<name>``. ``result.meta['targets']`` holds, per target, its
+            ``query_id``, ``status`` (``'ok'`` or ``'failed'``) and ``reason``, as lists
+            (``Table(result.meta['targets'])`` makes them a table).
 
         Raises
         ------
@@ -449,9 +450,10 @@ class SimilaritySearch:
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
         target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
         result = build_result(found, target_of_row, labels, query_coords, carried, measurements)
-        status = np.where([bool(r) for r in reasons], 'failed', 'ok')
-        result.meta['targets'] = Table({'query_id': np.array(labels, dtype=str), 'status': status,
-                                        'reason': np.array(reasons, dtype=str)})
+        # plain lists, so that result.write() of any format keeps or drops them without error
+        result.meta['targets'] = {'query_id': [str(label) for label in labels],
+                                  'status': ['failed' if r else 'ok' for r in reasons],
+                                  'reason': [str(r) for r in reasons]}
         return result
 
     def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, **kwargs):
