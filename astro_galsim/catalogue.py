@@ -18,7 +18,8 @@ from .utils._coords import nan_coords, sky_coords
 __all__ = ['normalise_table', 'check_ids', 'check_encoder_id', 'check_provenance', 'where_mask']
 
 #: Column names the database manages itself (``ra``/``dec`` become ``coord``).
-_RESERVED = ('query', 'rank', 'distance', 'ra', 'dec')
+# names the columns of query results take (query_<name> carries a query catalogue's columns)
+_RESERVED = ('query', 'rank', 'distance', 'separation', 'ra', 'dec')
 _SHA256 = re.compile(r'^[0-9a-f]{64}$')
 
 
@@ -102,9 +103,10 @@ def normalise_table(table, n):
     coord = _coords_from(table, n)
     ids = np.asarray(table['id']).astype(str) if n else np.zeros(0, dtype='U1')
     for name in table.colnames:
-        if name.lower() in _RESERVED or (name.lower() in ('id', 'coord') and name not in ('id', 'coord')):
+        if name.lower() in _RESERVED or name.lower().startswith('query_') or (
+                name.lower() in ('id', 'coord') and name not in ('id', 'coord')):
             raise ValueError(f'column name {name!r} is reserved by the database (reserved: '
-                             f"{', '.join(_RESERVED)}, and id/coord in lower case); rename it.")
+                             f"{', '.join(_RESERVED)}, query_*, and id/coord in lower case); rename it.")
         col = table[name]
         if name != 'coord' and getattr(col, 'dtype', None) is not None and col.dtype.kind == 'O':
             raise TypeError(f'column {name!r} has object dtype, which FITS cannot store; convert '

@@ -11,72 +11,50 @@ __all__ = ['main']
 _IMAGE_SUFFIXES = ('.fits', '.fit', '.fts', '.gz', '.fz', '.jpg', '.jpeg', '.png')
 _TABLE_FORMATS = {'.ecsv': 'ascii.ecsv', '.csv': 'ascii.csv', '.vot': 'votable', '.xml': 'votable',
                   '.fits': 'fits'}
+# query catalogues: table files that are never images (a .fits target is an image)
+_CATALOGUE_FORMATS = {suffix: fmt for suffix, fmt in _TABLE_FORMATS.items() if suffix != '.fits'}
 
 
-def _print_table(table, columns=('query', 'rank', 'id', 'distance', 'coord', 'r50', 'ellipticity')):
-    shown = table[[c for c in columns if c in table.colnames]]
-    if 'distance' in shown.colnames:
-        shown['distance'].info.format = '.4f'
-    for name in ('r50', 'ellipticity'):
-        if name in shown.colnames:
-            shown[name].info.format = '.2f'
+def _print_table(table, columns=('query_id', 'rank', 'id', 'distance', 'separation', 'r50', 'ellipticity')):
+    shown = table[[c for c in columns if c in table.colnames]]   # formats come with the result
     shown.pprint(max_lines=-1, max_width=-1)
 
 
 def _write_table(table, path):
+    from .results import write_result
     path = Path(path)
     if path.is_dir():
         raise SystemExit(f'astro-galsim: cannot write {path}: it is a directory; give a file name such '
                          f'as {path / "neighbours.ecsv"}')
-    fmt = _TABLE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
+    if path.suffix.lower() not in _TABLE_FORMATS:
         raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
-    tmp = path.with_name(path.name + '.tmp')
-    table.write(tmp, format=fmt, overwrite=True)
-    tmp.replace(path)
+    write_result(table, path, overwrite=True)
     print(f'wrote {path}')
 
 
-def _parse_target(text, search):
-    """An image path, a database id, "RA Dec" in degrees or sexagesimal, or a name."""
-    from astropy.coordinates import SkyCoord
-    if Path(text).is_file():
-        return text
-    if search.database.lookup_ids(text) >= 0:
-        return text
-    if Path(text).is_dir():
-        raise SystemExit(f'astro-galsim: {text!r} is a directory; give an image file (FITS, JPEG, PNG), '
-                         'a database id, "RA Dec" or a name')
-    if Path(text).suffix.lower() in _IMAGE_SUFFIXES or '/' in text or '\\' in text:
-        raise FileNotFoundError(f'image file {text!r} does not exist (nor is it an id in the database)')
-    parts = text.replace(',', ' ').split()
-    if len(parts) == 2 and all(_is_number(p) for p in parts):
-        ra, dec = (float(p) for p in parts)
-        if not (0 <= ra < 360 and -90 <= dec <= 90):
-            raise ValueError(f'"{text}" is not a sky position: RA must be in [0, 360) degrees and Dec in '
-                             '[-90, 90] degrees')
-    try:
-        if len(parts) == 2:
-            unit = 'deg' if all(p.lstrip('+-').replace('.', '', 1).isdigit() for p in parts) else ('hourangle', 'deg')
-            return SkyCoord(parts[0], parts[1], unit=unit)
-        return SkyCoord(text)
-    except ValueError:
-        pass
-    if text.strip().isdigit():
-        raise KeyError(f'{text} is not an id in the database (and not an image file or a position)')
-    try:
-        return SkyCoord.from_name(text)
-    except Exception as exc:  # the name resolver raises several kinds of errors
-        raise SystemExit(f'astro-galsim: {text!r} is not an image file, a database id, "RA Dec" or a name '
-                         f'the resolver knows ({exc})')
+def _parse_target(text):
+    """A catalogue file (ECSV, CSV, VOTable) as a Table; other text is for SimilaritySearch.query."""
+    path = Path(text)
+    if path.is_file() and path.suffix.lower() in _CATALOGUE_FORMATS:
+        from astropy.table import Table
+        return Table.read(path, format=_CATALOGUE_FORMATS[path.suffix.lower()])
+    return text
 
 
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _where(conditions):
+    """--where texts such as 'r50_arcsec>3', 'ellipticity<=0.4' or 'n_stars=0' as a where dict."""
+    import re
+    where = {}
+    for text in conditions:
+        match = re.fullmatch(r'\s*(\w+)\s*(<=|>=|<|>|==|=)\s*([-+.\w]+)\s*', text)
+        if match is None:
+            raise ValueError(f'--where {text!r} is not COLUMN<VALUE, COLUMN>VALUE or COLUMN=VALUE '
+                             "(e.g. --where 'ellipticity<0.4')")
+        name, op, value = match.groups()
+        number = float(value) if value.lstrip('+-').replace('.', '', 1).isdigit() else value
+        low, high = where.get(name, (None, None)) if isinstance(where.get(name), tuple) else (None, None)
+        where[name] = number if op in ('=', '==') else (number, high) if '>' in op else (low, number)
+    return where
 
 
 def cmd_demo(args):
@@ -114,21 +92,48 @@ def cmd_demo(args):
 def cmd_query(args):
     from .search import SimilaritySearch
     search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
-    target = _parse_target(args.target, search)
-    result = search.query(target, k=args.k, exclude_radius=args.exclude_radius)
+    target = _parse_target(args.target)
+    where = _where(args.where) if args.where else None
+    if where:  # limits in the units the columns are stored in
+        where = {name: tuple(None if v is None else v * _unit_of(search.table, name) for v in cond)
+                 if isinstance(cond, tuple) else cond for name, cond in where.items()}
+    result = search.query(target, k=args.k, exclude_radius=args.exclude_radius, where=where,
+                          on_error='skip', measurements=args.output is not None)
+    targets = result.meta['targets']
+    failed = [(q, why) for q, status, why in zip(targets['query_id'], targets['status'], targets['reason'])
+              if status != 'ok']
+    for query_id, why in failed:
+        print(f'astro-galsim query: skipped {query_id}: {why}', file=sys.stderr)
+    if len(failed) == len(targets['status']):
+        raise ValueError(f'no target could be described: {failed[0][1]}')
     if args.output:
         _write_table(result, args.output)
     else:
         _print_table(result)
 
 
+def _unit_of(table, name):
+    from astropy import units as u
+    if name not in table.colnames:
+        raise KeyError(f'--where: no column {name!r} to filter on; columns are {", ".join(table.colnames)}')
+    return getattr(table[name], 'unit', None) or u.dimensionless_unscaled
+
+
 def cmd_info(args):
+    from astropy.io import fits
     from .search import SimilaritySearch
-    search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
+    from .utils._data import package_data
+    path = Path(args.database) if args.database else package_data('demo_database.fits')
+    search = SimilaritySearch.load(path)
+    header = fits.getheader(path)
+    # files written before the DATE card carry the date in their checksum's comment
+    stamp = header.comments['CHECKSUM'].rpartition('updated ')[2] if 'CHECKSUM' in header else ''
+    written = header.get('DATE') or stamp or 'at an unknown date,'
     print(repr(search))
-    print('encoder:', search.encoder.identity)
-    print('provenance:', dict(search.database.provenance))
-    print('columns:', ', '.join(search.table.colnames))
+    print(f'file: {path.name}, {path.stat().st_size / 1e6:.1f} MB, written {written.replace("T", " ")} UTC '
+          f'by {header.get("CREATOR", "unknown software")}')
+    for name, text in search.database.summary().items():
+        print(f'{name}: {text}')
 
 
 def cmd_build(args):
@@ -186,13 +191,24 @@ def _arcsec(text):
     return float(text) * u.arcsec
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, once, and only where there is one to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []) or '(default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog='astro-galsim', description='Find galaxies that look like a given one.')
+    version = sys.modules[__package__].__version__   # the package is imported before its cli module
+    parser.add_argument('--version', action='version', version=f'%(prog)s {version}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     # every command shows its defaults in --help
     _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **k)
+    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=_DefaultsFormatter, **k)
 
     p = sub.add_parser('demo', help='run the whole pipeline offline on a real image and print neighbours',
                        description='Cut the galaxies out of the Hubble Deep Field image that scikit-image '
@@ -203,15 +219,23 @@ def _parser():
     p.add_argument('--n', type=int, default=60, help='galaxies to cut out of the field')
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser('query', help='neighbours of a galaxy given by position, name, id or image',
-                       description='Print (or write) the galaxies most like TARGET.')
+    p = sub.add_parser('query', help='neighbours of a galaxy given by position, name, id or image, or of a '
+                       'catalogue of them',
+                       description='Print (or write) the galaxies most like TARGET. For a catalogue, one row '
+                       'per (target, neighbour) with its columns as query_<name>; targets that cannot be '
+                       'described are reported and skipped.')
     p.add_argument('target', help='"RA Dec" (degrees or sexagesimal), an object name (needs the network), '
-                   'an id in the database, or an image file (FITS, JPEG, PNG)')
+                   'an id in the database, an image file (FITS, JPEG, PNG), or a catalogue (ECSV, CSV, '
+                   'VOTable) with ra/dec columns')
     p.add_argument('--database', help='database FITS file (default: the shipped demo database)')
     p.add_argument('--k', type=int, default=10, help='neighbours')
-    p.add_argument('--exclude-radius', type=_arcsec,
-                   default=None, metavar='ARCSEC', help='leave out galaxies within this angle of the target')
-    p.add_argument('--output', help='write the table to this file (.ecsv, .csv, .vot, .fits) instead of printing')
+    p.add_argument('--exclude-radius', type=_arcsec, metavar='ARCSEC',
+                   help='leave out galaxies within this angle of the target')
+    p.add_argument('--where', action='append', default=[], metavar='CONDITION',
+                   help="keep neighbours passing COLUMN<VALUE, COLUMN>VALUE or COLUMN=VALUE, in the column's "
+                   "stored unit (repeatable), e.g. --where 'ellipticity<0.4'")
+    p.add_argument('--output', help='write the table with all measurements to this file (.ecsv, .csv, .vot, '
+                   '.fits; positions as ra/dec columns but in ECSV) instead of printing')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser('build', help='build a database from a folder of images or a catalogue of positions',

@@ -247,6 +247,30 @@ class GalaxyDatabase:
                 f"encoder={self._encoder_id['name']!r} (sha256 {self._encoder_id['sha256'][:12]}...)"
                 f"{', ' + prov if prov else ''}>")
 
+    def summary(self):
+        """What the database holds, as a dict of short texts (for notebooks and ``astro-galsim info``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_galsim.database import GalaxyDatabase
+        >>> db = GalaxyDatabase(np.eye(3, 4, dtype=np.float32), {'id': ['a', 'b', 'c']},
+        ...                     encoder_id={'name': 'toy', 'sha256': '0' * 64})
+        >>> db.summary()['galaxies'], db.summary()['with a position']
+        ('3', '0 (3 known by id only)')
+        """
+        coords = self.coords
+        placed = int(np.sum(np.isfinite(coords.ra.deg) & np.isfinite(coords.dec.deg))) if len(self) else 0
+        return {'galaxies': str(len(self)),
+                'with a position': f'{placed} ({len(self) - placed} known by id only)',
+                'vectors': f'{self.dim} dimensions, {self.metric} distance',
+                'encoder': f"{self._encoder_id['name']} (sha256 {self._encoder_id['sha256'][:12]}...)",
+                'provenance': ', '.join(f'{k}={v}' for k, v in self._provenance.items()) or 'not given',
+                'columns': ', '.join(self.table.colnames) if len(self) else ''}
+
+    def _repr_html_(self):
+        return html_summary('GalaxyDatabase', self.summary())
+
     # ------------------------------------------------------------------ adding
     def add(self, vectors, table):
         """Append galaxies.
@@ -628,6 +652,14 @@ class GalaxyDatabase:
                     f"with the encoder it was made with.")
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
                    index_options=dict(index_options or {}, graph=graph))
+
+
+def html_summary(title, rows):
+    """An HTML table of ``{name: text}`` under a bold title, every text escaped."""
+    from html import escape
+    body = ''.join(f'<tr><th style="text-align:left">{escape(k)}</th><td style="text-align:left">{escape(v)}'
+                   '</td></tr>' for k, v in rows.items())
+    return f'<p><b>{escape(title)}</b></p><table>{body}</table>'
 
 
 def _positive_int(value, name):

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+from astropy.time import Time
 from astropy.table import Column, QTable, Table
 
 from .io import atomic_output
@@ -80,6 +81,7 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=No
     _set_card(hdr, 'FMTNAME', FORMAT_NAME, 'file format: astro_galsim galaxy database')
     _set_card(hdr, 'FMTVERS', FORMAT_VERSION, 'version of the file format')
     _set_card(hdr, 'CREATOR', f'astro_galsim {_version()}'[:68], 'software that wrote the file')
+    _set_card(hdr, 'DATE', Time.now().utc.isot[:19], 'UTC date the file was written')
     _set_card(hdr, 'NGALAXY', len(vectors), 'number of galaxies (table rows, vectors)')
     _set_card(hdr, 'NDIM', vectors.shape[1], 'dimension of the latent vectors')
     _set_card(hdr, 'METRIC', metric, 'distance metric for similarity search')

@@ -16,7 +16,7 @@ from astropy.nddata import NDData
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-__all__ = ['read_image', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
+__all__ = ['read_image', 'image_from_hdu', 'fits_meta', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
 
 #: SDSS bands behind the red, green and blue channels of SkyServer colour cutouts.
 COLOUR_IMAGE_BANDS = ('i', 'r', 'g')
@@ -170,21 +170,53 @@ def _read_fits(path):
             with fits.open(path, memmap=False) as hdul:
                 hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)),
                            None)
-                data = None if hdu is None else np.array(hdu.data)
-                header = None if hdu is None else hdu.header.copy()
+                image = None if hdu is None else image_from_hdu(hdu, str(path))
     except (OSError, ValueError, TypeError) as exc:  # a truncated file fails in numpy's reshape
         raise ValueError(f'cannot read {str(path)!r} as FITS: it is damaged or truncated ({exc})') from exc
     if hdu is None:
         raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
+    return image
+
+
+def image_from_hdu(hdu, path=None):
+    """The NDData `read_image` makes of a FITS image HDU: data, celestial WCS, unit, header.
+
+    Parameters
+    ----------
+    hdu : `~astropy.io.fits.PrimaryHDU`, `~astropy.io.fits.ImageHDU` or `~astropy.io.fits.CompImageHDU`
+        An HDU holding a 2-D or 3-D image.
+    path : str, optional
+        The file it came from, kept in ``meta['path']``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_galsim.io import image_from_hdu
+    >>> hdu = fits.PrimaryHDU(np.zeros((4, 5)))
+    >>> hdu.header['BUNIT'] = 'DN'
+    >>> image = image_from_hdu(hdu)
+    >>> image.data.shape, image.unit, image.wcs
+    ((4, 5), Unit("adu"), None)
+    """
     with _quiet_header_warnings():
+        header = hdu.header.copy()
+        data = np.array(hdu.data)
         wcs = WCS(header).celestial
     if not wcs.has_celestial:
         wcs = None
-    unit = _parse_unit(header.get('BUNIT'), path)
-    meta = {'header': header, 'path': str(path), 'kind': 'fits'}
+    unit = _parse_unit(header.get('BUNIT'), path or 'the HDU')
+    return NDData(data, wcs=wcs, unit=unit, meta=fits_meta(header, path))
+
+
+def fits_meta(header, path=None):
+    """The ``meta`` `read_image` gives a FITS image: its header, kind, bands (``FILTER``) and path."""
+    meta = {'header': header, 'kind': 'fits'}
+    if path is not None:
+        meta['path'] = str(path)
     if 'FILTER' in header:
         meta['bands'] = (str(header['FILTER']).strip(),)
-    return NDData(data, wcs=wcs, unit=unit, meta=meta)
+    return meta
 
 
 # the cards a celestial WCS is made of (primary description, with TPV and SIP distortions):

@@ -5,26 +5,31 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .config import conf
-from .database import DatabaseError, GalaxyDatabase, rocchio_query
+from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
-from .utils._coords import coord_id, table_coords
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
+from .results import FORMATS, build_result
+from .utils._coords import coord_id, nan_coords, parse_position, table_coords
 from .utils._data import package_data
-from .utils._images import image_id, image_positions, wcs_and_shape
+from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 
 __all__ = ['SimilaritySearch']
 
 DEMO_DATABASE = 'demo_database.fits'
 #: Separation within which a queried position is taken to be a galaxy already stored.
 SAME_GALAXY_RADIUS = 2 * u.arcsec
+IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
 
 class SimilaritySearch:
@@ -80,6 +85,7 @@ class SimilaritySearch:
                              f'{self.encoder.identity["name"]!r} (sha256 {self.encoder.identity["sha256"][:12]}'
                              '...); re-embed its images with this encoder')
         self.database = database
+        self._distance_scale = None   # sorted neighbour distances, and the size they were made for
         self.selection = dict(selection or {})
         self.cutout_options = dict(cutout_options or {})
 
@@ -116,7 +122,7 @@ class SimilaritySearch:
         >>> from astropy.coordinates import SkyCoord
         >>> demo = SimilaritySearch.load_demo()
         >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
-        >>> len(result), str(result['query'][0])
+        >>> len(result), str(result['query_id'][0])
         (5, '587722981740314629')
         """
         path = package_data(DEMO_DATABASE)
@@ -154,6 +160,12 @@ class SimilaritySearch:
                 f'(latent {self.encoder.latent_dim}, sha256 {self.encoder.identity["sha256"][:12]}), '
                 f'metric {self.database.metric}>')
 
+    def _repr_html_(self):
+        rows = self.database.summary()
+        rows['encoder'] = (f'{self.encoder.identity["name"]} (latent {self.encoder.latent_dim}, '
+                           f'sha256 {self.encoder.identity["sha256"][:12]}...)')
+        return html_summary('SimilaritySearch', rows)
+
     # ------------------------------------------------------------------ inputs
     def _images_of(self, inputs, coords=None):
         """Turn user inputs into images (or errors), targets, ids, coordinates and (WCS, shape)s."""
@@ -162,10 +174,11 @@ class SimilaritySearch:
             inputs = coords
         if isinstance(inputs, SkyCoord):
             return self._retrieve(inputs.reshape((1,)) if inputs.isscalar else inputs)
-        if isinstance(inputs, (NDData, str, Path, np.ndarray)) and not (
-                isinstance(inputs, np.ndarray) and inputs.dtype == object):
-            inputs = [inputs] if not (isinstance(inputs, np.ndarray) and inputs.ndim == 4) else list(inputs)
-        images = list(inputs)
+        single = image_items(inputs, name='images')   # Cutout2D, FITS HDU or HDUList as NDData
+        if isinstance(single, (NDData, str, Path, np.ndarray)) and not (
+                isinstance(single, np.ndarray) and single.dtype == object):
+            inputs = [single] if not (isinstance(single, np.ndarray) and single.ndim == 4) else list(single)
+        images = [image_items(item, name=f'image {i}') for i, item in enumerate(inputs)]
         for item in images:
             if not isinstance(item, (NDData, str, Path, np.ndarray)):
                 raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
@@ -253,8 +266,9 @@ class SimilaritySearch:
 
         Parameters
         ----------
-        images : as for `embed`, or a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
-            column or ``ra``/``dec`` columns in degrees
+        images : as for `embed`, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
+            column or ``ra``/``dec`` columns in degrees, or a photutils ``SourceCatalog`` (one
+            cutout per source, ids ``source<label>``)
             Galaxies to add.
         ids : sequence of str, optional
             Their ids (default: the SDSS objid or file name, else ``'img<n>'``).
@@ -278,6 +292,8 @@ class SimilaritySearch:
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
+        elif _is_source_catalog(images):
+            images, coords = _source_cutouts(images)
         images, targets, default_ids, coords, geometry = self._images_of(images, coords)
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
@@ -333,17 +349,41 @@ class SimilaritySearch:
             self.database.add(built.vectors[new], built.table[new])
         return report
 
-    def query(self, target, k=10, *, exclude_self=True, exclude_radius=None, where=None, negatives=None):
+    def query(self, target, k=10, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS,
+              exclude_self=True, exclude_radius=None, where=None, negatives=None, on_error='raise',
+              measurements=False):
         """Find the stored galaxies that look most like the target(s).
 
         Parameters
         ----------
-        target : `~astropy.nddata.NDData`, path, array, id, `~astropy.coordinates.SkyCoord`, list, or `~astropy.table.Table`
-            What to look for. A position already in the database (within 2 arcsec) and an
-            id are looked up, not fetched again; other positions are fetched from SDSS.
-            A list or array of targets gives a long-format table with a ``query`` column.
+        target : image, id, position, text, or a list, array, `~astropy.table.Table` or catalogue of these
+            What to look for:
+
+            * images: `~astropy.nddata.NDData` (also `~astropy.nddata.CCDData`), a
+              `~astropy.nddata.Cutout2D`, a FITS HDU or `~astropy.io.fits.HDUList`, an image
+              file (FITS, JPEG, PNG) or a ``(3, ny, nx)``/``(ny, nx)`` array;
+            * ids of stored galaxies: str or int (SDSS objids as astroquery returns them), or
+              an array or `~astropy.table.Column` of them;
+            * positions: `~astropy.coordinates.SkyCoord` (any shape), "RA Dec" text (degrees
+              or sexagesimal) or an object name (resolved through Sesame; needs the network);
+              a position within ``match_radius`` of a stored galaxy is that galaxy, others
+              are fetched from SDSS;
+            * a catalogue: a `~astropy.table.Table` with a SkyCoord column or ra/dec columns
+              (``ra``/``dec``, ``RAJ2000``/``DEJ2000``...), whose columns come along as
+              ``query_<name>``; or a photutils ``SourceCatalog``, one cutout per source from
+              its data and WCS.
         k : int, optional
             Neighbours per target.
+        coords : `~astropy.coordinates.SkyCoord`, optional
+            Where the query galaxies are in the target image(s): with one image, one query per
+            position in it; with several, one position per image. Positions come from the
+            image WCS (never from pointing keywords such as ``RA``/``DEC``), so give them
+            here for galaxies off the image centre.
+        names : sequence of str, optional
+            ``query_id`` of each target (default: the stored id, the image's objid or file
+            name, or ``'<ra><dec>'``).
+        match_radius : `~astropy.units.Quantity`, optional
+            Separation within which a position is taken to be a stored galaxy.
         exclude_self : bool, optional
             Leave the target itself out of its neighbours.
         exclude_radius : `~astropy.units.Quantity`, optional
@@ -352,27 +392,68 @@ class SimilaritySearch:
             Filter on stored columns (see `~astro_galsim.database.GalaxyDatabase.search`).
         negatives : as ``target``, optional
             Galaxies the results should not look like; the query moves away from them.
+        on_error : {'raise', 'skip'}, optional
+            What a target that cannot be described does: raise, or leave it out of the
+            rows and say why in ``result.meta['targets']``.
+        measurements : bool, optional
+            Give every stored measurement, not only the concise default set.
 
         Returns
         -------
         result : `~astropy.table.QTable`
-            ``query``, ``rank``, ``id``, ``distance``, ``coord`` (when known), the stored
-            measurements, and for a `~astropy.table.Table` target its own columns.
+            One row per (target, neighbour), in target order: ``query_id``, ``rank``, ``id``,
+            ``distance``, ``coord`` and ``query_coord`` (when positions are stored),
+            ``separation`` (where both are known), measurements, and a catalogue target's own
+            columns as ``query_<name>``. ``result.meta['targets']`` holds, per target, its
+            ``query_id``, ``status`` (``'ok'`` or ``'failed'``) and ``reason``, as lists
+            (``Table(result.meta['targets'])`` makes them a table).
+
+        Raises
+        ------
+        ValueError
+            With ``on_error='raise'``, if a target cannot be described (the first reasons).
+        KeyError
+            For text that is neither a stored id, a file, a position nor a known name.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> result = demo.query(['180.4819 -1.0693', 587722981742084144], k=2)
+        >>> result['query_id', 'rank'].pformat()[2:]
+        ['587722981740314629    1', '587722981740314629    2', '587722981742084144    1', '587722981742084144    2']
         """
         if len(self) == 0:
             raise ValueError('the database is empty: add galaxies (SimilaritySearch.add or '
                              '`astro-galsim build`) before querying it')
-        vectors, query_ids, query_coords, carried = self._query_vectors(target)
-        negative_vectors = None if negatives is None else self._query_vectors(negatives)[0]
-        result = self.database.search(vectors, k=k, query_ids=query_ids, query_coords=query_coords,
-                                      exclude_self=exclude_self, exclude_radius=exclude_radius,
-                                      where=where, negative_vectors=negative_vectors)
-        if carried is not None:
-            carried = carried.copy()
-            carried['query'] = np.array(query_ids, dtype=str)
-            from astropy.table import join
-            result = join(result, QTable(carried), keys='query', join_type='left')
-            result.sort(['query', 'rank'])
+        if on_error not in ('raise', 'skip'):
+            raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+        vectors, labels, query_coords, reasons, carried, _ = self._query_vectors(
+            target, coords=coords, names=names, match_radius=match_radius)
+        failed = np.flatnonzero([bool(r) for r in reasons])
+        if failed.size and on_error == 'raise':
+            _raise_for_missing_ids(labels, reasons)
+            shown = '; '.join(f'{labels[i]}: {reasons[i]}' for i in failed[:3])
+            raise ValueError(f'{failed.size} of {len(labels)} target(s) could not be described ({shown}); '
+                             "pass on_error='skip' to keep the results of the others")
+        negative_vectors = None
+        if negatives is not None:
+            negative_vectors, negative_ids, _, why, _, _ = self._query_vectors(negatives, match_radius=match_radius)
+            _raise_for_missing_ids(negative_ids, why)
+            if not np.isfinite(negative_vectors).all():
+                raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
+        ok = np.setdiff1d(np.arange(len(labels)), failed)
+        found = self.database.search(vectors[ok], k=k, query_ids=[labels[i] for i in ok],
+                                     query_coords=query_coords[ok], exclude_self=exclude_self,
+                                     exclude_radius=exclude_radius, where=where,
+                                     negative_vectors=negative_vectors) if ok.size else \
+            self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
+        target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
+        result = build_result(found, target_of_row, labels, query_coords, carried, measurements)
+        # plain lists, so that result.write() of any format keeps or drops them without error
+        result.meta['targets'] = {'query_id': [str(label) for label in labels],
+                                  'status': ['failed' if r else 'ok' for r in reasons],
+                                  'reason': [str(r) for r in reasons]}
         return result
 
     def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, **kwargs):
@@ -381,53 +462,315 @@ class SimilaritySearch:
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
         the examples themselves are left out of the results.
         """
-        pos, pos_ids, _, _ = self._query_vectors(positives)
+        pos, pos_ids, _, reasons, _, _ = self._query_vectors(positives)
+        _raise_for_missing_ids(pos_ids, reasons)
         neg = None if negatives is None else self._query_vectors(negatives)[0]
+        if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
+            raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
         query = rocchio_query(pos, neg, beta=beta)
         return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
 
-    def _query_vectors(self, target):
-        """Vectors, labels, positions and carried user columns of query targets."""
+    def _query_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
+        """Vectors (NaN rows where failed), labels, positions, failure reasons and the carried catalogue."""
         carried = None
         if isinstance(target, Table):
             carried = target
             target = _table_coords(target)
-        # a stored id is an id even with a dot in it; other text without a file suffix is one too
-        is_id = lambda t: isinstance(t, str) and (  # noqa: E731
-            self.database.lookup_ids(t) >= 0 or not Path(t).suffix)
-        if is_id(target):
-            target = [target]
-        if isinstance(target, (list, tuple)) and target and all(is_id(t) for t in target):
-            rows = self.database.lookup_ids(target)
-            missing = [t for t, r in zip(target, rows) if r < 0]
-            if missing:
-                raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
-            return self.vectors[rows], list(target), self.database.coords[rows], carried
+        elif _is_source_catalog(target):
+            target, coords = _source_cutouts(target)
+        positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
         if isinstance(target, SkyCoord):
-            coords = target.reshape((1,)) if target.isscalar else target
-            rows = self.database.lookup_coords(coords, radius=SAME_GALAXY_RADIUS)
-            vectors = np.full((len(coords), self.encoder.latent_dim), np.nan, dtype=np.float32)
-            labels = [str(self.ids[r]) if r >= 0 else coord_id(c)
-                      for r, c in zip(rows, coords)]
+            positions_given = (target.reshape((1,)) if target.isscalar else target.ravel()).icrs
+            items = [('coord', None)] * len(positions_given)
+        else:
+            items = [self._classify(t) for t in _as_list(target)]
+        if coords is not None:
+            items, coords = _place(items, coords)
+        n = len(items)
+        vectors = np.full((n, self.encoder.latent_dim), np.nan, dtype=np.float32)
+        labels, reasons = [''] * n, [''] * n
+        measured = [None] * n   # measurements of targets described here (stored ones are in the table)
+        positions = nan_coords(n)
+        kinds = np.array([kind for kind, _ in items], dtype=object)
+        if (kinds == 'id').any():
+            where_id = np.flatnonzero(kinds == 'id')
+            rows = self.database.lookup_ids([items[i][1] for i in where_id])
+            found = rows >= 0
+            vectors[where_id[found]] = self.vectors[rows[found]]
+            positions[where_id[found]] = self.database.coords[rows[found]]
+            for i, ok in zip(where_id, found):
+                labels[i] = items[i][1]
+                reasons[i] = '' if ok else _NOT_STORED
+        if (kinds == 'coord').any():
+            where_c = np.flatnonzero(kinds == 'coord')
+            sky = positions_given if positions_given is not None else SkyCoord([items[i][1].icrs for i in where_c])
+            positions[where_c] = sky
+            rows = self.database.lookup_coords(sky, radius=match_radius)
             known = rows >= 0
-            vectors[known] = self.vectors[rows[known]]
+            for i, r in zip(where_c[known], rows[known]):
+                labels[i] = str(self.ids[r])
+            for i, c in zip(where_c[~known], sky[~known]):
+                labels[i] = coord_id(c)
+            vectors[where_c[known]] = self.vectors[rows[known]]
             if (~known).any():
-                fetched, measured = self._describe(*self._images_of(coords[~known])[:2])
-                vectors[~known] = fetched
-                bad = np.flatnonzero(~np.isfinite(fetched).all(axis=1))
-                if bad.size:  # say why: outside the survey, no galaxy, or no network
-                    raise ValueError(f'no galaxy could be described at '
-                                     f'{coords[~known][bad][:3].to_string()}: {measured["reason"][bad[0]]}')
-            return vectors, labels, coords, carried
-        images, targets, ids, coords, geometry = self._images_of(target)
-        vectors, table = self._describe(images, targets, geometry)
-        refused = ~np.asarray(table['accepted'], dtype=bool)
-        if refused.any():
-            bad = [ids[i] for i in np.flatnonzero(refused)]
-            raise ValueError(f'no galaxy the selection accepts in query image(s) {bad[:5]}: '
-                             f'{table["reason"][refused][0]} (the same test as add; pass '
-                             'SimilaritySearch(selection=...) to relax it)')
-        return vectors, ids, coords, carried
+                fetched, table = self._describe(*self._images_of(sky[~known])[:2])
+                vectors[where_c[~known]] = fetched
+                for j, (i, vector) in enumerate(zip(where_c[~known], fetched)):
+                    measured[i] = table[j:j + 1]
+                    if not np.isfinite(vector).all():  # outside the survey, no galaxy, or no network
+                        reasons[i] = table['reason'][j] or 'no galaxy could be described there'
+        if (kinds == 'image').any():
+            where_im = np.flatnonzero(kinds == 'image')
+            given = None
+            if coords is not None:
+                given = coords[where_im]
+            images, image_targets, ids, image_coords, geometry = self._images_of(
+                [items[i][1] for i in where_im], given)
+            if given is not None:  # a place in a frame is the query's target, WCS or not
+                image_targets = image_coords
+            described, table = self._describe(images, image_targets, geometry)
+            accepted = np.asarray(table['accepted'], dtype=bool)
+            vectors[where_im] = np.where(accepted[:, None], described, np.nan)
+            positions[where_im] = image_coords
+            shared = Counter(id(items[i][1]) for i in where_im)
+            for j, i in enumerate(where_im):
+                # several galaxies placed in one frame are told apart by their positions
+                labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
+                measured[i] = table[j:j + 1]
+                if not accepted[j]:
+                    reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
+                                  'SimilaritySearch(selection=...) to relax it)')
+        for i, (kind, value) in enumerate(items):
+            if kind == 'error':
+                labels[i], reasons[i] = f'target{i}', value
+        if names is not None:
+            names = [str(name) for name in _as_list(names)]
+            if len(names) != n:
+                raise ValueError(f'names has {len(names)} entries for {n} query targets; give one per target')
+            labels = names
+        return vectors, labels, positions, reasons, carried, measured
+
+    def distance_percentile(self, distance):
+        """Where a distance falls among those between stored galaxies and their neighbours.
+
+        The scale is the distances of up to 2,000 stored galaxies (a fixed random sample) to
+        their 10 nearest neighbours, computed once per `SimilaritySearch` (again after `add`):
+        5 means closer than 95% of the neighbour distances in this database, 50 a typical
+        neighbour.
+
+        Parameters
+        ----------
+        distance : float or array-like
+
+        Returns
+        -------
+        float or `~numpy.ndarray`
+            Percentiles in [0, 100].
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> float(demo.distance_percentile(0.0)), float(demo.distance_percentile(10.0))
+        (0.0, 100.0)
+        """
+        if len(self) < 2:
+            raise ValueError('distances have no scale in a database of fewer than 2 galaxies')
+        if self._distance_scale is None or self._distance_scale[1] != len(self):
+            rows = np.random.default_rng(0).permutation(len(self))[:2000]
+            found = self.database.search(self.vectors[rows], k=min(10, len(self) - 1),
+                                         query_ids=list(self.ids[rows]))
+            self._distance_scale = (np.sort(np.asarray(found['distance'], dtype=float)), len(self))
+        scale = self._distance_scale[0]
+        return 100.0 * np.searchsorted(scale, np.asarray(distance, dtype=float), side='right') / len(scale)
+
+    def explain(self, target, k=5, **kwargs):
+        """Why the neighbours of one galaxy are similar: its measurements beside theirs.
+
+        Parameters
+        ----------
+        target : as for `query`, one galaxy
+        k : int, optional
+            Neighbours to explain.
+        **kwargs
+            Passed to `~astro_galsim.database.GalaxyDatabase.search` (``where``,
+            ``exclude_radius``...), and ``match_radius`` as for `query`.
+
+        Returns
+        -------
+        explanation : `~astropy.table.QTable`
+            The query galaxy (``rank`` 0) then its neighbours: ``id``, ``rank``, ``distance``,
+            ``distance_percentile`` (see `distance_percentile`), ``coord`` where positions are
+            stored, and every measurement (``r50_arcsec`` and the like where the pixel scale
+            is known). `~astro_galsim.visualization.similarity_figure` shows their normalised
+            inputs side by side.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> why = demo.explain('587722981740314629', k=3)
+        >>> why['rank'].tolist(), str(why['id'][0])
+        ([0, 1, 2, 3], '587722981740314629')
+        >>> bool(why['distance_percentile'][1] <= why['distance_percentile'][3])
+        True
+        """
+        vectors, labels, coords, reasons, _, measured = self._query_vectors(
+            target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
+        if len(labels) != 1:
+            raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
+        _raise_for_missing_ids(labels, reasons)
+        if reasons[0]:
+            raise ValueError(f'{labels[0]}: {reasons[0]}')
+        found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
+        row = self.database.lookup_ids(labels[0])
+        own = self.table[row:row + 1] if measured[0] is None else measured[0]
+        table = _beside(labels[0], own, found)
+        table['distance_percentile'] = self.distance_percentile(table['distance'])
+        if 'coord' in found.colnames:
+            table['coord'] = SkyCoord([coords[0].icrs] + list(found['coord'].icrs))
+        first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames
+                                                                     else [])
+        table = table[first + [c for c in table.colnames if c not in first]]
+        for name, fmt in FORMATS.items():
+            if name in table.colnames:
+                table[name].info.format = fmt
+        return table
+
+    def _classify(self, item):
+        """One query target as ('id', str), ('coord', SkyCoord) or ('image', image)."""
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f'cannot use {item!r} as a query target: give an image, an id or a position')
+        if isinstance(item, (int, np.integer)):
+            return 'id', str(int(item))
+        if isinstance(item, SkyCoord):
+            if not item.isscalar:
+                raise TypeError('a list of targets holds an array of positions; give the SkyCoord array '
+                                'itself, or one position per list entry')
+            return 'coord', item
+        if isinstance(item, np.str_):
+            item = str(item)
+        if isinstance(item, str):
+            return _text_target(item, self.database)
+        image = image_items(item, name='query target')
+        if isinstance(image, (NDData, Path, np.ndarray)):
+            return 'image', image
+        raise TypeError(f'cannot use {type(item).__name__} as a query target: give an image (NDData, '
+                        'CCDData, Cutout2D, FITS HDU or HDUList, file path, array), an id (str or int), '
+                        'a position (SkyCoord, "RA Dec", name), or a Table or SourceCatalog of them')
+
+
+def _beside(label, own, found):
+    """The query galaxy (rank 0, its measurements ``own``) above its neighbours ``found``."""
+    table = QTable({'id': np.r_[[label], np.asarray(found['id'], dtype=str)],
+                    'rank': np.r_[0, np.asarray(found['rank'])],
+                    'distance': np.r_[0.0, np.asarray(found['distance'], dtype=float)]})
+    for name in found.colnames:
+        values = found[name]
+        if name in table.colnames or name in ('query', 'coord', 'accepted', 'reason', 'found') or \
+                getattr(values, 'dtype', np.dtype('O')).kind not in 'biuf':
+            continue
+        mine = own[name][0] if name in own.colnames else np.nan
+        if isinstance(values, u.Quantity):
+            mine = u.Quantity(mine, values.unit)   # a plain NaN takes the column's unit
+            table[name] = np.concatenate([np.atleast_1d(mine.to(values.unit)), values])
+        else:
+            table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
+    return table
+
+
+_NOT_STORED = 'id not in the database; query by image or position instead'
+
+
+def _raise_for_missing_ids(labels, reasons):
+    """KeyError naming the ids that are not stored, if any."""
+    missing = [label for label, reason in zip(labels, reasons) if reason == _NOT_STORED]
+    if missing:
+        raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
+
+
+def _query_numbers(rank):
+    """For each result row, the number of its query among those searched (ranks restart at 1)."""
+    return np.cumsum(np.asarray(rank) == 1) - 1
+
+
+def _as_list(target):
+    """A list of query targets from one target, a list/tuple, or a 1-D array/Column of ids."""
+    if isinstance(target, fits.HDUList):   # a list, but one image
+        return [target]
+    if isinstance(target, (list, tuple)):
+        return list(target)
+    if isinstance(target, np.ndarray) and target.dtype.kind in 'iuUSO' and target.ndim >= 1 and not (
+            target.dtype.kind in 'iu' and target.ndim >= 2):
+        return list(np.ravel(target)) if target.dtype.kind != 'O' else list(target)
+    if isinstance(target, np.ndarray) and target.ndim == 4:
+        return list(target)
+    return [target]
+
+
+def _text_target(text, database):
+    """Text as a stored id, an image file, a position or a name (the CLI's rules)."""
+    if database.lookup_ids(text) >= 0:
+        return 'id', text
+    path = Path(text)
+    if path.is_file():
+        return 'image', path
+    if path.is_dir():
+        raise ValueError(f'{text!r} is a directory; give an image file (FITS, JPEG, PNG), a database id, '
+                         '"RA Dec" or a name')
+    if path.suffix.lower() in IMAGE_SUFFIXES or '/' in text or '\\' in text:
+        raise FileNotFoundError(f'image file {text!r} does not exist (nor is it an id in the database)')
+    position = parse_position(text)
+    if position is not None:
+        return 'coord', position
+    if text.strip().isdigit() or not text.strip():
+        raise KeyError(f'ids not in the database: [{text!r}]; query by image or position instead')
+    try:
+        return 'coord', SkyCoord.from_name(text)
+    except Exception as exc:  # noqa: BLE001 - the name resolver raises several kinds of errors
+        raise KeyError(f'{text!r} is not in the database: not a stored id, an image file, "RA Dec" '
+                       f'or a name the resolver knows ({" ".join(str(exc).split())[:200]})') from None
+
+
+def _place(items, coords):
+    """Targets and positions for ``coords=``: one image and many positions gives one query per position."""
+    coords = coords.ravel() if not coords.isscalar else coords.reshape((1,))
+    if len(items) == 1 and items[0][0] == 'image':
+        return items * len(coords), coords
+    if len(items) != len(coords):
+        raise ValueError(f'coords has {len(coords)} positions for {len(items)} targets; give one per '
+                         'target, or one image and any number of positions in it')
+    if any(kind != 'image' for kind, _ in items):
+        raise ValueError('coords places galaxies in images; the targets include ids or positions')
+    return items, coords
+
+
+def _is_source_catalog(target):
+    return type(target).__name__ == 'SourceCatalog' and type(target).__module__.startswith('photutils')
+
+
+def _source_cutouts(catalog):
+    """One NDData cutout (with its WCS) per source of a photutils SourceCatalog, and the source positions."""
+    if catalog.wcs is None or not hasattr(catalog.wcs, 'deepcopy'):
+        raise ValueError('the SourceCatalog has no FITS WCS (SourceCatalog(..., wcs=...)): without one '
+                         'its sources have no sky positions to query')
+    extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
+    side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
+    try:
+        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
+    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
+        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
+    cutouts = [cutouts] if catalog.isscalar else cutouts
+    images = []
+    for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
+        wcs = catalog.wcs.deepcopy()
+        wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
+        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
+        outside[cutout.slices_cutout] = False
+        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
+                             meta={'objid': f'source{label}', 'kind': 'fits'}))
+    sky = catalog.sky_centroid
+    return images, (sky.reshape((1,)) if sky.isscalar else sky)
 
 
 def _checked_columns(columns, n):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import atomic_output
 
-__all__ = ['thumbnail', 'gallery', 'result_gallery', 'segmentation_figure', 'project_latent',
+__all__ = ['thumbnail', 'gallery', 'result_gallery', 'similarity_figure', 'segmentation_figure', 'project_latent',
            'latent_map', 'reconstruction_figure', 'save_figure', 'SEGMENT_COLOURS']
 
 #: Colours of the segmentation panels: sky, central galaxy, foreign sources, stars on the galaxy
@@ -169,6 +169,12 @@ def gallery(query, neighbours, labels=None, *, ids=None, distances=None, query_l
     return fig
 
 
+def _radec(coord):
+    """A caption line with a position in degrees ('' when unknown)."""
+    coord = coord.icrs
+    return f'\n{coord.ra.deg:.4f} {coord.dec.deg:+.4f}' if np.isfinite(coord.ra.deg) else ''
+
+
 def _lookup(images, key):
     """An image from a dict or a callable id -> image; None when there is none."""
     if images is None:
@@ -186,15 +192,17 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     Parameters
     ----------
     result : `~astropy.table.QTable`
-        From `~astro_galsim.SimilaritySearch.query` (columns ``query``, ``rank``, ``id``,
-        ``distance``).
+        From `~astro_galsim.SimilaritySearch.query` (columns ``query_id``, ``rank``, ``id``,
+        ``distance``, and ``coord``/``query_coord`` for RA/Dec captions), or
+        `~astro_galsim.database.GalaxyDatabase.search` (``query`` for ``query_id``). For
+        SDSS thumbnails in place of local images, see `~astro_galsim.thumbnails.thumbnail_gallery`.
     images : dict or callable
         Maps an id (of a query or a neighbour) to an image (anything `thumbnail` takes),
         or returns None; ids without an image get a blank panel that still shows the id
         and distance.
     query_images : dict, optional
         Images of queries that are not in ``images`` (a query image given by the user),
-        keyed by the ``query`` column's value.
+        keyed by the ``query_id`` column's value.
     max_queries : int, optional
         Show at most this many queries (rows), in table order.
     size : float, optional
@@ -206,7 +214,7 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     -------
     fig : `matplotlib.figure.Figure`
         A grid of queries x (1 + k): the query (framed in red) then its neighbours by
-        rank, titled with their ids and distances.
+        rank, titled with their ids, distances and RA/Dec (where known).
 
     Raises
     ------
@@ -218,33 +226,37 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     >>> import numpy as np
     >>> from astropy.table import QTable
     >>> from astro_galsim.visualization import result_gallery
-    >>> result = QTable({'query': ['q', 'q'], 'rank': [1, 2], 'id': ['a', 'b'],
+    >>> result = QTable({'query_id': ['q', 'q'], 'rank': [1, 2], 'id': ['a', 'b'],
     ...                  'distance': [0.25, 0.5]})
     >>> images = {name: np.full((3, 8, 8), v) for name, v in (('q', 0.2), ('a', 0.5), ('b', 0.8))}
     >>> fig = result_gallery(result, images)
     >>> [ax.get_title() for ax in fig.axes]
     ['q', 'a\\nd = 0.250', 'b\\nd = 0.500']
     """
-    missing = [c for c in ('query', 'rank', 'id', 'distance') if c not in result.colnames]
+    key = 'query_id' if 'query_id' in result.colnames else 'query'   # database.search says 'query'
+    missing = [c for c in (key, 'rank', 'id', 'distance') if c not in result.colnames]
     if missing:
         raise ValueError(f'result table lacks column(s) {missing} (it has {result.colnames}); '
                          'give the table returned by SimilaritySearch.query')
     if len(result) == 0:
         raise ValueError('the result table is empty: there is nothing to show')
-    queries = list(dict.fromkeys(str(q) for q in result['query']))[:max_queries]
+    queries = list(dict.fromkeys(str(q) for q in result[key]))[:max_queries]
     rows = []
     for q in queries:
-        part = result[np.asarray(result['query']).astype(str) == q]
+        part = result[np.asarray(result[key]).astype(str) == q]
         part = part[np.argsort(np.asarray(part['rank']), kind='stable')]
-        rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float)))
+        where = [_radec(c) for c in part['coord']] if 'coord' in part.colnames else [''] * len(part)
+        here = _radec(part['query_coord'][0]) if 'query_coord' in part.colnames else ''
+        rows.append((q, [str(i) for i in part['id']], np.asarray(part['distance'], dtype=float), where, here))
     ncols = 1 + max(len(r[1]) for r in rows)
     fig = _figure(ncols, len(rows), size, extra_height=0.3 * len(rows))
     axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for (q, ids, dists), row in zip(rows, axes):
+    for (q, ids, dists, where, here), row in zip(rows, axes):
         query_image = _lookup(query_images, q) if query_images is not None else None
         if query_image is None:
             query_image = _lookup(images, q)
-        panels = [(query_image, q)] + [(_lookup(images, i), _caption(i, d)) for i, d in zip(ids, dists)]
+        panels = [(query_image, q + here)] + [(_lookup(images, i), _caption(i, d) + w)
+                                              for i, d, w in zip(ids, dists, where)]
         for j, ax in enumerate(row):
             if j >= len(panels):
                 fig.delaxes(ax)
@@ -261,6 +273,80 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
             ax.set_title(caption, fontsize=7, color=_QUERY_COLOUR if j == 0 else 'black')
             if j == 0:
                 _frame(ax, _QUERY_COLOUR)
+    return fig
+
+
+def similarity_figure(explanation, images, *, normalisation=None, size=1.8,
+                      measurements=('r50', 'ellipticity', 'gini', 'concentration')):
+    """The normalised encoder inputs of a query galaxy and its neighbours, side by side.
+
+    What the encoder compared: each galaxy isolated, centred, scaled and turned as the
+    pipeline prepares it (`~astro_galsim.pipeline.prepare_one`), captioned with its
+    distance, the percentile of that distance in the database, and its measurements.
+
+    Parameters
+    ----------
+    explanation : `~astropy.table.QTable`
+        The table of `~astro_galsim.SimilaritySearch.explain` (rank 0 is the query).
+    images : dict or callable
+        Images by id (``images[id]`` or ``images(id)``); galaxies without one show a blank panel.
+    normalisation : dict, optional
+        The encoder's normalisation (``search.encoder.normalisation``); default
+        `~astro_galsim.pipeline.DEFAULT_NORMALISATION`.
+    size : float, optional
+        Panel size in inches.
+    measurements : sequence of str, optional
+        Columns of ``explanation`` to print under each panel.
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        One panel per row of ``explanation``, the query first (framed in red).
+
+    Examples
+    --------
+    >>> from astro_galsim import SimilaritySearch
+    >>> from astro_galsim.demo import hubble_deep_field_cutouts
+    >>> from astro_galsim.visualization import similarity_figure
+    >>> cutouts = hubble_deep_field_cutouts(n=30)
+    >>> search = SimilaritySearch()
+    >>> report = search.add(cutouts)
+    >>> why = search.explain('HDF-1', k=3)
+    >>> fig = similarity_figure(why, {c.meta['objid']: c for c in cutouts},
+    ...                         normalisation=search.encoder.normalisation)
+    >>> len(fig.axes), fig.axes[0].get_title().splitlines()[0]
+    (4, 'HDF-1')
+    """
+    from .pipeline import DEFAULT_NORMALISATION, prepare_one
+    for column in ('id', 'rank', 'distance'):
+        if column not in explanation.colnames:
+            raise ValueError(f'explanation lacks column {column!r} (it has {explanation.colnames}); '
+                             'give the table of SimilaritySearch.explain')
+    normalisation = dict(DEFAULT_NORMALISATION if normalisation is None else normalisation)
+    fig = _figure(len(explanation), 1, size, extra_height=0.6)
+    axes = fig.subplots(1, len(explanation), squeeze=False)[0]
+    for ax, row in zip(axes, explanation):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        image = _lookup(images, str(row['id']))
+        array = None if image is None else prepare_one(image, normalisation=normalisation)[0]
+        if array is None:
+            _blank(ax, 'no image' if image is None else 'no galaxy found')
+        else:
+            ax.imshow(np.clip(np.moveaxis(array, 0, -1), 0, 1), origin='upper', interpolation='nearest')
+        lines = [str(row['id'])]
+        if row['rank'] > 0:
+            scale = (f' ({row["distance_percentile"]:.0f}th pct)' if 'distance_percentile' in row.colnames
+                     else '')
+            lines.append(f'd = {row["distance"]:.3f}{scale}')
+        else:
+            lines.append('query')
+        shown = [f'{name} {getattr(row[name], "value", row[name]):.2f}' for name in measurements
+                 if name in row.colnames]
+        lines += [', '.join(shown[i:i + 2]) for i in range(0, len(shown), 2)]
+        ax.set_title('\n'.join(lines), fontsize=7, color=_QUERY_COLOUR if row['rank'] == 0 else 'black')
+        if row['rank'] == 0:
+            _frame(ax, _QUERY_COLOUR)
     return fig
 
 

@@ -89,10 +89,10 @@ def test_query_output_file_reads_back(hdf_database, tmp_path, capsys):
     assert main(['query', query, '--database', str(path), '--k', '4', '--output', str(output)]) == 0
     assert f'wrote {output}' in capsys.readouterr().out
     table = QTable.read(output, format='ascii.ecsv')
-    for column in ('query', 'rank', 'id', 'distance'):
+    for column in ('query_id', 'rank', 'id', 'distance'):
         assert column in table.colnames
     assert list(table['rank']) == [1, 2, 3, 4]
-    assert set(table['query']) == {query}
+    assert set(table['query_id']) == {query}
     expected = search.query(query, k=4)
     assert list(table['id']) == list(expected['id'])
     np.testing.assert_allclose(table['distance'], expected['distance'], rtol=1e-6)

@@ -96,12 +96,12 @@ def test_query_by_coordinate_in_database_does_not_fetch(monkeypatch, search):
     coords = SkyCoord([150.1, 150.2, 150.3, 150.4, 150.5] * u.deg, [1, 1, 1, 1, 1] * u.deg)
     s.database.add(vectors, QTable({'id': [f'g{i}' for i in range(5)], 'coord': coords}))
     result = s.query(SkyCoord(150.1 * u.deg, (1 + 0.5 / 3600) * u.deg), k=2)
-    assert result['query'][0] == 'g0' and 'g0' not in list(result['id'])
+    assert result['query_id'][0] == 'g0' and 'g0' not in list(result['id'])
     # a table of positions with the user's own columns carried through
     catalogue = Table({'ra': [150.2, 150.4], 'dec': [1.0, 1.0], 'my_flag': [7, 9]})
     long = s.query(catalogue, k=2)
-    assert len(long) == 4 and set(long['my_flag']) == {7, 9}
-    assert list(long['query']) == ['g1', 'g1', 'g3', 'g3']
+    assert len(long) == 4 and set(long['query_my_flag']) == {7, 9}
+    assert list(long['query_id']) == ['g1', 'g1', 'g3', 'g3']
 
 
 def test_save_load_round_trip(tmp_path, search):
@@ -129,6 +129,8 @@ def test_bad_inputs_are_explained(search):
         search.embed([42])
     with pytest.raises(KeyError, match='not in the database'):
         search.query('no-such-galaxy')
+    with pytest.raises(KeyError, match='not in the database'):
+        search.query(12345)
     with pytest.raises(ValueError, match='no SkyCoord column'):
         search.query(Table({'x': [1.0]}))
 
@@ -139,7 +141,7 @@ def test_demo_database(shared_data):
     assert demo.vectors.shape == (len(demo), demo.encoder.latent_dim)
     target = SkyCoord(180.4819, -1.0693, unit='deg')
     result = demo.query(target, k=5)
-    assert result['query'][0] == '587722981740314629'
+    assert result['query_id'][0] == '587722981740314629'
     assert '587722981740314629' not in list(result['id'])
     # stored vectors are the encoder's description of the training image itself (within the
     # difference of bfloat16, which built the database, and float32 on CPUs without it)
@@ -182,7 +184,7 @@ def test_demo_filters_and_exclusion_on_real_embeddings(demo):
     # a batch of ids gives one block of k rows per query, in order
     ids = list(demo.ids[:3])
     batch = demo.query(ids, k=4)
-    assert list(batch['query']) == [i for i in ids for _ in range(4)]
+    assert list(batch['query_id']) == [i for i in ids for _ in range(4)]
 
 
 def test_demo_clusters_group_similar_galaxies(demo):

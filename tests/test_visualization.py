@@ -95,7 +95,7 @@ def test_result_gallery_rows_follow_the_result_table(hdf):
         axes = fig.axes[row * 5:(row + 1) * 5]
         assert axes[0].get_title() == query
         np.testing.assert_allclose(_image_data(axes[0]), thumbnail(by_id[query]))
-        part = result[result['query'] == query]
+        part = result[result['query_id'] == query]
         for ax, rank in zip(axes[1:], (1, 2, 3, 4)):
             (match,) = part[part['rank'] == rank]
             assert ax.get_title() == f'{match["id"]}\nd = {match["distance"]:.3f}'
@@ -105,7 +105,7 @@ def test_result_gallery_rows_follow_the_result_table(hdf):
 def test_result_gallery_callable_query_images_and_missing_ids(hdf):
     search, by_id = hdf
     result = search.query(by_id[search.ids[1]], k=3)      # a query by image: its id is the objid
-    label = str(result['query'][0])
+    label = str(result['query_id'][0])
     asked = []
 
     def lookup(name):

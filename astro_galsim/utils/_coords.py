@@ -3,7 +3,7 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-__all__ = ['sky_coords', 'table_coords', 'coord_id', 'nan_coords']
+__all__ = ['sky_coords', 'table_coords', 'coord_id', 'nan_coords', 'parse_position']
 
 
 def _degrees(values):
@@ -32,8 +32,17 @@ def nan_coords(n):
     return sky_coords(np.full(n, np.nan), np.full(n, np.nan))
 
 
+# column names catalogues give positions under (VizieR's J2000 ones, SDSS's, photutils' ...), any case
+_RA_NAMES = ('ra', 'raj2000', '_raj2000', 'ra_icrs', 'ra_deg', 'radeg', 'ra_j2000', 'alpha_j2000', 'ra2000')
+_DEC_NAMES = ('dec', 'dej2000', '_dej2000', 'de_icrs', 'dec_deg', 'dedeg', 'decdeg', 'dec_j2000',
+              'delta_j2000', 'dec2000', 'decj2000')
+
+
 def table_coords(table):
-    """The positions of a table: its first SkyCoord column, else its ``ra``/``dec`` columns (any case).
+    """The positions of a table: its first SkyCoord column, else its ra/dec columns (any case).
+
+    Recognised names: ``ra``/``dec``, ``RAJ2000``/``DEJ2000`` (VizieR), ``RA_ICRS``/``DE_ICRS``,
+    ``ra_deg``/``dec_deg``, ``ALPHA_J2000``/``DELTA_J2000`` (SExtractor) and the like.
 
     Text columns may hold degrees or sexagesimal positions (right ascension in hours).
     Returns None when the table has neither.
@@ -47,9 +56,12 @@ def table_coords(table):
         if isinstance(table[name], SkyCoord):
             return table[name]
     names = {n.lower(): n for n in table.colnames}
-    if 'ra' not in names or 'dec' not in names:
+    ra_name = next((names[n] for n in _RA_NAMES if n in names), None)
+    dec_name = next((names[n] for n in _DEC_NAMES if n in names), None)
+    if ra_name is None or dec_name is None:
         return None
-    ra, dec = table[names['ra']], table[names['dec']]
+    names = {'ra': ra_name, 'dec': dec_name}
+    ra, dec = table[ra_name], table[dec_name]
     try:
         if getattr(ra, 'unit', None) is None and np.asarray(ra).dtype.kind in 'USO':
             # text: degrees, or sexagesimal with the right ascension in hours
@@ -74,3 +86,46 @@ def coord_id(coord):
     """
     coord = coord.icrs
     return f'{coord.ra.deg:.5f}{coord.dec.deg:+.5f}'
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_position(text):
+    """A position from text: "RA Dec" in degrees or sexagesimal (RA in hours), else None.
+
+    Raises
+    ------
+    ValueError
+        For two numbers outside RA [0, 360) or Dec [-90, 90] degrees.
+
+    Examples
+    --------
+    >>> from astro_galsim.utils._coords import parse_position
+    >>> parse_position('180.4819 -1.0693').ra.deg
+    np.float64(180.4819)
+    >>> round(float(parse_position('12:01:55.7 -01:04:09').ra.deg), 4)
+    180.4821
+    >>> parse_position('M51') is None
+    True
+    """
+    parts = text.replace(',', ' ').split()
+    if len(parts) == 2 and all(_is_number(p) for p in parts):
+        ra, dec = (float(p) for p in parts)
+        if not (0 <= ra < 360 and -90 <= dec <= 90):
+            raise ValueError(f'"{text}" is not a sky position: RA must be in [0, 360) degrees and Dec in '
+                             '[-90, 90] degrees')
+        return SkyCoord(ra, dec, unit='deg')
+    if len(parts) < 2 or not any(c.isdigit() for c in parts[-1]):
+        return None
+    try:
+        if len(parts) == 2:
+            return SkyCoord(parts[0], parts[1], unit=(u.hourangle, u.deg))
+        return SkyCoord(text, unit=(u.hourangle, u.deg))
+    except ValueError:
+        return None

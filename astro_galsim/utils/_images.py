@@ -2,12 +2,48 @@
 from pathlib import Path
 
 import numpy as np
-from astropy.nddata import NDData
+from astropy.io import fits
+from astropy.nddata import Cutout2D, NDData
 
-from ..io import FITS_SUFFIXES, fits_geometry, image_stem, read_image
+from ..io import FITS_SUFFIXES, fits_geometry, fits_meta, image_from_hdu, image_stem, read_image
 from ._coords import sky_coords
 
-__all__ = ['as_image', 'pixel_position', 'image_id', 'image_coords', 'image_positions', 'wcs_and_shape']
+__all__ = ['image_items', 'as_image', 'pixel_position', 'image_id', 'image_coords', 'image_positions', 'wcs_and_shape']
+
+
+_HDU_TYPES = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+
+def image_items(item, name='input'):
+    """Astropy image objects as NDData; other items unchanged.
+
+    A `~astropy.nddata.Cutout2D` keeps its WCS; a FITS HDU or `~astropy.io.fits.HDUList`
+    (its first HDU with a 2-D or 3-D image) gives its data, celestial WCS and header; an
+    NDData whose ``meta`` is a FITS header (`~astropy.nddata.CCDData.read`) gets the
+    ``meta`` of `~astro_galsim.read_image`, so it is prepared as the file would be.
+
+    Raises
+    ------
+    ValueError
+        For an HDU or HDUList without image data, naming ``name``.
+    """
+    if isinstance(item, NDData) and isinstance(item.meta, fits.Header):
+        return NDData(item.data, wcs=item.wcs, unit=item.unit, mask=item.mask, meta=fits_meta(item.meta))
+    if isinstance(item, Cutout2D):
+        return NDData(item.data, wcs=item.wcs, meta={'kind': 'fits'})
+    if isinstance(item, fits.HDUList):
+        hdu = next((h for h in item if isinstance(h, _HDU_TYPES) and h.data is not None
+                    and h.data.ndim in (2, 3)), None)
+        if hdu is None:
+            raise ValueError(f'{name}: the HDUList holds no 2-D or 3-D image HDU '
+                             f'(HDUs: {[type(h).__name__ for h in item]}); give the HDU with the image')
+        return image_from_hdu(hdu)
+    if isinstance(item, _HDU_TYPES):
+        if item.data is None or item.data.ndim not in (2, 3):
+            raise ValueError(f'{name}: the {type(item).__name__} holds no 2-D or 3-D image '
+                             f'(shape {None if item.data is None else item.data.shape}); give an HDU with one')
+        return image_from_hdu(item)
+    return item
 
 
 def as_image(image):
@@ -59,6 +95,9 @@ def wcs_and_shape(item):
 def image_coords(images, geometry=None):
     """Positions of images: from meta ra/dec, else the WCS at the image centre, else NaN.
 
+    The ``RA``/``DEC`` cards of a FITS header in ``meta`` (`~astropy.nddata.CCDData.read`
+    puts the header there) are the telescope pointing, not the galaxy: never used.
+
     ``geometry`` is the `wcs_and_shape` of each image, when already known.
     """
     geometry = [wcs_and_shape(item) for item in images] if geometry is None else geometry
@@ -66,6 +105,8 @@ def image_coords(images, geometry=None):
     for im, (wcs, shape) in zip(images, geometry):
         position = (np.nan, np.nan)
         meta = (im.meta or {}) if isinstance(im, NDData) else {}
+        if isinstance(meta, fits.Header):  # RA/DEC cards of instrument headers are the telescope pointing
+            meta = {}
         if 'ra' in meta and 'dec' in meta:
             position = (float(meta['ra']), float(meta['dec']))
         elif wcs is not None:

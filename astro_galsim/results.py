@@ -1,0 +1,171 @@
+"""Result tables of `~astro_galsim.SimilaritySearch.query`: built for joining, and written out.
+
+One row per (query, neighbour). Query-side columns carry a ``query_`` prefix
+(``query_id``, ``query_coord`` and a query catalogue's own columns), so a catalogue
+with an ``id`` or ``coord`` column joins back without ``id_1``/``id_2``.
+"""
+import io
+from html import escape
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable, Table
+
+from .io import atomic_output
+
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'to_flat_table', 'write_result']
+
+#: Neighbour measurements shown by default (``measurements=True`` gives all of them).
+DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
+#: Display formats of the columns a result shows.
+FORMATS = {'distance': '.4f', 'separation': '.2f', 'r50': '.2f', 'r50_arcsec': '.2f', 'r90': '.2f',
+           'r90_arcsec': '.2f', 'ellipticity': '.3f', 'gini': '.3f', 'concentration': '.2f',
+           'asymmetry': '.3f', 'smoothness': '.3f', 'snr': '.1f', 'distance_percentile': '.1f'}
+_WRITERS = {'.ecsv': 'ascii.ecsv', '.csv': 'ascii.csv', '.vot': 'votable', '.xml': 'votable',
+            '.fits': 'fits'}
+
+
+class ResultTable(QTable):
+    """The `~astropy.table.QTable` of `~astro_galsim.SimilaritySearch.query`.
+
+    A QTable in every way; in a notebook it shows the columns that say who is like whom
+    (ids, rank, distance, separation, positions and the concise measurements), at most
+    20 rows, and names the other columns.
+    """
+
+    def _repr_html_(self):
+        keep = [c for c in ('query_id', 'rank', 'id', 'distance', 'separation', 'coord') + DEFAULT_COLUMNS
+                if c in self.colnames]
+        hidden = [c for c in self.colnames if c not in keep]
+        shown = QTable(self[keep][:20], copy=False)
+        note = (f'{len(self)} rows{"; the first 20 shown" if len(self) > 20 else ""}'
+                + (f'; also: {", ".join(hidden)}' if hidden else ''))
+        return shown._repr_html_() + f'<p>{escape(note)}</p>'
+
+
+def build_result(found, target_of_row, labels, coords, carried=None, measurements=False):
+    """The joined result from a database search.
+
+    Parameters
+    ----------
+    found : `~astropy.table.QTable`
+        `~astro_galsim.database.GalaxyDatabase.search` output (``query``, ``rank``, ``id``,
+        ``distance``, ``coord``, measurements).
+    target_of_row : `~numpy.ndarray` of int
+        For each row of ``found``, the number of its query target.
+    labels : sequence of str
+        ``query_id`` of every target.
+    coords : `~astropy.coordinates.SkyCoord`
+        Position of every target (NaN where unknown).
+    carried : `~astropy.table.Table`, optional
+        The query catalogue, one row per target: its columns come along as ``query_<name>``;
+        its ``id`` column, with its own type, becomes ``query_id``.
+    measurements : bool, optional
+        Keep every stored measurement rather than `DEFAULT_COLUMNS`.
+    """
+    labels = np.asarray(labels, dtype=str)
+    result = ResultTable()
+    result['query_id'] = labels[target_of_row] if len(found) else np.zeros(0, 'U1')
+    result['rank'] = found['rank']
+    result['id'] = found['id']
+    result['distance'] = found['distance']
+    if 'coord' in found.colnames:
+        result['coord'] = found['coord']
+        query_coord = coords[target_of_row]
+        result['query_coord'] = query_coord
+        known = (np.isfinite(query_coord.icrs.ra.deg) & np.isfinite(result['coord'].icrs.ra.deg)
+                 if len(found) else np.zeros(0, bool))
+        if known.any():
+            separation = np.full(len(found), np.nan) * u.arcsec
+            separation[known] = query_coord[known].separation(result['coord'][known]).to(u.arcsec)
+            result['separation'] = separation
+    stored = [c for c in found.colnames if c not in ('query', 'rank', 'id', 'distance', 'coord')]
+    for name in stored if measurements else [c for c in DEFAULT_COLUMNS if c in stored]:
+        result[name] = found[name]
+    if carried is not None:
+        for name in carried.colnames:
+            out = name if name.startswith('query_') else f'query_{name}'
+            if out == 'query_id':  # the catalogue's own id, with its own type, is what joins back to it
+                result[out] = carried[name][target_of_row]
+            elif out not in result.colnames:
+                result[out] = carried[name][target_of_row]
+    for name, fmt in FORMATS.items():
+        if name in result.colnames:
+            result[name].info.format = fmt
+    result.meta.update(found.meta)
+    return result
+
+
+def to_flat_table(result):
+    """A copy whose positions are ``<name>_ra``/``<name>_dec`` columns in degrees (``ra``/``dec`` for ``coord``).
+
+    For formats that cannot hold a `~astropy.coordinates.SkyCoord` (VOTable, FITS, CSV).
+
+    Examples
+    --------
+    >>> from astropy.coordinates import SkyCoord
+    >>> from astropy.table import QTable
+    >>> from astro_galsim.results import to_flat_table
+    >>> t = QTable({'id': ['a'], 'coord': SkyCoord([10.0], [-1.0], unit='deg'),
+    ...             'query_coord': SkyCoord([10.001], [-1.0], unit='deg')})
+    >>> to_flat_table(t).colnames
+    ['id', 'ra', 'dec', 'query_ra', 'query_dec']
+    """
+    flat = QTable(meta={k: v for k, v in result.meta.items() if np.isscalar(v)})
+    for name in result.colnames:
+        column = result[name]
+        if isinstance(column, SkyCoord):
+            prefix = '' if name == 'coord' else name[:-len('coord')] if name.endswith('coord') else f'{name}_'
+            if f'{prefix}ra' in result.colnames:  # a catalogue's own ra/dec came along already
+                continue
+            flat[f'{prefix}ra'] = column.icrs.ra.to(u.deg)
+            flat[f'{prefix}dec'] = column.icrs.dec.to(u.deg)
+        else:
+            flat[name] = column
+    return flat
+
+
+def write_result(result, path, *, overwrite=False):
+    """Write a result table (ECSV keeps SkyCoord columns; VOTable, FITS and CSV get ra/dec).
+
+    The file appears whole or not at all.
+
+    Parameters
+    ----------
+    result : `~astropy.table.Table`
+    path : str or `~pathlib.Path`
+        ``.ecsv``, ``.csv``, ``.vot``/``.xml`` (VOTable) or ``.fits``.
+    overwrite : bool, optional
+
+    Raises
+    ------
+    ValueError
+        For another suffix.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    fmt = _WRITERS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f'cannot write {str(path)!r}: give a file name ending in one of '
+                         f'{", ".join(_WRITERS)}')
+    if path.exists() and not overwrite:
+        raise FileExistsError(f'{str(path)!r} exists; pass overwrite=True to replace it')
+    if fmt == 'ascii.ecsv':  # ECSV holds SkyCoord columns and the meta
+        table = result.copy(copy_data=False)
+    else:
+        table = to_flat_table(result)
+    for name in table.colnames:   # display formats would round the written values
+        if not isinstance(table[name], SkyCoord):
+            table[name].info.format = None
+    if fmt == 'votable':  # the VOTable writer wants a plain Table, not Quantity-holding QTable
+        table = Table(table)
+    with atomic_output(path) as handle:
+        if fmt.startswith('ascii'):  # the text writers want a text stream
+            text = io.StringIO()
+            table.write(text, format=fmt)
+            handle.write(text.getvalue().encode())
+        else:
+            table.write(handle, format=fmt)
