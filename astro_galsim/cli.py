@@ -142,7 +142,8 @@ def cmd_build(args):
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
     with conf.set_temp('workers', args.workers):
         build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
-                       provenance=provenance, scheduler=args.scheduler)
+                       provenance=provenance,
+                   executor='dask' if args.scheduler == 'local' else args.scheduler)
 
 
 def cmd_train(args):
