@@ -185,15 +185,15 @@ def _build_on_dask(items, ids, coords, output, executor, chunk_size, resume, pro
         from distributed import Client
         client, own = Client(executor), True
     options = {} if search is None else dict(encoder=search.encoder, selection=search.selection,
-                                             cutout_options=search.cutout_options)
+                                             cutout_options=search.cutout_options, existing_ids=search.ids)
     try:
         database, report = build_distributed(items, ids, coords, output, client=client,
                                              partition_size=chunk_size, provenance=provenance, **options)
     finally:
         if own:
             client.close()
-    built = SimilaritySearch(database=database) if search is None else search
-    if search is not None:
-        new = ~np.isin(database.ids, search.ids)
-        search.database.add(database.vectors[new], database.table[new])
-    return built, Table(report[['id', 'accepted', 'reason']])
+    if search is None:
+        search = SimilaritySearch(database=database)
+    elif len(database):
+        search.database.add(database.vectors, database.table)
+    return search, Table(report[['id', 'accepted', 'reason']])

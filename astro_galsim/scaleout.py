@@ -36,6 +36,7 @@ from .config import conf
 from .io import atomic_output
 from .utils._coords import coord_id, sky_coords
 from .utils._data import package_data
+from .utils._ids import refuse_duplicate_ids
 from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
@@ -368,7 +369,7 @@ def _default_ids_coords(items, ids, coords):
 def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=None,
                       encoder_path=None, normalisation=None, selection=None, cutout_options=None,
                       shard_dir=None, provenance=None, retries=2, progress=None, before_partition=None,
-                      stop_when=None, encoder=None):
+                      stop_when=None, encoder=None, existing_ids=()):
     """Describe a catalogue of galaxies on a Dask cluster and save the database.
 
     The catalogue is cut into partitions of ``partition_size`` galaxies. Each partition is
@@ -408,6 +409,9 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     encoder : `~astro_galsim.model.GalaxyEncoder` or callable, optional
         Any encoder instead (or a picklable callable that returns one): see
         `encoder_factory`. Each worker makes it once.
+    existing_ids : sequence of str, optional
+        Ids of the database these galaxies will join: they are refused (``'id already in
+        the database'``), as `~astro_galsim.SimilaritySearch.add` refuses them.
     normalisation : dict, optional
         Default: the encoder's (from its model card).
     selection : dict, optional
@@ -489,7 +493,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
                                      encoder=factory, normalisation=normalisation, selection=selection,
                                      cutout_options=cutout_options, shard_dir=shard_dir, provenance=provenance,
                                      retries=retries, progress=progress, before_partition=before_partition,
-                                     stop_when=stop_when)
+                                     stop_when=stop_when, existing_ids=existing_ids)
     shard_dir = Path(str(output) + '.shards' if shard_dir is None else shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
@@ -530,16 +534,10 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         vectors.append(vec)
     report = vstack(tables, join_type='exact', metadata_conflicts='silent') if len(tables) > 1 else tables[0]
     vectors = np.concatenate(vectors)
-    # as SimilaritySearch.add: a repeated id is kept once, at its first occurrence
-    _, first = np.unique(np.asarray(report['id']), return_index=True)
-    repeated = ~np.isin(np.arange(len(report)), first)
-    accepted = np.asarray(report['accepted'], dtype=bool)
-    if (repeated & accepted).any():
-        reasons = np.asarray(report['reason']).astype(object)
-        reasons[repeated & accepted] = 'id repeated in this batch'
-        report['reason'] = reasons.astype(str)
-        accepted &= ~repeated
-        report['accepted'] = accepted
+    # as SimilaritySearch.add: an id already stored is refused, a repeated one kept at its first occurrence
+    accepted, reasons = refuse_duplicate_ids(report['id'], report['accepted'], report['reason'],
+                                             stored=existing_ids)
+    report['accepted'], report['reason'] = accepted, reasons
     stored = report[accepted]
     order = ['id', 'coord'] + [c for c in stored.colnames if c not in ('id', 'coord')]
     provenance = {'normalisation_size': encoder.input_shape[-1], **(provenance or {})}

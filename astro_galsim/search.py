@@ -319,16 +319,9 @@ class SimilaritySearch:
         from .scaleout import build_distributed
         built, report = build_distributed(images, ids, coords, client=client, encoder=self.encoder,
                                           normalisation=self.encoder.normalisation, selection=self.selection,
-                                          cutout_options=self.cutout_options)
-        accepted = np.asarray(report['accepted'], bool)
-        old = np.isin(np.asarray(report['id']), self.ids) & accepted
-        reasons = np.asarray(report['reason']).astype(object)
-        reasons[old] = 'id already in the database'
-        report['reason'] = reasons.astype(str)
-        report['accepted'] = accepted & ~old
-        new = ~np.isin(built.ids, self.ids)
-        if new.any():
-            self.database.add(built.vectors[new], built.table[new])
+                                          cutout_options=self.cutout_options, existing_ids=self.ids)
+        if len(built):
+            self.database.add(built.vectors, built.table)
         return report
 
     def query(self, target, k=10, *, exclude_self=True, exclude_radius=None, where=None, negatives=None):

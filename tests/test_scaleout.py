@@ -364,6 +364,10 @@ def test_any_encoder_scales_out(client, images, serial):
     s = SimilaritySearch(in_memory)
     report = s.add(images[:6], client=client)
     assert list(s.ids) == list(search.ids[:len(s)])
+    # the one de-duplication of every build: stored ids and repeats in the batch are refused
+    again = s.add(images[:2] + [images[7], images[7]], client=client)
+    assert list(again['accepted']) == [False, False, True, False] and len(s) == 7
+    assert list(again['reason'][[0, 1, 3]]) == ['id already in the database'] * 2 + ['id repeated in this batch']
     with pytest.raises(TypeError, match='GalaxyEncoder'):
         build_distributed(images[:2], client=client, encoder=lambda: 'not an encoder')
 
