@@ -594,6 +594,8 @@ def test_skyserver_jpeg(reals, archive, isolated):
     assert cutout.data.shape == (3, 100, 120) and cutout.data.dtype == np.uint8
     assert cutout.meta['bands'] == ['i', 'r', 'g'] and cutout.meta['source'] == 'skyserver'
     assert cutout.meta['data_release'] == 17 and cutout.unit is None
+    # no identifiers of an SDSS object: an id taken from meta would be 'None' for every galaxy
+    assert not {'objid', 'run', 'field'} & set(cutout.meta)
     # Rows flipped into FITS order (row 0 = south), channels R, G, B.
     served = np.moveaxis(rgb[::-1], 2, 0).astype(float)
     assert np.abs(cutout.data - served).mean() < 3

@@ -404,9 +404,9 @@ def get_cutout(coordinate, *, size=128, pixel_scale=None, source='sdss', **optio
         southern edge (FITS order), so display with ``origin='lower'``. ``mask``
         (same shape as ``data``) is True where no frame covers the pixel (those
         values are 0). ``meta`` holds ``source``, ``bands``, ``pixel_scale``,
-        ``ra``, ``dec`` (the cutout centre), the source's identifiers (for the
-        SDSS sources ``objid``, ``run``, ``rerun``, ``camcol``, ``field``, None
-        for colour images, and ``data_release``; for HiPS sources ``hips``) and,
+        ``ra``, ``dec`` (the cutout centre), ``data_release``, the source's
+        identifiers (``'sdss'``: ``objid``, ``run``, ``rerun``, ``camcol``,
+        ``field``; HiPS sources: ``hips``) and,
         for ``'sdss'``, ``petroRad_r``, ``petroR50_r``, ``petroR90_r`` and
         ``frames`` (the (run, camcol, field) combined). No uncertainty is attached.
 

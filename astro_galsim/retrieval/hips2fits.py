@@ -30,8 +30,7 @@ class HiPSColour(CutoutSource):
     """
 
     survey = 'SDSS'
-    meta = {'objid': None, 'run': None, 'rerun': None, 'camcol': None, 'field': None,
-            'data_release': 9}
+    meta = {'data_release': 9}
 
     def cache_key(self, options):
         return [self.conf.hips]
