@@ -29,11 +29,11 @@ from astropy import log
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
-from astropy.table import QTable, vstack
+from astropy.table import vstack
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import atomic_output
+from .shards import SHARD_FORMAT, read_shard, shard_meta, shard_table, write_shard
 from .utils._coords import coord_id, sky_coords
 from .utils._data import package_data
 from .utils._ids import refuse_duplicate_ids
@@ -42,9 +42,6 @@ from .utils._images import image_id, image_positions
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
 
-#: Value of the ``format`` key in the metadata of every shard file.
-SHARD_FORMAT = 'astro_galsim-shard-1'
-_META_KEY = b'astro_galsim'
 
 # Per worker process: encoders by factory key, shard databases by (path, mtime, size).
 # A worker loads each encoder once, however many partitions it computes.
@@ -262,87 +259,6 @@ def _compute_partition(number, items, ids, ra, dec, factory, encoder_key, normal
     return out
 
 
-# ---------------------------------------------------------------------------- shards
-def _shard_table(result, meta):
-    import pyarrow as pa
-    columns, fields = [], []
-    names = ['id', 'accepted', 'reason'] + [c for c in result['columns'] if c not in ('accepted', 'reason')]
-    for name in names + ['ra', 'dec']:
-        values = np.asarray(result[name])
-        if values.dtype.kind == 'U':
-            array = pa.array(values.tolist(), type=pa.string())
-        else:
-            array = pa.array(values)
-        unit = result['units'].get(name, 'deg' if name in ('ra', 'dec') else None)
-        field = pa.field(name, array.type, metadata=None if unit is None else {'unit': unit})
-        columns.append(array)
-        fields.append(field)
-    vectors = np.ascontiguousarray(result['vectors'], dtype=np.float32)
-    dim = vectors.shape[1]
-    flat = pa.array(vectors.ravel(), type=pa.float32())
-    columns.append(pa.FixedSizeListArray.from_arrays(flat, dim))
-    fields.append(pa.field('vector', pa.list_(pa.float32(), dim)))
-    meta = dict(meta, format=SHARD_FORMAT, units={f.name: f.metadata[b'unit'].decode()
-                                                  for f in fields if f.metadata},
-                columns=names, dim=dim, n_rows=len(result['id']))
-    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _write_shard(path, table):
-    """Write a shard atomically: a temporary file in the same folder, then a rename."""
-    import pyarrow.parquet as pq
-    with atomic_output(path, sync=True) as fh:
-        pq.write_table(table, fh)
-
-
-def _shard_meta(path):
-    """Metadata of a shard file, or None if it is missing or unreadable."""
-    import pyarrow.parquet as pq
-    try:
-        schema = pq.read_schema(path)
-        meta = json.loads(schema.metadata[_META_KEY])
-    except Exception:  # missing, truncated or foreign file: compute again
-        return None
-    return meta if meta.get('format') == SHARD_FORMAT else None
-
-
-def read_shard(path):
-    """Read a shard written by `build_distributed`.
-
-    Parameters
-    ----------
-    path : str or `~pathlib.Path`
-        A ``part-<number>-<hash>.parquet`` file.
-
-    Returns
-    -------
-    table : `~astropy.table.QTable`
-        One row per galaxy of the partition, accepted or not: ``id``, ``accepted``,
-        ``reason``, the measurements (with their units), ``coord``.
-    vectors : `~numpy.ndarray`, shape (n, d), float32
-        NaN rows for the galaxies not accepted.
-    meta : dict
-        Partition number, hash, encoder, settings.
-    """
-    import pyarrow.parquet as pq
-    arrow = pq.read_table(path)
-    meta = json.loads(arrow.schema.metadata[_META_KEY])
-    if meta.get('format') != SHARD_FORMAT:
-        raise ValueError(f'{path} is not an astro_galsim shard (format {meta.get("format")!r})')
-    units = meta.get('units', {})
-    table = QTable()
-    for name in meta['columns']:
-        values = arrow.column(name).to_numpy(zero_copy_only=False)
-        if name in ('id', 'reason'):
-            values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, dtype='U1')
-        table[name] = values * u.Unit(units[name]) if name in units else values
-    table['coord'] = sky_coords(arrow.column('ra').to_numpy(), arrow.column('dec').to_numpy())
-    flat = arrow.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(len(table), meta['dim'])
-    return table, vectors, meta
-
-
 # ---------------------------------------------------------------------------- build
 def _default_ids_coords(items, ids, coords):
     if isinstance(items, SkyCoord):
@@ -506,7 +422,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         plan.append((number, rows, key, path))
     todo = []
     for number, rows, key, path in plan:
-        meta = _shard_meta(path) if path.exists() else None
+        meta = shard_meta(path) if path.exists() else None
         if meta is None or meta.get('key') != key or meta.get('n_rows') != rows.stop - rows.start:
             todo.append((number, rows, key, path))
     reused = len(plan) - len(todo)
@@ -583,7 +499,7 @@ def _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, enc
                 continue
             result = future.result()
             future.release()
-            _write_shard(path, _shard_table(result, dict(meta_common, partition=number, key=key)))
+            write_shard(path, shard_table(result, dict(meta_common, partition=number, key=key)))
             written += 1
             bar.update(1)
             if stop_when is not None and stop_when(written):

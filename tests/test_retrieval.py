@@ -27,7 +27,6 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
-from astro_galsim import retrieval
 from astro_galsim.retrieval import sdss
 from astro_galsim.config import conf
 from astro_galsim.retrieval import (RetrievalError, RetrievalWarning, get_cutout, get_cutouts,

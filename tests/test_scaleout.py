@@ -215,7 +215,6 @@ def test_nddata_items(client, images, serial):
 def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
     """Sky positions are turned into cutouts with get_cutouts; failures become rejected rows."""
     from astro_galsim import retrieval
-    from astro_galsim.model import load_pretrained
     real = read_image(images[0])
     calls = []
 
@@ -242,7 +241,8 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
     """A partition of positions that all fail gives rejected rows with the usual columns."""
     from astro_galsim import retrieval
     from astro_galsim.model import load_pretrained
-    from astro_galsim.scaleout import _shard_table, _write_shard, encoder_factory
+    from astro_galsim.scaleout import encoder_factory
+    from astro_galsim.shards import shard_table, write_shard
     monkeypatch.setattr(retrieval, 'get_cutouts',
                         lambda coords, **options: [retrieval.RetrievalError('no frame')] * len(coords))
     coords = SkyCoord([1.0, 2.0] * u.deg, [3.0, 4.0] * u.deg)
@@ -251,7 +251,7 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
                              encoder.normalisation, {}, {})
     assert not out['accepted'].any() and list(out['reason']) == ['retrieval failed: no frame'] * 2
     path = tmp_path / 'part.parquet'
-    _write_shard(path, _shard_table(out, {'partition': 7, 'key': 'k'}))
+    write_shard(path, shard_table(out, {'partition': 7, 'key': 'k'}))
     table, vectors, meta = read_shard(path)
     assert {'r50', 'r50_arcsec', 'gini', 'n_stars'} <= set(table.colnames)
     assert table['r50_arcsec'].unit == u.arcsec and np.isnan(table['r50']).all()
@@ -362,7 +362,7 @@ def test_any_encoder_scales_out(client, images, serial):
     assert all(m in ([], [key]) for m in made.values()) and any(made.values()), made
     # SimilaritySearch.add(client=) no longer needs a weights file
     s = SimilaritySearch(in_memory)
-    report = s.add(images[:6], client=client)
+    s.add(images[:6], client=client)
     assert list(s.ids) == list(search.ids[:len(s)])
     # the one de-duplication of every build: stored ids and repeats in the batch are refused
     again = s.add(images[:2] + [images[7], images[7]], client=client)
