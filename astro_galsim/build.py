@@ -1,5 +1,6 @@
 """Building a database from a folder of images or a catalogue of positions, resumably."""
 import re
+import warnings
 from io import StringIO
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 from astropy import log
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyDeprecationWarning
 from tqdm.auto import tqdm
 
 from .config import conf
@@ -70,7 +72,7 @@ def read_source(source):
 
 
 def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None,
-                   scheduler=None):
+                   executor=None, scheduler=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
     The database is saved (atomically) after every chunk; a build that stops is resumed
@@ -90,11 +92,16 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         Where to add the galaxies (default: a new one with the pretrained encoder).
     provenance : dict, optional
         Stored in a new database.
+    executor : int, ``distributed.Client`` or str, optional
+        Where the galaxies are described, as reproject's ``parallel=``: None, this process
+        (with ``conf.workers`` processes); an int, that many local processes; a Dask
+        ``distributed.Client``, its cluster (`~astro_galsim.scaleout.build_distributed`,
+        with the encoder of ``search`` if given, whatever it is); ``'dask'``, a local Dask
+        cluster of one worker process per core; or a scheduler address (``tcp://host:8786``).
+        On Dask, partitions of ``chunk_size`` galaxies are saved as shards in
+        ``<output>.shards`` and reused on a restart.
     scheduler : str, optional
-        Build on Dask (`~astro_galsim.scaleout.build_distributed`): a scheduler address
-        (``tcp://host:8786``) or ``'local'`` for one worker process per core. Partitions of
-        ``chunk_size`` galaxies are saved as shards in ``<output>.shards`` and reused on a
-        restart.
+        Deprecated name of ``executor`` for a scheduler address, or ``'local'`` (``'dask'``).
 
     Returns
     -------
@@ -106,11 +113,22 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f'chunk_size must be a whole number of galaxies of at least 1; got {chunk_size!r}')
     output = Path(output)
-    items, ids, coords = read_source(source)
     if scheduler is not None:
-        search, report = _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance)
+        warnings.warn('build_database(scheduler=...) is deprecated: use executor=', AstropyDeprecationWarning)
+        executor = 'dask' if scheduler == 'local' else scheduler
+    if isinstance(executor, bool) or (isinstance(executor, (int, np.integer)) and executor < 1):
+        raise ValueError(f'executor must be None, a number of processes (at least 1), a Dask Client, '
+                         f"'dask' or a scheduler address; got {executor!r}")
+    items, ids, coords = read_source(source)
+    if executor is not None and not isinstance(executor, (int, np.integer)):
+        search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, resume, provenance,
+                                        search)
         _summarise(report, output, len(search))
         return search, report
+    if executor is not None:
+        with conf.set_temp('workers', int(executor)):
+            return build_database(source, output, chunk_size=chunk_size, resume=resume, search=search,
+                                  provenance=provenance)
     if search is None:
         if resume and output.exists():
             search = SimilaritySearch.load(output)
@@ -156,20 +174,26 @@ def _summarise(report, output, total):
     print(f'  reasons for each rejected galaxy: {path}')
 
 
-def _build_on_dask(items, ids, coords, output, scheduler, chunk_size, resume, provenance):
+def _build_on_dask(items, ids, coords, output, executor, chunk_size, resume, provenance, search):
     import shutil
     from .scaleout import build_distributed
     from .search import SimilaritySearch
     if not resume:
         shutil.rmtree(str(output) + '.shards', ignore_errors=True)
-    client = None
-    if scheduler != 'local':
+    client, own = (None, False) if executor == 'dask' else (executor, False)
+    if isinstance(executor, str) and executor != 'dask':
         from distributed import Client
-        client = Client(scheduler)
+        client, own = Client(executor), True
+    options = {} if search is None else dict(encoder=search.encoder, selection=search.selection,
+                                             cutout_options=search.cutout_options, existing_ids=search.ids)
     try:
         database, report = build_distributed(items, ids, coords, output, client=client,
-                                             partition_size=chunk_size, provenance=provenance)
+                                             partition_size=chunk_size, provenance=provenance, **options)
     finally:
-        if client is not None:
+        if own:
             client.close()
-    return SimilaritySearch(database=database), Table(report[['id', 'accepted', 'reason']])
+    if search is None:
+        search = SimilaritySearch(database=database)
+    elif len(database):
+        search.database.add(database.vectors, database.table)
+    return search, Table(report[['id', 'accepted', 'reason']])

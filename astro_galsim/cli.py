@@ -146,8 +146,9 @@ def cmd_build(args):
             raise ValueError(f'--provenance {item!r} is not KEY=VALUE')
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
     with conf.set_temp('workers', args.workers):
+        executor = 'dask' if args.scheduler == 'local' else args.scheduler
         build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
-                       provenance=provenance, scheduler=args.scheduler)
+                       provenance=provenance, executor=executor)
 
 
 def cmd_train(args):

@@ -4,9 +4,12 @@ Each item lives in the ``[config]`` section of ``astro_galsim.cfg`` in the astro
 configuration directory, or can be changed for a session::
 
     >>> from astro_galsim import conf
-    >>> with conf.set_temp('data_release', 16):
-    ...     conf.data_release
-    16
+    >>> with conf.set_temp('timeout', 30.0):
+    ...     conf.timeout
+    30.0
+
+The settings of each survey source live in that source's own namespace, for example
+``astro_galsim.retrieval.sdss.conf.data_release``.
 """
 from astropy import config as _config
 
@@ -22,7 +25,8 @@ class Conf(_config.ConfigNamespace):
         '"astro_galsim" inside the astropy cache directory.',
         cfgtype='string')
     data_release = _config.ConfigItem(
-        17, 'SDSS data release used for catalogue queries and frame downloads.', cfgtype='integer')
+        17, 'Deprecated: set data_release in the [retrieval.sdss] section instead. A value other than '
+        '17 here still selects the SDSS data release, with a deprecation warning.', cfgtype='integer')
     timeout = _config.ConfigItem(
         60.0, 'Seconds a request to a remote service may wait for data before the attempt is abandoned.',
         cfgtype='float')
@@ -33,6 +37,9 @@ class Conf(_config.ConfigNamespace):
         cfgtype='float')
     max_retries = _config.ConfigItem(
         3, 'How many times a failed download is retried, with exponential backoff.', cfgtype='integer')
+    retry_backoff = _config.ConfigItem(
+        1.0, 'Seconds before the first retry of a failed request; doubled after every further failure.',
+        cfgtype='float')
     download_workers = _config.ConfigItem(
         4, 'How many downloads run at the same time.', cfgtype='integer')
     batch_size = _config.ConfigItem(

@@ -15,8 +15,10 @@ machine) in parallel and merges the k best matches of every shard into the globa
 Both need the optional dependencies ``dask[distributed]`` and ``pyarrow``
 (``pip install astro_galsim[dask]``). See ``docs/scaleout.rst``.
 """
+import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 import uuid
@@ -27,23 +29,21 @@ from astropy import log
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
-from astropy.table import QTable, vstack
+from astropy.table import vstack
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import atomic_output
+from .shards import SHARD_FORMAT, read_shard, shard_meta, shard_table, write_shard
 from .utils._coords import coord_id, sky_coords
 from .utils._data import package_data
+from .utils._ids import refuse_duplicate_ids
 from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
-           'WORKER_ENVIRON']
+           'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
 
-#: Value of the ``format`` key in the metadata of every shard file.
-SHARD_FORMAT = 'astro_galsim-shard-1'
-_META_KEY = b'astro_galsim'
 
-# Per worker process: encoders by weights sha256, shard databases by (path, mtime, size).
+# Per worker process: encoders by factory key, shard databases by (path, mtime, size).
 # A worker loads each encoder once, however many partitions it computes.
 _ENCODERS = {}
 _ENCODER_LOADS = []
@@ -123,19 +123,88 @@ def _default_weights():
     return package_data(PRETRAINED_WEIGHTS)
 
 
-def _worker_encoder(path, sha256):
-    """The encoder with these weights, loaded once per process."""
-    encoder = _ENCODERS.get(sha256)
-    if encoder is None:
-        from .model import load_pretrained
-        encoder = load_pretrained(path)
-        if encoder.identity['sha256'] != sha256:
-            raise ValueError(f'encoder weights {str(path)!r} on this worker have sha256 '
-                             f'{encoder.identity["sha256"][:16]}..., not {sha256[:16]}... as on the '
-                             'client: give every machine the same weights file')
-        _ENCODERS[sha256] = encoder
-        _ENCODER_LOADS.append(sha256)
+def _the_encoder(encoder):
     return encoder
+
+
+def encoder_factory(encoder=None):
+    """A picklable recipe that makes ``encoder`` in another process, and the key it is cached by.
+
+    An encoder loaded from a weights file travels as its path (each worker reads the file
+    and checks its checksum); any other `~astro_galsim.model.GalaxyEncoder` travels as
+    itself. Each worker process makes the encoder once per key, however many partitions
+    it computes.
+
+    Parameters
+    ----------
+    encoder : `~astro_galsim.model.GalaxyEncoder`, str, `~pathlib.Path` or callable, optional
+        The encoder, a weights file, or a picklable callable without arguments that returns
+        the encoder. Default: the pretrained encoder of the package.
+
+    Returns
+    -------
+    factory : callable
+        Called without arguments on a worker, it returns the encoder.
+    key : str
+        ``'<name>:<sha256>'`` of the encoder's identity.
+    encoder : `~astro_galsim.model.GalaxyEncoder`
+        The encoder, made here (to read its identity, normalisation and metric).
+
+    Examples
+    --------
+    >>> from astro_galsim.scaleout import encoder_factory
+    >>> factory, key, encoder = encoder_factory()
+    >>> factory().identity == encoder.identity, key.startswith(encoder.identity['name'])
+    (True, True)
+    """
+    from .model import AutoencoderEncoder, GalaxyEncoder, load_pretrained
+    if encoder is None or isinstance(encoder, (str, Path)):
+        path = (Path(encoder) if encoder is not None else _default_weights()).resolve()
+        encoder = load_pretrained(path)      # checks the weights against their model card
+        factory = functools.partial(load_pretrained, str(path))
+    elif isinstance(encoder, GalaxyEncoder):
+        if isinstance(encoder, AutoencoderEncoder) and encoder.path is not None:
+            factory = functools.partial(load_pretrained, str(Path(encoder.path).resolve()))
+        else:
+            factory = functools.partial(_the_encoder, encoder)
+    elif callable(encoder):
+        factory, encoder = encoder, encoder()
+        if not isinstance(encoder, GalaxyEncoder):
+            raise TypeError(f'the encoder factory returned {type(encoder).__name__}, not a GalaxyEncoder')
+    else:
+        raise TypeError(f'encoder must be a GalaxyEncoder, a weights file or a callable that returns one; '
+                        f'got {type(encoder).__name__}')
+    return factory, f"{encoder.identity['name']}:{encoder.identity['sha256']}", encoder
+
+
+def _worker_encoder(factory, key):
+    """The encoder of this key, made once per process."""
+    encoder = _ENCODERS.get(key)
+    if encoder is None:
+        encoder = factory()
+        made = f"{encoder.identity['name']}:{encoder.identity['sha256']}"
+        if made != key:
+            raise ValueError(f'the encoder made on this worker is {made[:40]}..., not {key[:40]}... as on the '
+                             'client: give every machine the same weights file')
+        _ENCODERS[key] = encoder
+        _ENCODER_LOADS.append(key)
+    return encoder
+
+
+def partition_size_for(n, workers, *, largest=256):
+    """Galaxies per partition so that ``n`` galaxies keep ``workers`` busy in even parts.
+
+    At least two partitions per worker (so a slow partition does not leave the others
+    idle), none above ``largest``, all of nearly the same size.
+
+    Examples
+    --------
+    >>> from astro_galsim.scaleout import partition_size_for
+    >>> partition_size_for(300, 2), partition_size_for(10000, 4), partition_size_for(3, 8)
+    (75, 250, 1)
+    """
+    parts = max(1, min(n, max(2 * max(1, int(workers)), math.ceil(n / largest))))
+    return math.ceil(n / parts)
 
 
 def _encoder_loads():
@@ -154,7 +223,7 @@ def _partition_key(ids, encoder_sha, normalisation, selection, cutout_options):
     return digest.hexdigest()[:16]
 
 
-def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, normalisation,
+def _compute_partition(number, items, ids, ra, dec, factory, encoder_key, normalisation,
                        selection, cutout_options, before=None):
     """Prepare and embed one partition; a pure function of its inputs.
 
@@ -165,7 +234,7 @@ def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, n
     if before is not None:
         before(number)
     from .pipeline import describe
-    encoder = _worker_encoder(encoder_path, encoder_sha)
+    encoder = _worker_encoder(factory, encoder_key)
     coords = sky_coords(ra, dec)
     if isinstance(items, SkyCoord):
         from .retrieval import get_cutouts
@@ -188,87 +257,6 @@ def _compute_partition(number, items, ids, ra, dec, encoder_path, encoder_sha, n
     out['vectors'] = np.where(out['accepted'][:, None], found_vectors, np.float32(np.nan))
     out['columns'] = [name for name in table.colnames]
     return out
-
-
-# ---------------------------------------------------------------------------- shards
-def _shard_table(result, meta):
-    import pyarrow as pa
-    columns, fields = [], []
-    names = ['id', 'accepted', 'reason'] + [c for c in result['columns'] if c not in ('accepted', 'reason')]
-    for name in names + ['ra', 'dec']:
-        values = np.asarray(result[name])
-        if values.dtype.kind == 'U':
-            array = pa.array(values.tolist(), type=pa.string())
-        else:
-            array = pa.array(values)
-        unit = result['units'].get(name, 'deg' if name in ('ra', 'dec') else None)
-        field = pa.field(name, array.type, metadata=None if unit is None else {'unit': unit})
-        columns.append(array)
-        fields.append(field)
-    vectors = np.ascontiguousarray(result['vectors'], dtype=np.float32)
-    dim = vectors.shape[1]
-    flat = pa.array(vectors.ravel(), type=pa.float32())
-    columns.append(pa.FixedSizeListArray.from_arrays(flat, dim))
-    fields.append(pa.field('vector', pa.list_(pa.float32(), dim)))
-    meta = dict(meta, format=SHARD_FORMAT, units={f.name: f.metadata[b'unit'].decode()
-                                                  for f in fields if f.metadata},
-                columns=names, dim=dim, n_rows=len(result['id']))
-    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _write_shard(path, table):
-    """Write a shard atomically: a temporary file in the same folder, then a rename."""
-    import pyarrow.parquet as pq
-    with atomic_output(path, sync=True) as fh:
-        pq.write_table(table, fh)
-
-
-def _shard_meta(path):
-    """Metadata of a shard file, or None if it is missing or unreadable."""
-    import pyarrow.parquet as pq
-    try:
-        schema = pq.read_schema(path)
-        meta = json.loads(schema.metadata[_META_KEY])
-    except Exception:  # missing, truncated or foreign file: compute again
-        return None
-    return meta if meta.get('format') == SHARD_FORMAT else None
-
-
-def read_shard(path):
-    """Read a shard written by `build_distributed`.
-
-    Parameters
-    ----------
-    path : str or `~pathlib.Path`
-        A ``part-<number>-<hash>.parquet`` file.
-
-    Returns
-    -------
-    table : `~astropy.table.QTable`
-        One row per galaxy of the partition, accepted or not: ``id``, ``accepted``,
-        ``reason``, the measurements (with their units), ``coord``.
-    vectors : `~numpy.ndarray`, shape (n, d), float32
-        NaN rows for the galaxies not accepted.
-    meta : dict
-        Partition number, hash, encoder, settings.
-    """
-    import pyarrow.parquet as pq
-    arrow = pq.read_table(path)
-    meta = json.loads(arrow.schema.metadata[_META_KEY])
-    if meta.get('format') != SHARD_FORMAT:
-        raise ValueError(f'{path} is not an astro_galsim shard (format {meta.get("format")!r})')
-    units = meta.get('units', {})
-    table = QTable()
-    for name in meta['columns']:
-        values = arrow.column(name).to_numpy(zero_copy_only=False)
-        if name in ('id', 'reason'):
-            values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, dtype='U1')
-        table[name] = values * u.Unit(units[name]) if name in units else values
-    table['coord'] = sky_coords(arrow.column('ra').to_numpy(), arrow.column('dec').to_numpy())
-    flat = arrow.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(len(table), meta['dim'])
-    return table, vectors, meta
 
 
 # ---------------------------------------------------------------------------- build
@@ -294,10 +282,10 @@ def _default_ids_coords(items, ids, coords):
     return items, [str(i) for i in ids], coords.icrs
 
 
-def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=256,
+def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=None,
                       encoder_path=None, normalisation=None, selection=None, cutout_options=None,
                       shard_dir=None, provenance=None, retries=2, progress=None, before_partition=None,
-                      stop_when=None):
+                      stop_when=None, encoder=None, existing_ids=()):
     """Describe a catalogue of galaxies on a Dask cluster and save the database.
 
     The catalogue is cut into partitions of ``partition_size`` galaxies. Each partition is
@@ -328,9 +316,18 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         core of this machine), closed at the end.
     partition_size : int, optional
         Galaxies per task and per shard: the unit of work redone after an interruption.
+        Default: sized to the cluster (`partition_size_for`: at least two even partitions
+        per worker, at most 256 galaxies each). Give it to resume a build on a cluster of
+        another size, since the shards are named by their galaxies.
     encoder_path : str or `~pathlib.Path`, optional
         Encoder weights (with their ``.json`` model card beside them); default: the
         pretrained encoder of the package. Every worker must see the same file.
+    encoder : `~astro_galsim.model.GalaxyEncoder` or callable, optional
+        Any encoder instead (or a picklable callable that returns one): see
+        `encoder_factory`. Each worker makes it once.
+    existing_ids : sequence of str, optional
+        Ids of the database these galaxies will join: they are refused (``'id already in
+        the database'``), as `~astro_galsim.SimilaritySearch.add` refuses them.
     normalisation : dict, optional
         Default: the encoder's (from its model card).
     selection : dict, optional
@@ -381,7 +378,6 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     _require()
     import distributed
     from .database import GalaxyDatabase
-    from .model import load_pretrained
 
     items, ids, coords = _default_ids_coords(items, ids, coords)
     n = len(ids)
@@ -390,16 +386,19 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
                          'one entry per galaxy')
     if n == 0:
         raise ValueError('nothing to build: items is empty')
-    partition_size = int(partition_size)
-    if partition_size < 1:
+    if partition_size is not None and int(partition_size) < 1:
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
     bad = [i for i in ids if not i or i.strip() != i or not i.isascii()]
     if bad:
         raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
                          f'them); bad ids: {bad[:5]}')
-    encoder_path = (Path(encoder_path) if encoder_path is not None else _default_weights()).resolve()
-    encoder = load_pretrained(encoder_path)     # checks the weights against their model card
-    encoder_sha = encoder.identity['sha256']
+    if partition_size is None:
+        workers = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
+        partition_size = partition_size_for(n, workers)
+    partition_size = int(partition_size)
+    if encoder is not None and encoder_path is not None:
+        raise ValueError('give encoder or encoder_path, not both')
+    factory, encoder_key, encoder = encoder_factory(encoder if encoder is not None else encoder_path)
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     selection = dict(selection or {})
     cutout_options = dict(cutout_options or {})
@@ -407,10 +406,10 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     if shard_dir is None and output is None:
         with tempfile.TemporaryDirectory(prefix='astro_galsim_shards_') as shard_dir:
             return build_distributed(items, ids, coords, None, client=client, partition_size=partition_size,
-                                     encoder_path=encoder_path, normalisation=normalisation, selection=selection,
+                                     encoder=factory, normalisation=normalisation, selection=selection,
                                      cutout_options=cutout_options, shard_dir=shard_dir, provenance=provenance,
                                      retries=retries, progress=progress, before_partition=before_partition,
-                                     stop_when=stop_when)
+                                     stop_when=stop_when, existing_ids=existing_ids)
     shard_dir = Path(str(output) + '.shards' if shard_dir is None else shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
@@ -418,12 +417,12 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     plan = []
     for number, start in enumerate(range(0, n, partition_size)):
         rows = slice(start, min(start + partition_size, n))
-        key = _partition_key(ids[rows], encoder_sha, normalisation, selection, cutout_options)
+        key = _partition_key(ids[rows], encoder.identity['sha256'], normalisation, selection, cutout_options)
         path = shard_dir / f'part-{number:06d}-{key}.parquet'
         plan.append((number, rows, key, path))
     todo = []
     for number, rows, key, path in plan:
-        meta = _shard_meta(path) if path.exists() else None
+        meta = shard_meta(path) if path.exists() else None
         if meta is None or meta.get('key') != key or meta.get('n_rows') != rows.stop - rows.start:
             todo.append((number, rows, key, path))
     reused = len(plan) - len(todo)
@@ -436,7 +435,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
             if client is None:
                 own_cluster = local_cluster()
                 client = distributed.Client(own_cluster)
-            _run_partitions(client, todo, items, ids, ra, dec, str(encoder_path), encoder, normalisation,
+            _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, encoder, normalisation,
                             selection, cutout_options, retries, progress, before_partition, stop_when,
                             total=len(plan), shard_dir=shard_dir)
     finally:
@@ -451,16 +450,10 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         vectors.append(vec)
     report = vstack(tables, join_type='exact', metadata_conflicts='silent') if len(tables) > 1 else tables[0]
     vectors = np.concatenate(vectors)
-    # as SimilaritySearch.add: a repeated id is kept once, at its first occurrence
-    _, first = np.unique(np.asarray(report['id']), return_index=True)
-    repeated = ~np.isin(np.arange(len(report)), first)
-    accepted = np.asarray(report['accepted'], dtype=bool)
-    if (repeated & accepted).any():
-        reasons = np.asarray(report['reason']).astype(object)
-        reasons[repeated & accepted] = 'id repeated in this batch'
-        report['reason'] = reasons.astype(str)
-        accepted &= ~repeated
-        report['accepted'] = accepted
+    # as SimilaritySearch.add: an id already stored is refused, a repeated one kept at its first occurrence
+    accepted, reasons = refuse_duplicate_ids(report['id'], report['accepted'], report['reason'],
+                                             stored=existing_ids)
+    report['accepted'], report['reason'] = accepted, reasons
     stored = report[accepted]
     order = ['id', 'coord'] + [c for c in stored.colnames if c not in ('id', 'coord')]
     provenance = {'normalisation_size': encoder.input_shape[-1], **(provenance or {})}
@@ -473,10 +466,12 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     return database, report
 
 
-def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, normalisation, selection,
+def _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, encoder, normalisation, selection,
                     cutout_options, retries, progress, before_partition, stop_when, *, total, shard_dir):
     import distributed
     futures = {}
+    # the recipe travels to each worker once, not inside every task
+    factory = client.scatter(factory, broadcast=True, hash=False)
     run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
     for number, rows, key, path in todo:
         part_items = items[rows]
@@ -484,7 +479,7 @@ def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, no
             # images travel as data, not inside the task graph
             part_items = client.scatter([part_items])[0]
         future = client.submit(_compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
-                               encoder_path, encoder.identity['sha256'], normalisation, selection,
+                               factory, encoder_key, normalisation, selection,
                                cutout_options, before_partition, key=f'astro_galsim-partition-{number}-{key}-{run}',
                                retries=retries, pure=False)
         futures[future] = (number, key, path)
@@ -504,7 +499,7 @@ def _run_partitions(client, todo, items, ids, ra, dec, encoder_path, encoder, no
                 continue
             result = future.result()
             future.release()
-            _write_shard(path, _shard_table(result, dict(meta_common, partition=number, key=key)))
+            write_shard(path, shard_table(result, dict(meta_common, partition=number, key=key)))
             written += 1
             bar.update(1)
             if stop_when is not None and stop_when(written):

@@ -277,9 +277,9 @@ class SimilaritySearch:
         columns : dict of array-like, optional
             Extra catalogue columns to store (one value per input).
         client : ``distributed.Client``, optional
-            Prepare and embed on this Dask cluster (`~astro_galsim.scaleout.build_distributed`);
-            each worker loads the encoder once. Images must be files or positions every worker
-            can reach.
+            Prepare and embed on this Dask cluster (`~astro_galsim.scaleout.build_distributed`,
+            in partitions sized to the cluster); each worker makes the encoder once, whatever
+            the encoder. Images must be files or positions every worker can reach, or NDData.
 
         Returns
         -------
@@ -332,21 +332,12 @@ class SimilaritySearch:
     def _add_on_dask(self, images, ids, coords, columns, client):
         if columns or isinstance(images, Table):
             raise ValueError('add(client=...) takes images or SkyCoord positions, without extra columns')
-        if self.encoder.path is None:
-            raise ValueError('add(client=...) needs an encoder loaded from a weights file every worker can read')
         from .scaleout import build_distributed
-        built, report = build_distributed(images, ids, coords, client=client, encoder_path=self.encoder.path,
+        built, report = build_distributed(images, ids, coords, client=client, encoder=self.encoder,
                                           normalisation=self.encoder.normalisation, selection=self.selection,
-                                          cutout_options=self.cutout_options)
-        accepted = np.asarray(report['accepted'], bool)
-        old = np.isin(np.asarray(report['id']), self.ids) & accepted
-        reasons = np.asarray(report['reason']).astype(object)
-        reasons[old] = 'id already in the database'
-        report['reason'] = reasons.astype(str)
-        report['accepted'] = accepted & ~old
-        new = ~np.isin(built.ids, self.ids)
-        if new.any():
-            self.database.add(built.vectors[new], built.table[new])
+                                          cutout_options=self.cutout_options, existing_ids=self.ids)
+        if len(built):
+            self.database.add(built.vectors, built.table)
         return report
 
     def query(self, target, k=10, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS,

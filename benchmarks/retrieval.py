@@ -15,7 +15,7 @@ noise with its own sky level), served once through the same fake archive as the 
 * ``naive adaptive``: the same with flux-conserving `reproject_adaptive`.
 * ``cached cutouts``: `get_cutouts` again with the finished cutouts cached.
 
-Run: ``/work/venv/bin/python benchmarks/retrieval.py [--size 128] [--repeat 3]``
+Run: ``python benchmarks/retrieval.py [--size 128] [--repeat 3]``
 """
 import argparse
 import importlib.util
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+from astropy.nddata import NDData
 from astropy.wcs import WCS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from astro_galsim import retrieval  # noqa: E402
 from astro_galsim.config import conf  # noqa: E402
+from astro_galsim.retrieval.core import tan_wcs  # noqa: E402
 
 FRAME_SHAPE = (1489, 2048)
 
@@ -99,7 +101,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp, conf.set_temp('cache_dir', tmp), \
             conf.set_temp('show_progress', False):
         first = retrieval.get_cutouts(coords, size=args.size)  # fills the frame cache
-        assert all(isinstance(c, retrieval.NDData) for c in first), first
+        assert all(isinstance(c, NDData) for c in first), first
         frames = sorted(Path(tmp).rglob('frame-*.fits'))
         requests_before = sum(fake.calls.values())
 
@@ -116,7 +118,7 @@ def main():
             from reproject import reproject_adaptive, reproject_interp
             out = []
             for real in reals:
-                wcs_out = retrieval._tan_wcs(real['coord'].icrs, shape, scale)
+                wcs_out = tan_wcs(real['coord'].icrs, shape, scale)
                 cube = np.empty((3,) + shape, np.float32)
                 for k, band in enumerate('irg'):
                     path = next(p for p in frames if p.name.startswith(f'frame-{band}-')

@@ -63,3 +63,5 @@ def test_build_source_errors(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no images'):
         build_database(tmp_path / 'empty', tmp_path / 'db.fits')
+    with pytest.raises(ValueError, match='executor must be None, a number of processes'):
+        build_database(tmp_path / 'empty', tmp_path / 'db.fits', executor=0)

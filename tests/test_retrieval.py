@@ -27,7 +27,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
-from astro_galsim import retrieval
+from astro_galsim.retrieval import sdss
 from astro_galsim.config import conf
 from astro_galsim.retrieval import (RetrievalError, RetrievalWarning, get_cutout, get_cutouts,
                                     nanomaggy, query_sdss_objects)
@@ -229,8 +229,7 @@ def reals(shared_data):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """A fresh cache, no progress bars, fast retries."""
-    monkeypatch.setattr(retrieval, '_sleep', lambda seconds: None)
-    with conf.set_temp('cache_dir', str(tmp_path / 'cache')), \
+    with conf.set_temp('cache_dir', str(tmp_path / 'cache')), conf.set_temp('retry_backoff', 0.0), \
             conf.set_temp('show_progress', False), conf.set_temp('max_retries', 2), \
             conf.set_temp('download_workers', 2):
         yield tmp_path / 'cache'
@@ -320,17 +319,19 @@ def test_query_garbage_answer(reals, archive):
 
 
 def test_query_timeout_retries(reals, archive, monkeypatch):
+    import time
     delays = []
-    monkeypatch.setattr(retrieval, '_sleep', delays.append)
+    monkeypatch.setattr(time, 'sleep', delays.append)
 
     def slow(url, **kwargs):
         raise requests.exceptions.ReadTimeout('read timed out')
 
     archive.behaviour['crossid'] = slow
-    with conf.set_temp('max_retries', 3), pytest.raises(RetrievalError, match='timed out in all 4'):
+    base = 0.25
+    with conf.set_temp('max_retries', 3), conf.set_temp('retry_backoff', base), \
+            pytest.raises(RetrievalError, match='timed out in all 4'):
         query_sdss_objects(reals['A']['coord'])
     assert archive.calls['crossid'] == 4
-    base = retrieval._BACKOFF_SECONDS
     assert delays == [base, 2 * base, 4 * base]  # exponential backoff
 
 
@@ -562,7 +563,7 @@ def test_size_and_argument_checks(reals, archive):
 
 
 def test_data_release_in_urls(reals, archive):
-    with conf.set_temp('data_release', 16):
+    with sdss.conf.set_temp('data_release', 16):
         cutout = get_cutout(reals['A']['coord'], size=32)
     assert cutout.meta['data_release'] == 16
     urls = [url for kind, url, _, _ in archive.requests if kind in ('frame', 'crossid')]
@@ -571,6 +572,12 @@ def test_data_release_in_urls(reals, archive):
     real = reals['A']
     assert frame_url.startswith('https://data.sdss.org/sas/dr16/eboss/photoObj/frames/301/')
     assert frame_url.endswith(f"{real['run']:06d}-{real['camcol']}-{real['field']:04d}.fits.bz2")
+    # The setting's old home still works, with a deprecation warning.
+    from astropy.utils.exceptions import AstropyDeprecationWarning
+    archive.requests.clear()
+    with conf.set_temp('data_release', 15), pytest.warns(AstropyDeprecationWarning, match='sdss.conf'):
+        assert get_cutout(reals['A']['coord'], size=32).meta['data_release'] == 15
+    assert all('/dr15/' in url for kind, url, _, _ in archive.requests if kind in ('frame', 'crossid'))
 
 
 # --------------------------------------------------------------------------------------
@@ -586,6 +593,8 @@ def test_skyserver_jpeg(reals, archive, isolated):
     assert cutout.data.shape == (3, 100, 120) and cutout.data.dtype == np.uint8
     assert cutout.meta['bands'] == ['i', 'r', 'g'] and cutout.meta['source'] == 'skyserver'
     assert cutout.meta['data_release'] == 17 and cutout.unit is None
+    # no identifiers of an SDSS object: an id taken from meta would be 'None' for every galaxy
+    assert not {'objid', 'run', 'field'} & set(cutout.meta)
     # Rows flipped into FITS order (row 0 = south), channels R, G, B.
     served = np.moveaxis(rgb[::-1], 2, 0).astype(float)
     assert np.abs(cutout.data - served).mean() < 3
@@ -631,6 +640,101 @@ def test_hips2fits_jpeg(reals, archive):
         assert header['CDELT2'] == pytest.approx(0.396 / 3600)
     centres = sorted(json.loads(p['wcs'])['CRVAL1'] for p in sent)
     assert centres == pytest.approx(sorted(coords.ra.deg))
+
+
+# --------------------------------------------------------------------------------------
+# Survey sources: the registry and the DESI Legacy Surveys
+# --------------------------------------------------------------------------------------
+
+def test_legacysurvey_dr10_colour_cutouts(reals, archive, isolated):
+    from astro_galsim.retrieval import legacysurvey
+    real = reals['C']
+    rgb = fake_rgb(real)[40:120, 70:150]  # 80 x 80, north at the top
+    archive.jpeg = jpeg_bytes(rgb)
+    cutout = get_cutout(real['coord'], size=80, source='legacysurvey')
+    assert cutout.data.shape == (3, 80, 80) and cutout.data.dtype == np.uint8 and cutout.unit is None
+    assert cutout.meta['bands'] == ['z', 'r', 'g'] and cutout.meta['source'] == 'legacysurvey'
+    assert cutout.meta['hips'] == 'CDS/P/DESI-Legacy-Surveys/DR10/color'
+    assert cutout.meta['data_release'] == 10 and cutout.meta['pixel_scale'] == 0.262 * u.arcsec
+    assert 'objid' not in cutout.meta  # no SDSS identifiers on another survey's images
+    assert np.abs(cutout.data - np.moveaxis(rgb[::-1], 2, 0).astype(float)).mean() < 3
+    # The request: the survey's HiPS on a TAN grid at its native 0.262"/px, centred on the position;
+    # no SDSS catalogue or frame request.
+    (params,) = [p for kind, _, p, _ in archive.requests if kind == 'hips2fits']
+    assert params['hips'] == 'CDS/P/DESI-Legacy-Surveys/DR10/color' and params['format'] == 'jpg'
+    header = json.loads(params['wcs'])
+    assert header['NAXIS1'] == 80 and header['CDELT2'] == pytest.approx(0.262 / 3600)
+    assert header['CRVAL1'] == pytest.approx(real['coord'].ra.deg)
+    assert archive.calls['crossid'] == 0 and archive.calls['frame'] == 0
+    assert cutout.wcs.pixel_to_world(39.5, 39.5).separation(real['coord']) < 1 * u.mas
+    # Cached: a second call makes no request; another HiPS (the source's own setting) is another entry.
+    archive.calls.clear()
+    get_cutout(real['coord'], size=80, source='legacysurvey')
+    assert sum(archive.calls.values()) == 0
+    with legacysurvey.conf.set_temp('hips', 'CDS/P/DESI-Legacy-Surveys/DR10/g'):
+        other = get_cutout(real['coord'], size=80, source='legacysurvey')
+    assert archive.calls['hips2fits'] == 1 and other.meta['hips'].endswith('/g')
+    # SDSS rules do not run for it: no data release check, and SDSS options are refused by name.
+    with sdss.conf.set_temp('data_release', 3):
+        get_cutout(real['coord'], size=80, source='legacysurvey')
+    with pytest.raises(TypeError, match="source 'legacysurvey' takes no option 'radius'"):
+        get_cutout(real['coord'], size=80, source='legacysurvey', radius=3 * u.arcsec)
+
+
+def test_legacysurvey_outside_footprint_and_service_errors(reals, archive):
+    from astroquery.utils.mocks import MockResponse
+    coord = reals['A']['coord']
+    archive.jpeg = jpeg_bytes(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(RetrievalError, match='no Legacy Surveys DR10 imaging at this position'):
+        get_cutout(coord, size=32, source='legacysurvey')
+    # hips2fits explains a refused request in JSON; the message carries it.
+    archive.behaviour['hips2fits'] = lambda url, **kw: MockResponse(
+        json.dumps({'title': 'Bad request', 'description': 'HiPS not found'}).encode(), url=url,
+        status_code=400)
+    with pytest.raises(RetrievalError, match='HTTP 400: Bad request: HiPS not found'):
+        get_cutout(coord, size=33, source='legacysurvey')
+
+
+def test_a_survey_is_one_registered_class(reals, isolated):
+    """The plug-in interface: a new source is found by name, cached and isolated per position."""
+    from astro_galsim.retrieval import CutoutSource, get_source, register_source
+    from astro_galsim.retrieval.core import rgb_cutout
+
+    class Painted(CutoutSource):
+        name = 'painted-test'
+        bands = ('z', 'r', 'g')
+        pixel_scale = 1 * u.arcsec
+        options = {'shade': 100}
+        calls = 0
+
+        def fetch_one(self, coord, shape, scale, options):
+            Painted.calls += 1
+            if coord.dec.deg > 80:
+                raise RetrievalError('outside the painted sky')
+            rgb = np.full(tuple(shape) + (3,), options['shade'], np.uint8)
+            return rgb_cutout(rgb, coord, shape, scale, 'painted', bands=self.bands, survey='painted',
+                              meta={'source': self.name})
+
+    register_source(Painted())
+    try:
+        coords = SkyCoord([10, 20], [0, 85], unit='deg')
+        out = get_cutouts(coords, size=8, source='painted-test', shade=120)
+        assert isinstance(out[0], NDData) and out[0].data.max() == 120
+        assert out[0].meta['pixel_scale'] == 1 * u.arcsec
+        assert isinstance(out[1], RetrievalError) and str(out[1]) == 'coordinate 1 (20 85): outside the painted sky'
+        get_cutouts(coords, size=8, source='painted-test', shade=120)
+        assert Painted.calls == 3  # the good cutout came from the cache, the failure was retried
+        assert get_cutouts(coords[:1], size=8, source='painted-test')[0].data.max() == 100
+        with pytest.raises(ValueError, match='already registered'):
+            register_source(Painted())
+        with pytest.raises(ValueError, match='three bands'):
+            register_source(type('Bad', (CutoutSource,), {'name': 'bad', 'bands': ('r',),
+                                                          'pixel_scale': 1 * u.arcsec})())
+    finally:
+        from astro_galsim.retrieval import core
+        core._REGISTRY.pop('painted-test', None)
+    with pytest.raises(ValueError, match="source must be one of .*'legacysurvey'"):
+        get_source('painted-test')
 
 
 # --------------------------------------------------------------------------------------

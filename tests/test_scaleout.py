@@ -215,7 +215,6 @@ def test_nddata_items(client, images, serial):
 def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
     """Sky positions are turned into cutouts with get_cutouts; failures become rejected rows."""
     from astro_galsim import retrieval
-    from astro_galsim.model import load_pretrained
     real = read_image(images[0])
     calls = []
 
@@ -225,10 +224,10 @@ def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
 
     monkeypatch.setattr(retrieval, 'get_cutouts', fake_get_cutouts)
     coords = SkyCoord([180.0, 10.0] * u.deg, [0.0, 5.0] * u.deg)
-    encoder = load_pretrained()
-    from astro_galsim.scaleout import _default_weights
-    out = _compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, str(_default_weights()),
-                             encoder.identity['sha256'], encoder.normalisation, {}, {'size': 64})
+    from astro_galsim.scaleout import encoder_factory
+    factory, key, encoder = encoder_factory()
+    out = _compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
+                             encoder.normalisation, {}, {'size': 64})
     assert calls == [(2, {'size': 64})]
     assert list(out['accepted']) == [True, False]
     assert out['reason'][1] == 'retrieval failed: outside the survey footprint'
@@ -242,16 +241,17 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
     """A partition of positions that all fail gives rejected rows with the usual columns."""
     from astro_galsim import retrieval
     from astro_galsim.model import load_pretrained
-    from astro_galsim.scaleout import _default_weights, _shard_table, _write_shard
+    from astro_galsim.scaleout import encoder_factory
+    from astro_galsim.shards import shard_table, write_shard
     monkeypatch.setattr(retrieval, 'get_cutouts',
                         lambda coords, **options: [retrieval.RetrievalError('no frame')] * len(coords))
     coords = SkyCoord([1.0, 2.0] * u.deg, [3.0, 4.0] * u.deg)
-    encoder = load_pretrained()
-    out = _compute_partition(7, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, str(_default_weights()),
-                             encoder.identity['sha256'], encoder.normalisation, {}, {})
+    factory, key, encoder = encoder_factory(load_pretrained())
+    out = _compute_partition(7, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
+                             encoder.normalisation, {}, {})
     assert not out['accepted'].any() and list(out['reason']) == ['retrieval failed: no frame'] * 2
     path = tmp_path / 'part.parquet'
-    _write_shard(path, _shard_table(out, {'partition': 7, 'key': 'k'}))
+    write_shard(path, shard_table(out, {'partition': 7, 'key': 'k'}))
     table, vectors, meta = read_shard(path)
     assert {'r50', 'r50_arcsec', 'gini', 'n_stars'} <= set(table.colnames)
     assert table['r50_arcsec'].unit == u.arcsec and np.isnan(table['r50']).all()
@@ -326,3 +326,64 @@ def test_killed_worker_task_is_rescheduled(client, images, serial, tmp_path):
     assert calls.count(3) == 2 and sorted(set(calls)) == [0, 1, 2, 3, 4]
     assert_same_database(db, serial[0])
     client.wait_for_workers(2, timeout=60)
+
+
+def test_partitions_sized_to_the_cluster(client, images, serial):
+    """Without partition_size the catalogue is cut into at least two even partitions per worker."""
+    from astro_galsim.scaleout import partition_size_for
+    assert partition_size_for(300, 2) == 75          # was one partition of 256 and one of 44
+    assert partition_size_for(25, 2) == 7 and partition_size_for(10000, 4) == 250
+    assert partition_size_for(3, 8) == 1 and partition_size_for(1, 1) == 1
+    search, _ = serial
+    db, report = build_distributed(images, client=client)
+    assert report.meta['partitions'] == 4            # 25 galaxies on 2 workers: 7, 7, 7, 4
+    assert list(db.ids) == list(search.ids)
+
+
+def test_any_encoder_scales_out(client, images, serial):
+    """An encoder that no weights file holds is sent to the workers and made once by each."""
+    from astro_galsim.model import AutoencoderEncoder, load_pretrained
+    from astro_galsim.scaleout import encoder_factory
+    shipped = load_pretrained()
+    # the same weights under another name: a new key, so each worker has to make it from the recipe
+    in_memory = AutoencoderEncoder(shipped.model, card=dict(shipped.card, name='in-memory-copy'))
+    assert in_memory.path is None
+    factory, key, _ = encoder_factory(in_memory)
+    assert key == f"in-memory-copy:{shipped.identity['sha256']}" and factory() is not None
+    search, _ = serial
+    before = client.run(_encoder_loads)
+    db, report = build_distributed(images[:10], client=client, encoder=in_memory, partition_size=2)
+    assert list(db.ids) == list(search.ids[:len(db)])
+    np.testing.assert_allclose(db.vectors, search.vectors[:len(db)], atol=1e-5, rtol=0)
+    assert db.encoder_id['name'] == 'in-memory-copy'
+    loads = client.run(_encoder_loads)
+    # 5 partitions, each worker made the new encoder at most once, and some worker made it
+    made = {w: loads[w][len(before[w]):] for w in loads}
+    assert all(m in ([], [key]) for m in made.values()) and any(made.values()), made
+    # SimilaritySearch.add(client=) no longer needs a weights file
+    s = SimilaritySearch(in_memory)
+    s.add(images[:6], client=client)
+    assert list(s.ids) == list(search.ids[:len(s)])
+    # the one de-duplication of every build: stored ids and repeats in the batch are refused
+    again = s.add(images[:2] + [images[7], images[7]], client=client)
+    assert list(again['accepted']) == [False, False, True, False] and len(s) == 7
+    assert list(again['reason'][[0, 1, 3]]) == ['id already in the database'] * 2 + ['id repeated in this batch']
+    with pytest.raises(TypeError, match='GalaxyEncoder'):
+        build_distributed(images[:2], client=client, encoder=lambda: 'not an encoder')
+
+
+def test_build_database_executor(client, images, serial, tmp_path):
+    """build_database(executor=client) is the distributed build, resumable from its shards."""
+    from astro_galsim.build import build_database
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    for path in images[:6]:
+        (folder / path.split('/')[-1]).symlink_to(path)
+    search, report = build_database(folder, tmp_path / 'db.fits', chunk_size=2, executor=client)
+    assert len(search) == 6 and len(report) == 6 and report['accepted'].all()
+    assert len(list((tmp_path / 'db.fits.shards').glob('part-*.parquet'))) == 3
+    again = SimilaritySearch.load(tmp_path / 'db.fits')
+    expected, _ = serial
+    for galaxy_id, vector in zip(again.ids, again.vectors):
+        row = list(expected.ids).index(galaxy_id)
+        np.testing.assert_allclose(vector, expected.vectors[row], atol=1e-5, rtol=0)

@@ -1,0 +1,119 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Requests shared by every survey source: timeouts, retries with backoff, clear offline errors.
+
+Every request goes through astroquery's request layer (`astroquery.query.BaseQuery`), as
+astroquery's own service modules do, so proxies, the user agent and astroquery's test
+tooling apply unchanged.
+"""
+import time
+
+from astropy import log
+from astroquery.query import BaseQuery
+
+from ..config import conf
+from .core import RetrievalError
+
+__all__ = []
+
+
+class HTTPClient(BaseQuery):
+    """A minimal astroquery service: GET a URL with the timeouts `call_with_retries` gives."""
+
+    def get(self, url, *, params=None, timeout):
+        return self._request('GET', url, params=params, timeout=timeout, cache=False)
+
+
+def _transient_errors():
+    import requests
+    from astroquery.exceptions import TimeoutError as AQTimeoutError
+    return (requests.exceptions.Timeout, requests.exceptions.ConnectionError, AQTimeoutError,
+            TimeoutError, ConnectionError)
+
+
+class _TransientStatus(Exception):
+    def __init__(self, status):
+        super().__init__(f'HTTP {status}')
+        self.status = status
+
+
+def call_with_retries(func, what):
+    """Call ``func(timeout)`` (a request); retry transient failures with exponential backoff.
+
+    ``timeout`` is ``(connect, read)`` seconds. A connection that is refused or a host that
+    cannot be resolved (no network, or the service is down) is not retried; every attempt
+    and pause fits within ``conf.total_timeout``, and each retry is logged. The first pause
+    is ``conf.retry_backoff`` seconds, doubled after every failed attempt.
+    """
+    transient = _transient_errors() + (_TransientStatus,)
+    attempts = max(0, int(conf.max_retries)) + 1
+    started = time.monotonic()
+    deadline = started + float(conf.total_timeout)
+    last, tried = None, 0
+    for attempt in range(attempts):
+        remaining = max(deadline - time.monotonic(), 0.1)
+        try:
+            tried += 1
+            response = func((min(float(conf.connect_timeout), remaining), min(float(conf.timeout), remaining)))
+            status = getattr(response, 'status_code', 200)
+            if status == 429 or (status is not None and status >= 500):
+                raise _TransientStatus(status)
+            return response
+        except transient as exc:
+            last = exc
+            if _unreachable(exc):
+                raise RetrievalError(
+                    f'{what}: could not connect to {_host_of(exc)} ({_cause(exc)}). There is no network '
+                    'connection or the service is down: check the connection (and any proxy) and try '
+                    'again later. Galaxies already in a database are looked up by id or position '
+                    'without the network.') from exc
+            delay = float(conf.retry_backoff) * 2 ** attempt
+            if attempt + 1 < attempts and time.monotonic() + delay < deadline:
+                log.warning(f'{what}: attempt {attempt + 1} of {attempts} failed ({_cause(exc)}); '
+                            f'retrying in {delay:g} s')
+                time.sleep(delay)
+            else:
+                break
+    kind = 'timed out' if 'timeout' in type(last).__name__.lower() or 'timed out' in str(last) \
+        else f'failed ({type(last).__name__}: {last})'
+    spent = f'all {tried}' if tried == attempts else f'{tried}'
+    raise RetrievalError(
+        f'{what}: the request {kind} in {spent} attempt(s) over {time.monotonic() - started:.0f} s '
+        f'(astro_galsim.conf.timeout = {conf.timeout} s per attempt, conf.total_timeout = '
+        f'{conf.total_timeout} s, conf.max_retries = {conf.max_retries}). The service may be down or '
+        'slow: try again later or raise conf.timeout and conf.total_timeout.') from last
+
+
+def _unreachable(exc):
+    """True for a refused connection or an unknown host: retrying cannot help soon."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+    if isinstance(exc, requests.exceptions.Timeout) or not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+    return isinstance(reason, NewConnectionError) or isinstance(exc.__context__, NewConnectionError)
+
+
+def _host_of(exc):
+    from urllib.parse import urlsplit
+    url = getattr(getattr(exc, 'request', None), 'url', None)
+    return urlsplit(url).netloc if url else 'the service'
+
+
+def _cause(exc):
+    """The innermost reason of a requests error, short: 'Connection refused', 'Read timed out'..."""
+    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+    text = str(reason if reason is not None else exc)
+    return text.split(': ', 1)[-1][:200] if ': ' in text else text[:200]
+
+
+def check_status(response, what):
+    """Raise `RetrievalError` for an HTTP error status."""
+    status = getattr(response, 'status_code', 200)
+    if status is not None and status >= 400:
+        raise RetrievalError(f'{what}: the service answered HTTP {status}')
+
+
+def get(url, what, *, params=None):
+    """GET ``url`` with retries; the response, whatever its status (callers check it)."""
+    client = HTTPClient()
+    return call_with_retries(lambda timeout: client.get(url, params=params, timeout=timeout), what)

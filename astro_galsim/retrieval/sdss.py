@@ -1,0 +1,616 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""SDSS: calibrated frames resampled onto a galaxy-centred grid, and the catalogue cross-match.
+
+``source='sdss'``: the SDSS photometric catalogue gives the nearest primary galaxy and its
+field; the calibrated g, r, i frames (nanomaggies) are downloaded from the SDSS Science
+Archive Server and resampled with `reproject` onto one TAN grid centred on the galaxy,
+combining neighbouring frames where the galaxy lies near a frame edge.
+"""
+import bz2
+import gzip
+import io
+import json
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import astropy.units as u
+from astropy import config as _config
+from astropy.coordinates import SkyCoord, search_around_sky
+from astropy.io import fits
+from astropy.nddata import NDData
+from astropy.table import QTable, Table, unique
+from astropy.utils.exceptions import AstropyDeprecationWarning
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_area
+
+from ..config import conf as root_conf
+from ..io import nanomaggy
+from ._cache import CACHE_VERSION, atomic_write_bytes, cache_directory, key, write_cache
+from ._http import call_with_retries, check_status, get as http_get
+from .core import (CutoutSource, RetrievalError, RetrievalWarning, as_icrs, progress, register_source,
+                   tan_wcs)
+
+__all__ = ['Conf', 'conf', 'SDSSFrames']
+
+
+class Conf(_config.ConfigNamespace):
+    """Settings of the SDSS sources (``'sdss'`` and ``'skyserver'``)."""
+
+    data_release = _config.ConfigItem(
+        17, 'SDSS data release used for catalogue queries, frame downloads and SkyServer cutouts '
+        '(8 to 19: calibrated frames in nanomaggies exist from DR8 on).', cfgtype='integer')
+
+
+conf = Conf()
+
+#: Native SDSS imaging pixel scale.
+NATIVE_SCALE = 0.396 * u.arcsec
+#: Output band order: channels map to R, G, B.
+BANDS = ('i', 'r', 'g')
+#: Coordinates per cross-match upload.
+_QUERY_CHUNK = 500
+_PHOTO_FIELDS = ['objid', 'ra', 'dec', 'run', 'rerun', 'camcol', 'field', 'type', 'mode',
+                 'petroRad_r', 'petroR50_r', 'petroR90_r']
+_PHOTO_TYPES = {0: 'UNKNOWN', 1: 'COSMIC_RAY', 2: 'DEFECT', 3: 'GALAXY', 4: 'GHOST',
+                5: 'KNOWNOBJ', 6: 'STAR', 7: 'TRAIL', 8: 'SKY', 9: 'NOTATYPE'}
+#: Resample with flux-conserving adaptive resampling when the output pixels are
+#: larger than the frame pixels by more than this factor (otherwise bilinear).
+_ADAPTIVE_ABOVE = 1.1
+
+
+class _MissingFrame(RetrievalError):
+    """An SDSS frame that the archive does not have (HTTP 404)."""
+
+
+def resolve_release(data_release):
+    """The SDSS data release to use: the argument, else this module's ``conf.data_release``.
+
+    ``astro_galsim.conf.data_release`` (where it first lived) still counts when set, with an
+    `~astropy.utils.exceptions.AstropyDeprecationWarning`.
+    """
+    if data_release is None:
+        data_release = conf.data_release
+        legacy = root_conf.data_release
+        if legacy != root_conf.__class__.data_release.defaultvalue:
+            warnings.warn('astro_galsim.conf.data_release is deprecated: set '
+                          'astro_galsim.retrieval.sdss.conf.data_release instead',
+                          AstropyDeprecationWarning)
+            data_release = legacy
+    try:
+        dr = int(data_release)
+    except (TypeError, ValueError):
+        raise TypeError(f'data_release must be an integer such as 17; got {data_release!r}') from None
+    if not 8 <= dr <= 19:
+        raise ValueError(f'data_release {dr} is not supported: calibrated frames in nanomaggies '
+                         'exist from SDSS DR8 on')
+    return dr
+
+
+def _parse_radius(radius):
+    try:
+        radius = u.Quantity(radius, u.arcsec)
+    except (TypeError, u.UnitsError):
+        raise TypeError(f'radius must be an angle such as 5 * u.arcsec; got {radius!r}') from None
+    if not radius.isscalar or not 0 < radius.value <= 180:
+        raise ValueError(f'radius must be a positive angle of at most 3 arcmin (the SDSS '
+                         f'cross-match limit); got {radius!r}')
+    return radius
+
+
+def _object_path(dr, coord, radius):
+    name = key(CACHE_VERSION, dr, round(float(coord.ra.deg), 7), round(float(coord.dec.deg), 7),
+               round(float(radius.to_value(u.arcsec)), 4))
+    return cache_directory() / 'sdss' / f'dr{dr}' / 'objects' / name[:2] / f'{name}.json'
+
+
+def _frame_path(dr, run, rerun, camcol, field, band):
+    return (cache_directory() / 'sdss' / f'dr{dr}' / 'frames' / str(rerun) / str(run) / str(camcol)
+            / f'frame-{band}-{run:06d}-{camcol}-{field:04d}.fits')
+
+
+def _empty_row(index, coord):
+    return {'index': int(index), 'input_ra': float(coord.ra.deg), 'input_dec': float(coord.dec.deg),
+            'found': False, 'reason': '', 'objid': 0, 'ra': math.nan, 'dec': math.nan,
+            'separation': math.nan, 'run': -1, 'rerun': -1, 'camcol': -1, 'field': -1,
+            'petroRad_r': math.nan, 'petroR50_r': math.nan, 'petroR90_r': math.nan}
+
+
+def _query_chunk(coords, radius, dr):
+    """One cross-match request: every photometric object within ``radius`` of ``coords``."""
+    from astroquery.sdss import SDSSClass
+
+    what = f'SDSS DR{dr} catalogue cross-match of {len(coords)} position(s)'
+
+    def request(timeout):
+        client = SDSSClass()
+        client.TIMEOUT = timeout  # astroquery's first look-up of the column names waits this long
+        return client.query_region_async(coords, radius=radius, photoobj_fields=_PHOTO_FIELDS,
+                                         data_release=dr, timeout=timeout, cache=False)
+    response = call_with_retries(request, what)
+    check_status(response, what)
+    text = response.text
+    if 'no objects have been found' in text.lower():
+        return None
+    if 'error_message' in text:
+        raise RetrievalError(f'{what}: the service reported an error: {text[:300]}')
+    try:
+        table = Table.read(text, format='ascii.csv', comment='#')
+    except Exception as exc:
+        raise RetrievalError(f'{what}: the answer is not a CSV table ({type(exc).__name__}: '
+                             f'{str(exc)[:100]}); it begins {text[:200]!r}') from exc
+    if len(table) == 0:
+        return None
+    lower = {name.lower(): name for name in table.colnames}
+    missing = [f for f in _PHOTO_FIELDS if f.lower() not in lower]
+    if missing:
+        raise RetrievalError(f'{what}: the answer lacks the columns {missing}; it begins '
+                             f'{text[:200]!r}')
+    table.rename_columns([lower[f.lower()] for f in _PHOTO_FIELDS], _PHOTO_FIELDS)
+    return table
+
+
+def _match_chunk(indices, coords, table, radius):
+    rows = [_empty_row(i, c) for i, c in zip(indices, coords)]
+    outside = (f'no SDSS photometric object within {radius:.1f} of the position: it is probably '
+               'outside the SDSS imaging footprint')
+    if table is None or len(table) == 0:
+        for row in rows:
+            row['reason'] = outside
+        return rows
+    catalog = SkyCoord(np.asarray(table['ra'], float), np.asarray(table['dec'], float),
+                       unit='deg', frame='icrs')
+    idx_in, idx_cat, sep, _ = search_around_sky(coords, catalog, radius)
+    types = np.asarray(table['type'], int)
+    modes = np.asarray(table['mode'], int)
+    for k, row in enumerate(rows):
+        sel = idx_in == k
+        if not sel.any():
+            row['reason'] = outside
+            continue
+        cand, seps = idx_cat[sel], sep[sel].to_value(u.arcsec)
+        good = (types[cand] == 3) & (modes[cand] == 1)
+        if not good.any():
+            near = cand[np.argmin(seps)]
+            kind = _PHOTO_TYPES.get(int(types[near]), str(types[near]))
+            row['reason'] = (f'no primary SDSS galaxy within {radius:.1f}: the nearest object, '
+                             f'{seps.min():.2f} arcsec away, has type {kind} and mode '
+                             f'{int(modes[near])}; give the position of a galaxy')
+            continue
+        best = np.argmin(np.where(good, seps, np.inf))
+        src = table[cand[best]]
+        row.update(found=True, objid=int(src['objid']), ra=float(src['ra']), dec=float(src['dec']),
+                   separation=float(seps[best]), run=int(src['run']), rerun=int(src['rerun']),
+                   camcol=int(src['camcol']), field=int(src['field']),
+                   petroRad_r=float(src['petroRad_r']), petroR50_r=float(src['petroR50_r']),
+                   petroR90_r=float(src['petroR90_r']))
+    return rows
+
+
+def _query_objects(coords, radius, dr):
+    """Rows (dicts) for each coordinate, and {index: RetrievalError} for service failures."""
+    rows = [None] * len(coords)
+    todo = []
+    for i in range(len(coords)):
+        path = _object_path(dr, coords[i], radius)
+        if path.exists():
+            try:
+                rows[i] = json.loads(path.read_text())
+                rows[i]['index'] = i
+                continue
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+        todo.append(i)
+    errors = {}
+    for start in range(0, len(todo), _QUERY_CHUNK):
+        chunk = np.array(todo[start:start + _QUERY_CHUNK])
+        sub = coords[chunk]
+        try:
+            table = _query_chunk(sub, radius, dr)
+        except RetrievalError as exc:
+            for i in chunk:
+                errors[int(i)] = exc
+            continue
+        for row in _match_chunk(chunk, sub, table, radius):
+            rows[row['index']] = row
+            write_cache(_object_path(dr, coords[row['index']], radius),
+                         lambda path, row=row: atomic_write_bytes(path, json.dumps(row).encode()))
+    return rows, errors
+
+
+_ROW_UNITS = {'input_ra': u.deg, 'input_dec': u.deg, 'ra': u.deg, 'dec': u.deg,
+              'separation': u.arcsec, 'petroRad_r': u.arcsec, 'petroR50_r': u.arcsec,
+              'petroR90_r': u.arcsec}
+_ROW_DTYPES = {'index': np.int64, 'found': bool, 'reason': str, 'objid': np.uint64,
+               'run': np.int32, 'rerun': np.int32, 'camcol': np.int16, 'field': np.int32}
+
+
+def query_sdss_objects(coordinates, *, radius=5 * u.arcsec, data_release=None):
+    """Find the nearest primary SDSS galaxy to each coordinate.
+
+    All coordinates are cross-matched with the SDSS photometric catalogue in a few
+    batched requests (`astroquery.sdss.SDSSClass.query_region` with a radius). The
+    answers are cached on disk per coordinate, so a repeated call makes no request.
+
+    Parameters
+    ----------
+    coordinates : `~astropy.coordinates.SkyCoord`
+        One or more positions.
+    radius : `~astropy.units.Quantity`, optional
+        Search radius around each position (at most 3 arcmin).
+    data_release : int, optional
+        SDSS data release; default ``astro_galsim.conf.data_release`` (17).
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        One row per input coordinate, in input order, with columns ``index``,
+        ``input_ra``, ``input_dec``, ``found`` (bool), ``reason`` (why nothing was
+        found, else empty), ``objid``, ``ra``, ``dec``, ``separation``, ``run``,
+        ``rerun``, ``camcol``, ``field``, ``petroRad_r``, ``petroR50_r``,
+        ``petroR90_r`` (angles with units). Rows not found have ``objid`` 0, ``-1``
+        identifiers and NaN positions and sizes.
+
+    Raises
+    ------
+    RetrievalError
+        If the catalogue service times out or answers something that is not a
+        table.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.coordinates import SkyCoord
+    >>> from astro_galsim.retrieval import query_sdss_objects
+    >>> coords = SkyCoord([153.69121, 0.0], [-0.3393402, 89.0], unit='deg')
+    >>> table = query_sdss_objects(coords, radius=3 * u.arcsec)  # doctest: +REMOTE_DATA
+    >>> table['found'].tolist()  # doctest: +REMOTE_DATA
+    [True, False]
+    """
+    coords = as_icrs(coordinates)
+    if coords.isscalar:
+        coords = coords.reshape((1,))
+    radius = _parse_radius(radius)
+    dr = resolve_release(data_release)
+    rows, errors = _query_objects(coords, radius, dr)
+    if errors:
+        first = next(iter(errors.values()))
+        raise RetrievalError(f'{len(errors)} of {len(coords)} position(s) could not be '
+                             f'cross-matched: {first}') from first
+    columns = {}
+    for name in _empty_row(0, coords[0]):
+        values = [row[name] for row in rows]
+        if name in _ROW_UNITS:
+            columns[name] = u.Quantity(np.array(values, float), _ROW_UNITS[name])
+        else:
+            columns[name] = np.array(values, dtype=_ROW_DTYPES[name])
+    table = QTable(columns)
+    table.meta['data_release'] = dr
+    table.meta['radius'] = radius
+    return table
+
+
+def _frame_url(dr, run, rerun, camcol, field, band):
+    from astroquery.sdss import SDSS, conf as sdss_conf
+    # The same rule as astroquery's SDSS.get_images_async.
+    instrument = 'boss' if dr <= 12 else 'eboss'
+    if dr > 17:
+        instrument = 'prior-surveys/sdss4-dr17-eboss'
+    return SDSS.IMAGING_URL_SUFFIX.format(base=sdss_conf.sas_baseurl, dr=dr, instrument=instrument,
+                                          rerun=rerun, run=run, camcol=camcol, field=field, band=band)
+
+
+def _wcs_from_header(header):
+    """Celestial WCS of an SDSS frame header without deprecation warnings."""
+    header = header.copy()
+    if 'RADECSYS' in header:
+        if 'RADESYS' not in header:
+            header['RADESYS'] = header['RADECSYS']
+        del header['RADECSYS']
+    return WCS(header, fix=False, naxis=2).celestial
+
+
+def _decompress(raw):
+    if raw[:3] == b'BZh':
+        return bz2.decompress(raw)
+    if raw[:2] == b'\x1f\x8b':
+        return gzip.decompress(raw)
+    return raw
+
+
+def _validate_frame(data, what):
+    """Raise RetrievalError unless ``data`` is a complete calibrated SDSS frame."""
+    try:
+        with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=True) as hdul:
+            hdu = hdul[0]
+            info = hdu.fileinfo()
+            if info['datLoc'] + info['datSpan'] > len(data):
+                raise ValueError(f'the file is truncated ({len(data)} bytes, HDU0 needs '
+                                 f"{info['datLoc'] + info['datSpan']})")
+            header = hdu.header
+            if header.get('NAXIS') != 2 or header.get('BITPIX') not in (-32, -64):
+                raise ValueError('HDU0 is not a 2-D floating-point image')
+            bunit = str(header.get('BUNIT', 'nanomaggy')).strip().lower()
+            if not bunit.startswith('nanomagg'):
+                raise ValueError(f'HDU0 has BUNIT={bunit!r}, not nanomaggy (not a calibrated frame)')
+            wcs = _wcs_from_header(header)
+            if wcs.naxis != 2 or not wcs.has_celestial:
+                raise ValueError('HDU0 has no celestial WCS')
+    except RetrievalError:
+        raise
+    except Exception as exc:
+        raise RetrievalError(f'{what}: the download is not a valid SDSS frame ({exc}); it begins '
+                             f'{bytes(data[:60])!r}') from exc
+
+
+def _fetch_frame(dr, frame, band):
+    """Download one frame into the cache (if not there) and return its path."""
+    run, rerun, camcol, field = frame
+    path = _frame_path(dr, run, rerun, camcol, field, band)
+    if path.exists():
+        return path
+    url = _frame_url(dr, run, rerun, camcol, field, band)
+    what = (f'SDSS DR{dr} {band}-band frame run={run} rerun={rerun} camcol={camcol} '
+            f'field={field}')
+    response = http_get(url, what)
+    status = getattr(response, 'status_code', 200)
+    if status == 404:
+        raise _MissingFrame(f'{what} is missing from the archive (HTTP 404 for {url}); this field '
+                            'has no data in that band')
+    check_status(response, what)
+    try:
+        data = _decompress(response.content)
+    except (OSError, EOFError, ValueError) as exc:
+        raise RetrievalError(f'{what}: the download is not a valid compressed file ({exc})') from exc
+    _validate_frame(data, what)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _fetch_frames(dr, tasks, desc):
+    """Fetch (frame, band) tasks a few at a time; return {task: Path or RetrievalError}."""
+    results = {}
+    tasks = list(tasks)
+    if not tasks:
+        return results
+    pending = []
+    for task in tasks:
+        path = _frame_path(dr, *task[0], task[1])
+        if path.exists():
+            results[task] = path
+        else:
+            pending.append(task)
+    if not pending:
+        return results
+    workers = max(1, min(int(root_conf.download_workers), len(pending)))
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress(total=len(pending), desc=desc, unit='frame') as bar:
+        futures = {pool.submit(_fetch_frame, dr, *task): task for task in pending}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                results[task] = future.result()
+            except RetrievalError as exc:
+                results[task] = exc
+            except Exception as exc:  # a bug or an unexpected answer: keep the batch going
+                results[task] = RetrievalError(f'SDSS frame {task}: {type(exc).__name__}: {exc}')
+            bar.update(1)
+    return results
+
+
+@lru_cache(maxsize=48)
+def _open_frame_cached(path, mtime_ns, size):
+    hdul = fits.open(path, memmap=True)
+    hdu = hdul[0]
+    return hdul, hdu.data, _wcs_from_header(hdu.header)
+
+
+def _open_frame(path):
+    stat = os.stat(path)
+    _, data, wcs = _open_frame_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    return data, wcs
+
+
+def _boundary_world(wcs_out, shape):
+    """World coordinates of points along the edge of the output grid (1 pixel outside)."""
+    ny, nx = shape
+    xs = np.linspace(-1.5, nx + 0.5, max(2, nx // 8 + 2))
+    ys = np.linspace(-1.5, ny + 0.5, max(2, ny // 8 + 2))
+    px = np.concatenate([xs, xs, np.full_like(ys, xs[0]), np.full_like(ys, xs[-1])])
+    py = np.concatenate([np.full_like(xs, ys[0]), np.full_like(xs, ys[-1]), ys, ys])
+    return wcs_out.pixel_to_world_values(px, py)
+
+
+def _input_box(wcs_in, shape_in, world, margin=3):
+    """Pixel box (y0, y1, x0, x1) of the frame needed for the output, or None; and raw extent."""
+    x, y = wcs_in.world_to_pixel_values(*world)
+    ny, nx = shape_in
+    ext = (np.nanmin(y), np.nanmax(y), np.nanmin(x), np.nanmax(x))
+    y0 = max(0, int(math.floor(ext[0])) - margin)
+    y1 = min(ny, int(math.ceil(ext[1])) + margin + 1)
+    x0 = max(0, int(math.floor(ext[2])) - margin)
+    x1 = min(nx, int(math.ceil(ext[3])) + margin + 1)
+    if y0 >= y1 or x0 >= x1:
+        return None, ext
+    return (y0, y1, x0, x1), ext
+
+
+
+def _resample(data, wcs_in, box, wcs_out, shape, scale):
+    """Resample a frame region onto the output grid in nanomaggies per output pixel."""
+    from reproject import reproject_adaptive, reproject_interp
+
+    y0, y1, x0, x1 = box
+    sub = np.asarray(data[y0:y1, x0:x1], dtype=float)
+    sub_wcs = wcs_in.slice((slice(y0, y1), slice(x0, x1)))
+    in_area = proj_plane_pixel_area(wcs_in)  # deg2 per frame pixel
+    out_area = scale.to_value(u.deg) ** 2
+    if out_area > _ADAPTIVE_ABOVE ** 2 * in_area:
+        array, footprint = reproject_adaptive((sub, sub_wcs), wcs_out, shape_out=shape,
+                                              conserve_flux=True, roundtrip_coords=False)
+    else:
+        array, footprint = reproject_interp((sub, sub_wcs), wcs_out, shape_out=shape,
+                                            order='bilinear', roundtrip_coords=False)
+        array *= out_area / in_area
+    return array, footprint
+
+
+def _neighbour_fields(row, shape, scale, paths, dr):
+    """Fields of the same run and camcol that the cutout reaches beyond the primary frame."""
+    frame = (row['run'], row['rerun'], row['camcol'], row['field'])
+    path = paths.get((frame, 'r'))
+    if not isinstance(path, Path):
+        return []
+    data, wcs_in = _open_frame(path)
+    center = SkyCoord(row['ra'], row['dec'], unit='deg')
+    world = _boundary_world(tan_wcs(center, shape, scale), shape)
+    _, (ymin, ymax, _, _) = _input_box(wcs_in, data.shape, world)
+    fields = []
+    # Rows run along the scan: the frame of field f - 1 precedes it, f + 1 follows it.
+    if ymin < -0.5:
+        fields.append(row['field'] - 1)
+    if ymax > data.shape[0] - 0.5:
+        fields.append(row['field'] + 1)
+    return [(row['run'], row['rerun'], row['camcol'], f) for f in fields if f >= 0]
+
+
+def _edge_weight(wcs_in, shape_in, grid_world):
+    """Weight 0 within one pixel of a frame edge rising to 1 further in (for overlaps)."""
+    x, y = wcs_in.world_to_pixel_values(*grid_world)
+    ny, nx = shape_in
+    dist = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x), np.minimum(y + 0.5, ny - 0.5 - y))
+    return np.clip(np.nan_to_num(dist, nan=0.0) - 1.0, 0.0, 1.0)
+
+
+def _build_sdss_cutout(row, shape, scale, dr, paths):
+    primary = (row['run'], row['rerun'], row['camcol'], row['field'])
+    frames = [primary] + [tuple(f) for f in row.get('_neighbours', [])]
+    center = SkyCoord(row['ra'], row['dec'], unit='deg')
+    wcs_out = tan_wcs(center, shape, scale)
+    world = _boundary_world(wcs_out, shape)
+    grid_world = None
+    cube = np.zeros((3,) + tuple(shape), dtype=np.float32)
+    mask = np.ones((3,) + tuple(shape), dtype=bool)
+    used = set()
+    for k, band in enumerate(BANDS):
+        pieces = []
+        for frame in frames:
+            path = paths.get((frame, band))
+            if not isinstance(path, Path):
+                if frame == primary:
+                    raise path if isinstance(path, RetrievalError) else RetrievalError(
+                        f'SDSS {band}-band frame {frame} is not available')
+                continue  # a neighbouring field without data: those pixels stay masked
+            data, wcs_in = _open_frame(path)
+            box, _ = _input_box(wcs_in, data.shape, world)
+            if box is None:
+                continue
+            array, footprint = _resample(data, wcs_in, box, wcs_out, shape, scale)
+            good = (footprint > 0) & np.isfinite(array)
+            if good.any():
+                pieces.append((np.where(good, array, 0.0), good.astype(float), wcs_in, data.shape))
+                used.add(frame)
+        if not pieces:
+            continue
+        if len(pieces) == 1:
+            value, weight = pieces[0][0], pieces[0][1]
+        else:
+            # Overlapping frames: average, but let each frame's outermost pixel row/column
+            # (where interpolation reaches past its edge) count only where nothing else does.
+            if grid_world is None:
+                yy, xx = np.mgrid[:shape[0], :shape[1]]
+                grid_world = wcs_out.pixel_to_world_values(xx, yy)
+            total, weight, total_fp, weight_fp = 0.0, 0.0, 0.0, 0.0
+            for array, good, wcs_in, shape_in in pieces:
+                w = good * _edge_weight(wcs_in, shape_in, grid_world)
+                total = total + array * w
+                weight = weight + w
+                total_fp = total_fp + array * good
+                weight_fp = weight_fp + good
+            inner = weight > 0
+            value = np.where(inner, total / np.where(inner, weight, 1.0),
+                             total_fp / np.where(weight_fp > 0, weight_fp, 1.0))
+            weight = weight_fp
+        covered = weight > 0
+        cube[k][covered] = value[covered].astype(np.float32)
+        mask[k] = ~covered
+    meta = {'objid': int(row['objid']), 'run': int(row['run']), 'rerun': int(row['rerun']),
+            'camcol': int(row['camcol']), 'field': int(row['field']), 'data_release': dr,
+            'bands': list(BANDS), 'source': 'sdss', 'pixel_scale': scale.to(u.arcsec),
+            'ra': row['ra'] * u.deg, 'dec': row['dec'] * u.deg,
+            'petroRad_r': row['petroRad_r'] * u.arcsec, 'petroR50_r': row['petroR50_r'] * u.arcsec,
+            'petroR90_r': row['petroR90_r'] * u.arcsec,
+            'frames': sorted((int(f[0]), int(f[2]), int(f[3])) for f in used)}
+    return NDData(cube, wcs=wcs_out, mask=mask, unit=nanomaggy, meta=meta)
+
+
+def _fetch_sdss(coords, shape, scale, dr, radius):
+    results = [None] * len(coords)
+    rows, errors = _query_objects(coords, radius, dr)
+    galaxies = []
+    for i in range(len(coords)):
+        if i in errors:
+            results[i] = errors[i]
+        elif not rows[i]['found']:
+            results[i] = RetrievalError(rows[i]['reason'])
+        else:
+            galaxies.append((i, rows[i]))
+    if not galaxies:
+        return results
+    # Frames shared by several galaxies are downloaded once.
+    primaries = unique(Table(rows=[(r['run'], r['rerun'], r['camcol'], r['field']) for _, r in galaxies],
+                             names=['run', 'rerun', 'camcol', 'field']),
+                       keys=['run', 'rerun', 'camcol', 'field'])
+    tasks = [((int(f['run']), int(f['rerun']), int(f['camcol']), int(f['field'])), band)
+             for f in primaries for band in BANDS]
+    paths = _fetch_frames(dr, tasks, 'SDSS frames')
+    neighbour_tasks = set()
+    for _, row in galaxies:
+        row['_neighbours'] = _neighbour_fields(row, shape, scale, paths, dr)
+        neighbour_tasks.update((frame, band) for frame in row['_neighbours'] for band in BANDS)
+    paths.update(_fetch_frames(dr, sorted(neighbour_tasks - set(paths)), 'SDSS neighbouring frames'))
+    for i, row in progress(galaxies, desc='SDSS cutouts', unit='cutout'):
+        try:
+            cutout = _build_sdss_cutout(row, shape, scale, dr, paths)
+        except RetrievalError as exc:
+            results[i] = RetrievalError(f"objid {row['objid']}: {exc}")
+            continue
+        lost = cutout.mask.mean()
+        if lost > 0:
+            warnings.warn(f"cutout of SDSS objid {row['objid']}: {lost:.1%} of the "
+                          'pixels have no SDSS data (beyond the edge of the camera column or run); '
+                          'they are set to 0 and masked', RetrievalWarning)
+        results[i] = cutout
+    return results
+
+
+class SDSSFrames(CutoutSource):
+    """``source='sdss'``: calibrated g, r, i frames resampled onto a grid centred on the galaxy.
+
+    Options: ``data_release`` (default ``astro_galsim.retrieval.sdss.conf.data_release``) and ``radius`` (the galaxy
+    search radius around each position, at most 3 arcmin; default 5 arcsec).
+    """
+
+    name = 'sdss'
+    bands = BANDS
+    pixel_scale = NATIVE_SCALE
+    conf = conf
+    options = {'data_release': None, 'radius': 5 * u.arcsec}
+
+    def resolve_options(self, **options):
+        options = super().resolve_options(**options)
+        return {'data_release': resolve_release(options['data_release']),
+                'radius': _parse_radius(options['radius'])}
+
+    def cache_key(self, options):
+        return [options['data_release'], round(float(options['radius'].to_value(u.arcsec)), 4)]
+
+    def fetch(self, coords, shape, scale, options):
+        return _fetch_sdss(coords, shape, scale, options['data_release'], options['radius'])
+
+
+register_source(SDSSFrames())
