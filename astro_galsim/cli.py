@@ -168,7 +168,7 @@ def cmd_train(args):
     card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
                              epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
                              training_data=str(args.data), labels=labels, label_weight=args.label_weight,
-                             init=args.init)
+                             init=args.init, learning_rate=args.learning_rate)
     print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
           f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
 
@@ -271,6 +271,7 @@ def _parser():
     p.add_argument('--gz2-sample', metavar='FOLDER', help='Galaxy Zoo 2 folder (labels.csv: path, label '
                    'spiral/non_spiral) whose images and labels join the training')
     p.add_argument('--label-weight', type=float, default=1.0, help='weight of the label terms')
+    p.add_argument('--learning-rate', type=float, default=2e-3, help='peak learning rate of the one-cycle schedule')
     p.add_argument('--init', metavar='WEIGHTS', help='start from these weights (same architecture)')
     p.set_defaults(func=cmd_train)
 
