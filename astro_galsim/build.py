@@ -141,8 +141,9 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     for start in range(0, len(todo), chunk_size):
         rows = todo[start:start + chunk_size]
         chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
-        report = search.add(chunk, ids=[ids[i] for i in rows],
-                            coords=None if isinstance(items, SkyCoord) else coords[rows])
+        with conf.set_temp('show_progress', False):   # one bar, the build's, not one per chunk beside it
+            report = search.add(chunk, ids=[ids[i] for i in rows],
+                                coords=None if isinstance(items, SkyCoord) else coords[rows])
         reports.append(Table(report[['id', 'accepted', 'reason']]))
         search.save(output, overwrite=True)
         bar.update(len(rows))

@@ -26,6 +26,10 @@ __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
 DEFAULT_NORMALISATION = dict(size=64, radius_scale=1.5, scale='scale_radius', rotate=True, isolate=True)
 
 
+# the detection needs a few pixels of sky around a galaxy of a few pixels
+_MIN_SIDE = 16
+
+
 def _check_pixels(image):
     """Refuse, saying why, an image whose mask does not fit it or whose pixels are unusable."""
     data = np.asarray(image.data)
@@ -45,6 +49,9 @@ def _check_pixels(image):
                          'flag them in the mask')
     if not (np.isfinite(data) & usable).any():
         raise ValueError('the image holds no finite, unmasked pixel')
+    if min(data.shape[-2:]) < _MIN_SIDE:
+        raise ValueError(f'the image is only {data.shape[-1]} x {data.shape[-2]} pixels: too small to find and '
+                         f'measure a galaxy in; give a cutout of at least {_MIN_SIDE} pixels a side')
 
 
 def _sdss_stretch(image):

@@ -65,3 +65,17 @@ def test_build_source_errors(tmp_path):
         build_database(tmp_path / 'empty', tmp_path / 'db.fits')
     with pytest.raises(ValueError, match='executor must be None, a number of processes'):
         build_database(tmp_path / 'empty', tmp_path / 'db.fits', executor=0)
+
+
+def test_build_shows_one_progress_bar(shared_data, tmp_path, capsys):
+    # the build's own bar only: add() of a chunk of more than 50 images used to show its own
+    # "describing" bar interleaved with it
+    from astro_galsim import conf
+    folder = tmp_path / 'many'
+    folder.mkdir()
+    for path in sorted((shared_data / 'sdss_galaxies_mikeedi/images/val').glob('*.jpg'))[:55]:
+        shutil.copy(path, folder / path.name)
+    with conf.set_temp('show_progress', True):
+        build_database(folder, tmp_path / 'bar.fits', chunk_size=55)
+    err = capsys.readouterr().err
+    assert 'building' in err and 'describing' not in err and 'preparing' not in err

@@ -73,3 +73,17 @@ def test_describe_in_workers_matches_prepare_then_encode(shared_data, tmp_path):
     np.testing.assert_allclose(two[found], expected[found], atol=1e-6)
     assert list(table_two['reason']) == list(table['reason'])
     assert np.array_equal(table_one['r50'], table['r50'], equal_nan=True)
+
+
+def test_tiny_image_is_refused_as_too_small():
+    # a 10 x 10 image cannot hold a galaxy and its sky: the reason says so, not "no galaxy found"
+    array, record = _prepare_tiny()
+    assert array is None and not record['accepted']
+    assert 'too small' in record['reason'] and '10 x 10' in record['reason']
+
+
+def _prepare_tiny():
+    from astro_galsim.pipeline import prepare
+    arrays, table = prepare([np.ones((10, 10), np.float32)])
+    return (None if not arrays[0].any() else arrays[0]), {'accepted': bool(table['accepted'][0]),
+                                                          'reason': str(table['reason'][0])}
