@@ -358,3 +358,15 @@ def test_selection_defaults_accept_most_of_the_training_sample(shared_data):
     accepted = [select_galaxy(measure_galaxy(_colour(p)))[0] for p in paths]
     assert len(paths) == 101 and np.mean(accepted) >= 0.93
     assert SELECTION_DEFAULTS['min_r50'].unit == u.pix
+
+
+def test_spiked_stars_of_the_hubble_deep_field_are_rejected_in_its_own_stretch():
+    # HST colour stretch: galaxy cores saturate too, so the SDSS peak test is off; the round,
+    # concentrated, saturated point sources (HDF-3 and HDF-18, stars with diffraction spikes) are not galaxies
+    from astro_galsim.demo import hubble_deep_field_cutouts
+    from astro_galsim.pipeline import prepare
+    cutouts = hubble_deep_field_cutouts(n=20)
+    _, table = prepare(cutouts, selection={'min_r50': 4 * u.pix})
+    reason = {c.meta['objid']: str(r) for c, r in zip(cutouts, table['reason'])}
+    assert 'a star' in reason['HDF-3'] and 'point source' in reason['HDF-3']
+    assert reason['HDF-1'] == ''      # a giant elliptical with a saturated core stays
