@@ -161,8 +161,8 @@ def cmd_train(args):
     labels = None
     if args.gz1 or args.gz2_sample:
         # labelled galaxies join the training split; the training sample's own GZ2 labels come along
-        extra, extra_labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=args.gz1, gz2_sample=args.gz2_sample,
-                                                   workers=args.workers)
+        extra, extra_labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=args.gz1,
+                                                      gz2_sample=args.gz2_sample, workers=args.workers)
         labels = TrainingLabels.concatenate([gz2_labels_of(args.data, ids), extra_labels])
         arrays = np.concatenate([arrays, extra])
         is_val = np.concatenate([is_val, np.zeros(len(extra), bool)])

@@ -16,7 +16,8 @@ from astropy.nddata import NDData
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-__all__ = ['read_image', 'image_from_hdu', 'fits_meta', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
+__all__ = ['read_image', 'image_from_hdu', 'fits_meta', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS',
+           'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
 
 #: SDSS bands behind the red, green and blue channels of SkyServer colour cutouts.
 COLOUR_IMAGE_BANDS = ('i', 'r', 'g')

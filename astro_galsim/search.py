@@ -229,7 +229,7 @@ class SimilaritySearch:
                 continue
             where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
                      f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
-                                                 else 'where no galaxy was found'))
+                                                else 'where no galaxy was found'))
             try:
                 centre = prepare_one(image, selection=self.selection,
                                      normalisation=self.encoder.normalisation)[1]['found']

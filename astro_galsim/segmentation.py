@@ -10,8 +10,6 @@ side: the central galaxy of a survey cutout is resolved there, and detection is 
 The sky level and noise are estimated with the detected sources masked (detect, mask,
 re-estimate), since the border of a tight cutout holds galaxy light.
 """
-import math
-
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
@@ -52,8 +50,9 @@ _SKY_CEILING = 12 / 255
 _DETECT_MARGIN = 15 / 255  # the detection threshold lies at most this far above the sky
 _PROFILE_STEP = 0.5       # width of the annuli of the isophotal profile, in detection pixels
 _EXTRAPOLATE = 1.5        # an isophote beyond the frame is extrapolated at most this far (x the farthest radius seen)
-_R50_TO_SCALE = 1.2       # scale radius of a galaxy fainter than the isophote, in half-light radii
-                          # (the median scale_radius / r50 of the training and GZ1 galaxies is 1.17-1.22)
+# scale radius of a galaxy fainter than the isophote, in half-light radii (the median
+# scale_radius / r50 of the training and GZ1 galaxies is 1.17-1.22)
+_R50_TO_SCALE = 1.2
 _STAR_AREA = 0.2          # a deblended child smaller than this fraction of the galaxy...
 _STAR_PEAK = 0.5          # ...and brighter at its peak than this fraction of the galaxy's peak is foreign
 _MIN_R50 = 10.0          # default selection limits, from the mikeedi sample (docs/segmentation.rst)
@@ -69,14 +68,14 @@ class GalaxySegmentation:
     """What `measure_galaxy` decided about the pixels, at detection resolution.
 
     Kept beside the measurements for `normalise_galaxy` and `segmentation_map`: the block
-    factor of the detection copy, the masks of the central galaxy, of foreign sources, of
-    stars on the galaxy and of the sky, and the sky level and noise of the copy.
+    factor of the detection copy and the masks of the central galaxy, of foreign sources, of
+    stars on the galaxy and of the sky.
     """
 
-    __slots__ = ('block', 'central', 'foreign', 'stars', 'sky_pixels', 'sky', 'noise')
+    __slots__ = ('block', 'central', 'foreign', 'stars', 'sky_pixels')
 
-    def __init__(self, block, sky=np.nan, noise=np.nan, central=None, foreign=None, stars=None, sky_pixels=None):
-        self.block, self.sky, self.noise = block, sky, noise
+    def __init__(self, block, central=None, foreign=None, stars=None, sky_pixels=None):
+        self.block = block
         self.central, self.foreign, self.stars, self.sky_pixels = central, foreign, stars, sky_pixels
 
 
@@ -314,7 +313,6 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise, centre=centre)
     else:
         sky, noise = _sky_noise(det, centre=centre)
-    segmentation.sky, segmentation.noise = sky, noise
     if segm is None:
         return measurement
 
@@ -577,7 +575,6 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=1.5, scale='scal
         raise ValueError(f'the galaxy has no {scale} to scale to ({radius}): it overflows its cutout '
                          'too far to be measured; give a wider cutout')
     rgb = np.asarray(rgb, dtype=np.float32)
-    block = measurement.segmentation.block
     if isolate:
         rgb = _fill_foreign(rgb, measurement.segmentation, measurement, seed)
     # output pixel size in input pixels; average blocks first so the resampling never skips pixels

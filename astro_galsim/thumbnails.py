@@ -147,4 +147,3 @@ def thumbnail_gallery(result, *, max_queries=10, size=1.6, **kwargs):
         queries = list(dict.fromkeys(str(q) for q in result['query_id']))[:max_queries]
         shown = result[np.isin(np.asarray(result['query_id']).astype(str), queries)]
     return result_gallery(shown, result_thumbnails(shown, **kwargs), max_queries=max_queries, size=size)
-

@@ -119,7 +119,8 @@ def test_training_round_trip_and_model_card(tmp_path, real_inputs):
     loaded = load_pretrained(out)
     assert loaded.card == json.loads(out.with_suffix('.json').read_text())
     assert card['sha256'] == file_sha256(out)
-    assert loaded.latent_dim == 8 and loaded.normalisation == {'scale': 'scale_radius', **normalisation}  # the scale used, recorded
+    # the card records the scale the inputs were prepared with
+    assert loaded.latent_dim == 8 and loaded.normalisation == {'scale': 'scale_radius', **normalisation}
     assert card['architecture']['refine_from'] == 1
     model = ConvAutoencoder(latent_dim=8, size=32, widths=(8, 8, 16, 16), refine_from=1)
     model.load_state_dict(torch.load(out, weights_only=True))

@@ -21,6 +21,7 @@ from astro_galsim.scaleout import (BuildIncomplete, _compute_partition, _encoder
                                    WORKER_ENVIRON, build_distributed, local_cluster,
                                    query_sharded, read_shard)
 
+
 class FaultHook:
     """A ``before_partition`` callable: records every attempt in ``<marker_dir>/calls.txt`` and
     makes the partitions in ``fail`` raise (or those in ``kill`` end their worker process)
@@ -170,7 +171,8 @@ def test_failed_partition_resumes_without_redoing_work(client, images, serial, t
 def test_stopped_build_resumes(client, images, serial, tmp_path):
     shard_dir = tmp_path / 'shards'
     with pytest.raises(BuildIncomplete, match='stopped') as info:
-        build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir, stop_when=lambda saved: saved >= 2)
+        build_distributed(images, client=client, partition_size=PARTITION, shard_dir=shard_dir,
+                          stop_when=lambda saved: saved >= 2)
     done = info.value.done
     assert 2 <= done < 5
     assert len(list(shard_dir.glob('*.parquet'))) == done

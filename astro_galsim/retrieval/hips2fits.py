@@ -45,7 +45,7 @@ class HiPSColour(CutoutSource):
         def request(timeout):
             client.timeout = timeout
             return client.query_with_wcs_async(hips=hips, wcs=wcs, format='jpg', min_cut=0.5,
-                                                max_cut=99.5, stretch='linear', cmap='Greys_r')
+                                               max_cut=99.5, stretch='linear', cmap='Greys_r')
         response = call_with_retries(request, what)
         if getattr(response, 'status_code', 200) != 200:
             raise RetrievalError(f'{what}: the service answered HTTP {response.status_code}: '

@@ -218,7 +218,7 @@ def _query_objects(coords, radius, dr):
         for row in _match_chunk(chunk, sub, table, radius):
             rows[row['index']] = row
             write_cache(_object_path(dr, coords[row['index']], radius),
-                         lambda path, row=row: atomic_write_bytes(path, json.dumps(row).encode()))
+                        lambda path, row=row: atomic_write_bytes(path, json.dumps(row).encode()))
     return rows, errors
 
 
@@ -437,7 +437,6 @@ def _input_box(wcs_in, shape_in, world, margin=3):
     if y0 >= y1 or x0 >= x1:
         return None, ext
     return (y0, y1, x0, x1), ext
-
 
 
 def _resample(data, wcs_in, box, wcs_out, shape, scale):
