@@ -13,10 +13,10 @@ re-estimate), since the border of a tight cutout holds galaxy light.
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
-from photutils.segmentation import SegmentationImage, deblend_sources
 from scipy import ndimage
 
-from ._fastphot import block_mean, clipped_stats, distance_to_segments, label_segments, moment_shape
+from ._fastphot import (block_mean, clipped_stats, deblend_segment, distance_to_segments, label_segments,
+                        moment_shape)
 
 __all__ = ['measure_galaxy', 'normalise_galaxy', 'select_galaxy', 'measurements_table', 'isophotal_radius',
            'GalaxyMeasurement', 'GalaxySegmentation', 'MEASUREMENT_COLUMNS', 'SELECTION_DEFAULTS',
@@ -201,9 +201,14 @@ def isophotal_radius(grey, x, y, level=ISOPHOTE_LEVEL, *, mask=None, step=1.0):
     >>> round(radius), truncated
     (46, True)
     """
-    ny, nx = grey.shape
     yy, xx = np.indices(grey.shape)
-    bins = (np.hypot(xx - x, yy - y) / step).astype(np.intp)
+    return _isophote(grey, np.hypot(xx - x, yy - y), x, y, level, mask, step)
+
+
+def _isophote(grey, distance, x, y, level, mask, step):
+    """`isophotal_radius` given the distance of every pixel from ``(x, y)`` (computed once per centre)."""
+    ny, nx = grey.shape
+    bins = (distance / step).astype(np.intp)
     values = grey
     if mask is not None and mask.any():
         bins, values = bins[~mask], grey[~mask]
@@ -232,25 +237,27 @@ def isophotal_radius(grey, x, y, level=ISOPHOTE_LEVEL, *, mask=None, step=1.0):
     return (radius if radius <= _EXTRAPOLATE * radii[-1] else np.nan), True
 
 
-def _windowed_centre(image, x, y, level, mask, iterations=3):
+def _windowed_centre(image, x, y, level, mask, grid, iterations=3):
     """Centre of the galaxy: its light-weighted centroid within half its isophotal radius.
 
     Started at the peak nearest the target and iterated with the aperture set by the
     isophotal radius about the current centre, so it follows the galaxy's core whatever
     the framing, neighbours or the extent of its segment (as SourceExtractor's windowed
-    positions do).
+    positions do). ``grid`` is ``np.indices(image.shape)``.
     """
-    yy, xx = np.indices(image.shape)
+    yy, xx = grid
     weights = np.where(mask, 0.0, np.clip(image, 0, None))
     for _ in range(iterations):
-        radius, _ = isophotal_radius(image, x, y, level, mask=mask, step=_PROFILE_STEP)
+        distance = np.hypot(xx - x, yy - y)
+        radius, _ = _isophote(image, distance, x, y, level, mask, _PROFILE_STEP)
         if not np.isfinite(radius):
             break
-        inside = np.hypot(xx - x, yy - y) <= max(2.0, 0.5 * radius)
-        total = weights[inside].sum()
+        inside = distance <= max(2.0, 0.5 * radius)
+        w = weights[inside]
+        total = w.sum()
         if not total > 0:
             break
-        x, y = float((weights * xx)[inside].sum() / total), float((weights * yy)[inside].sum() / total)
+        x, y = float((w * xx[inside]).sum() / total), float((w * yy[inside]).sum() / total)
     return x, y
 
 
@@ -328,6 +335,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         inside = np.argwhere(segm == label)
         anchor = tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
     image = det - sky
+    grid = np.indices(det.shape)   # (rows, columns), shared by the centre, radius and shape measurements
     central, stars = _split_central(image, smoothed - sky, segm == label, anchor)
     foreign = (segm > 0) & (segm != label)
 
@@ -335,9 +343,10 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     hidden = (ndimage.binary_dilation(foreign, iterations=1) & ~central) | stars
     # start at the peak under the target (one of a merging pair), or the galaxy's own peak when the target is on the sky
     radius = max(3.0, 0.08 * max(det.shape)) if segm[iy, ix] == label else np.inf
-    x0, y0 = _peak_near(smoothed, central, anchor, radius)
-    xc, yc = _windowed_centre(det, x0, y0, ISOPHOTE_LEVEL, hidden)
-    scale, truncated = isophotal_radius(det, xc, yc, mask=hidden, step=_PROFILE_STEP)
+    x0, y0 = _peak_near(smoothed, central, anchor, radius, grid)
+    xc, yc = _windowed_centre(det, x0, y0, ISOPHOTE_LEVEL, hidden, grid)
+    scale, truncated = _isophote(det, np.hypot(grid[1] - xc, grid[0] - yc), xc, yc, ISOPHOTE_LEVEL, hidden,
+                                 _PROFILE_STEP)
     shape = moment_shape(image, central)
     footprint = _isophotal_footprint(smoothed, central, xc, yc)
     if footprint is not None:  # the shape inside the isophote, which the frame does not cut
@@ -360,7 +369,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         area=float(shape['area']) * block ** 2, gini=float(shape['gini']),
         concentration=5 * np.log10(radii[2] / radii[0]) if radii[0] > 0 else np.nan,
         asymmetry=_asymmetry(galaxy, xc, yc),
-        smoothness=_smoothness(galaxy, xc, yc, radii[3]),
+        smoothness=_smoothness(galaxy, xc, yc, radii[3], grid),
         n_stars=int(ndimage.label(stars)[1]) if stars.any() else 0,
         snr=float(flux / (noise * np.sqrt(central.sum()))),
         centre_offset=float(np.hypot(xc - px, yc - py)) * block,
@@ -385,9 +394,9 @@ def _peak_level(grey, x, y, half=3):
     return float(ndimage.uniform_filter(box, 3, mode='nearest').max())
 
 
-def _peak_near(smoothed, segment, anchor, radius):
+def _peak_near(smoothed, segment, anchor, radius, grid):
     """(x, y) of the brightest pixel of a segment within ``radius`` of ``anchor`` (row, col)."""
-    yy, xx = np.indices(smoothed.shape)
+    yy, xx = grid
     near = segment & (np.hypot(yy - anchor[0], xx - anchor[1]) <= radius)
     if not near.any():
         return float(anchor[1]), float(anchor[0])
@@ -447,13 +456,11 @@ def _split_central(image, smoothed, segment, target):
     no_stars = np.zeros_like(segment)
     if segment.sum() < 4 * _MIN_PIXELS:
         return segment, no_stars
-    segm = SegmentationImage(segment.astype(np.int32))
     try:
-        children = deblend_sources(smoothed, segm, _MIN_PIXELS, n_levels=16, contrast=0.01,
-                                   progress_bar=False).data
+        children = deblend_segment(smoothed, segment, _MIN_PIXELS, n_levels=16, contrast=0.01)
     except ValueError:
         return segment, no_stars
-    if children.max() < 2:
+    if children is None:
         return segment, no_stars
     main = children[target] or np.bincount(children[segment]).argmax()
     main_pixels = children == main
@@ -512,7 +519,7 @@ def _asymmetry(galaxy, xc, yc):
     return float(np.abs(galaxy - rotated).sum() / (2 * total)) if total > 0 else np.nan
 
 
-def _smoothness(galaxy, xc, yc, r90):
+def _smoothness(galaxy, xc, yc, r90, grid):
     """Clumpiness: light left after subtracting a smoothed copy, as a fraction of the total.
 
     ``S = sum(max(I - I_s, 0)) / sum(I)`` over the galaxy's pixels outside its core
@@ -524,7 +531,7 @@ def _smoothness(galaxy, xc, yc, r90):
         return np.nan
     width = max(3, int(round(0.25 * r90)))
     smooth = ndimage.uniform_filter(galaxy, size=width, mode='constant')
-    yy, xx = np.indices(galaxy.shape)
+    yy, xx = grid
     outside_core = (np.hypot(xx - xc, yy - yc) > 0.25 * r90) & (galaxy != 0)
     total = galaxy[galaxy != 0].sum()
     if total <= 0:
