@@ -42,12 +42,18 @@ def _check_pixels(image):
     if mask is not None and mask.shape not in (data.shape, data.shape[-2:]):
         raise ValueError(f'the mask has shape {mask.shape} but the image {data.shape}; give a mask of '
                          f'the image shape or of its last two axes {data.shape[-2:]}')
-    usable = np.ones(data.shape, dtype=bool) if mask is None else ~np.broadcast_to(mask, data.shape)
-    infinite = np.isinf(data) & usable
-    if infinite.any():
-        raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
-                         'flag them in the mask')
-    if not (np.isfinite(data) & usable).any():
+    # (no full-size mask of usable pixels where no mask is given: this runs for every image)
+    usable = None if mask is None else ~np.broadcast_to(mask, data.shape)
+    if data.dtype.kind in 'fc':
+        infinite = np.isinf(data) if usable is None else np.isinf(data) & usable
+        if infinite.any():
+            raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
+                             'flag them in the mask')
+        finite = np.isfinite(data) if usable is None else np.isfinite(data) & usable
+        has_pixel = finite.any()
+    else:   # integers are always finite
+        has_pixel = data.size > 0 and (usable is None or usable.any())
+    if not has_pixel:
         raise ValueError('the image holds no finite, unmasked pixel')
     if min(data.shape[-2:]) < _MIN_SIDE:
         raise ValueError(f'the image is only {data.shape[-1]} x {data.shape[-2]} pixels: too small to find and '
