@@ -34,6 +34,7 @@ from astropy.table import QTable
 from tqdm.auto import tqdm
 
 from .config import conf
+from .utils._dihedral import dihedral_transform
 from .utils._knn import METRICS, check_metric, sorted_smallest_k
 
 __all__ = ['precision_at_k', 'mean_average_precision', 'knn_accuracy', 'evaluate', 'invariance']
@@ -461,13 +462,9 @@ def evaluate(vectors, labels, *, k=10, metrics=('euclidean', 'cosine'), ignore=(
 # ----------------------------------------------------------------------------------------
 
 def _d4_transforms():
-    return [('rot90', lambda a: np.rot90(a, 1, axes=(-2, -1))),
-            ('rot180', lambda a: np.rot90(a, 2, axes=(-2, -1))),
-            ('rot270', lambda a: np.rot90(a, 3, axes=(-2, -1))),
-            ('flip_lr', lambda a: a[..., ::-1]),
-            ('flip_ud', lambda a: a[..., ::-1, :]),
-            ('transpose', lambda a: np.swapaxes(a, -2, -1)),
-            ('antitranspose', lambda a: np.rot90(np.swapaxes(a, -2, -1), 2, axes=(-2, -1)))]
+    """The seven flips and quarter turns other than the identity, the three rotations first."""
+    return [(name, dihedral_transform(name))
+            for name in ('rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose')]
 
 
 def _embed_checked(embed, images, n, what):
