@@ -254,14 +254,13 @@ def deblend_segment(data, segment, n_pixels, *, n_levels=32, contrast=0.001):
     if source_min == source_max:
         return None
     markers = _markers(cut, inside, source_min, source_max, n_levels, n_pixels) if source_min > 0 else False
-    if markers is False or (markers is not None and np.count_nonzero(np.bincount(markers.ravel())[1:]) > 200):
+    if markers is False or (markers is not None and _labels_of(markers).size > 200):
         return _photutils_deblend(data, segment, n_pixels, n_levels, contrast)
     if markers is None:
         return None
     while True:
         markers = watershed(-cut, markers, mask=inside, connectivity=_EIGHT)
-        labels = np.unique(markers)
-        labels = labels[labels != 0]
+        labels = _labels_of(markers)
         if labels.size == 1:
             break
         flux_frac = ndimage.sum_labels(cut, markers, index=labels) / source_sum
@@ -284,9 +283,13 @@ def _markers(cut, inside, source_min, source_max, n_levels, n_pixels):
     linear = np.linspace(source_min, source_max, n_levels + 2)
     normalised = (linear - source_min) / (source_max - source_min)
     thresholds = (source_min * (source_max / source_min) ** normalised)[1:-1]
-    lower = _level_segments(cut, thresholds[0], n_pixels, inside)
-    for threshold in thresholds[1:]:
-        upper = _level_segments(cut, threshold, n_pixels, inside)
+    lower = None
+    for threshold in thresholds:
+        above = cut > threshold
+        above &= inside
+        if np.count_nonzero(above) < 2 * n_pixels:
+            break   # no two segments of n_pixels fit at this level, nor at any higher one
+        upper = _level_segments(above, n_pixels)
         if upper is None:
             continue
         if lower is None:
@@ -294,30 +297,31 @@ def _markers(cut, inside, source_min, source_max, n_levels, n_pixels):
             continue
         # the segments of the lower level that hold two or more of the upper level's
         both = (lower > 0) & (upper > 0)
-        base = np.int64(upper.max()) + 1
-        parents = np.unique(lower[both].astype(np.int64) * base + upper[both]) // base
-        ids, counts = np.unique(parents, return_counts=True)
-        split = ids[counts >= 2]
-        if split.size:
+        pairs = np.zeros((lower.max() + 1, upper.max() + 1), dtype=bool)
+        pairs[lower[both], upper[both]] = True
+        split = pairs.sum(axis=1) >= 2
+        if split.any():
             markers = lower.astype(bool)
-            region = np.isin(lower, split)
+            region = split[lower]
             markers[region] = upper[region].astype(bool)
             lower = ndimage.label(markers, structure=_EIGHT)[0]
     return lower
 
 
-def _level_segments(cut, threshold, n_pixels, inside):
-    """Segments of at least ``n_pixels`` above a level, with their first labels (None unless two or more)."""
-    above = cut > threshold
-    above &= inside
-    if not above.any():
-        return None
+def _level_segments(above, n_pixels):
+    """Segments of at least ``n_pixels`` pixels of a mask, with their first labels (None unless two or more)."""
     labels, count = ndimage.label(above, structure=_EIGHT)
     small = np.bincount(labels.ravel(), minlength=count + 1) < n_pixels
     small[0] = False
     if small.any():
         labels[small[labels]] = 0
     return labels if count - int(small.sum()) >= 2 else None
+
+
+def _labels_of(markers):
+    """The labels present in a label image, in increasing order (as ``np.unique`` without 0)."""
+    present = np.flatnonzero(np.bincount(markers.ravel()))
+    return present[present != 0]
 
 
 def _photutils_deblend(data, segment, n_pixels, n_levels, contrast):
