@@ -246,7 +246,7 @@ def _windowed_centre(image, x, y, level, mask, grid, iterations=3):
     Started at the peak nearest the target and iterated with the aperture set by the
     isophotal radius about the current centre, so it follows the galaxy's core whatever
     the framing, neighbours or the extent of its segment (as SourceExtractor's windowed
-    positions do). ``grid`` is ``np.indices(image.shape)``.
+    positions do). ``grid`` is ``np.ogrid`` over the image.
     """
     yy, xx = grid
     weights = np.where(mask, 0.0, np.clip(image, 0, None))
@@ -255,12 +255,12 @@ def _windowed_centre(image, x, y, level, mask, grid, iterations=3):
         radius, _ = _isophote(image, distance, x, y, level, mask, _PROFILE_STEP)
         if not np.isfinite(radius):
             break
-        inside = distance <= max(2.0, 0.5 * radius)
-        w = weights[inside]
+        rows, columns = np.nonzero(distance <= max(2.0, 0.5 * radius))
+        w = weights[rows, columns]
         total = w.sum()
         if not total > 0:
             break
-        x, y = float((w * xx[inside]).sum() / total), float((w * yy[inside]).sum() / total)
+        x, y = float((w * columns).sum() / total), float((w * rows).sum() / total)
     return x, y
 
 
@@ -338,7 +338,9 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         inside = np.argwhere(segm == label)
         anchor = tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
     image = det - sky
-    grid = np.indices(det.shape)   # (rows, columns), shared by the centre, radius and shape measurements
+    # open (rows, columns) grid shared by the centre, radius and shape measurements: distances
+    # broadcast from it without full-size coordinate arrays
+    grid = np.ogrid[:det.shape[0], :det.shape[1]]
     central, stars = _split_central(image, smoothed - sky, segm == label, anchor)
     foreign = (segm > 0) & (segm != label)
 
