@@ -519,9 +519,23 @@ def _flux_radii(galaxy, xc, yc, fractions):
 
 def _asymmetry(galaxy, xc, yc):
     """Rotational asymmetry sum|I - I_180| / (2 sum|I|) about the centroid."""
-    rotated = ndimage.affine_transform(galaxy, [[-1, 0], [0, -1]], offset=(2 * yc, 2 * xc), order=1)
+    rows, columns = np.nonzero(galaxy)
+    if rows.size == 0:
+        return np.nan
+    # only the box holding the galaxy and its turned copy (2 pixels wider for the bilinear
+    # interpolation) is turned: elsewhere both are zero
+    ny, nx = galaxy.shape
+    y0 = max(0, int(min(rows.min(), 2 * yc - rows.max())) - 2)
+    y1 = min(ny, int(max(rows.max(), 2 * yc - rows.min())) + 3)
+    x0 = max(0, int(min(columns.min(), 2 * xc - columns.max())) - 2)
+    x1 = min(nx, int(max(columns.max(), 2 * xc - columns.min())) + 3)
+    box = galaxy[y0:y1, x0:x1]
+    rotated = ndimage.affine_transform(box, [[-1, 0], [0, -1]], offset=(2 * yc - 2 * y0, 2 * xc - 2 * x0),
+                                       order=1)
+    difference = np.zeros_like(galaxy)   # summed over the whole image, in the same order as ever
+    difference[y0:y1, x0:x1] = np.abs(box - rotated)
     total = np.abs(galaxy).sum()
-    return float(np.abs(galaxy - rotated).sum() / (2 * total)) if total > 0 else np.nan
+    return float(difference.sum() / (2 * total)) if total > 0 else np.nan
 
 
 def _smoothness(galaxy, xc, yc, r90, grid):
