@@ -23,8 +23,8 @@ from scipy import ndimage
 
 from .io import nanomaggy
 
-__all__ = ['to_colour', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS', 'ASINH_NONLINEARITY',
-           'SDSS_PIXEL_SCALE']
+__all__ = ['to_colour', 'shown_bands', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS',
+           'ASINH_NONLINEARITY', 'SDSS_PIXEL_SCALE']
 
 #: Scale applied to each SDSS band (flux in nanomaggies per 0.396" pixel) before the asinh stretch,
 #: as in the SDSS colour-image maker (``djs_rgb_make``); i, r, g measured against SkyServer DR14 JPEGs
@@ -265,6 +265,47 @@ def to_colour(image):
         mask = np.asarray(image.mask, dtype=bool)
         rgb[..., mask if mask.ndim == 2 else mask.any(axis=0)] = 0
     return rgb
+
+
+def shown_bands(image):
+    """The bands `to_colour` makes an image's colour form from, as a short text.
+
+    Colour images give their bands in wavelength order (``'gri'`` for SkyServer JPEGs),
+    a single-band image its band (``'r'``, the band assumed where the image does not
+    name one); say which comparison a query made (a single band against colour images).
+
+    Parameters
+    ----------
+    image : `~astropy.nddata.NDData` or `~numpy.ndarray`
+        An image `to_colour` accepts.
+
+    Returns
+    -------
+    bands : str
+        Band names, joined without a separator when all are one letter, else with ``+``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.nddata import NDData
+    >>> shown_bands(NDData(np.zeros((3, 8, 8), np.uint8), meta={'bands': ('i', 'r', 'g')}))
+    'gri'
+    >>> shown_bands(np.zeros((8, 8)))
+    'r'
+    """
+    if not isinstance(image, NDData):
+        image = NDData(np.asarray(image))
+    data, meta = np.asarray(image.data), image.meta or {}
+    planes = data.shape[0] if data.ndim == 3 else 1
+    bands = tuple(str(b) for b in meta.get('bands', ()))
+    if planes == 1:
+        band = bands[0] if bands else 'r'
+        bands = (band if band in SDSS_BAND_WEIGHTS else 'r',)   # as to_colour shows it
+    elif len(bands) != planes:
+        bands = ('i', 'r', 'g') if planes == 3 else ('?',) * planes
+    order = 'ugriz'
+    bands = sorted(bands, key=lambda b: order.index(b) if b in order else len(order))
+    return ''.join(bands) if all(len(b) == 1 for b in bands) else '+'.join(bands)
 
 
 def _pixel_scale(image):
