@@ -252,6 +252,9 @@ def test_galaxy_far_beyond_its_cutout_is_rejected_with_the_reason(filling_set):
 
 
 @pytest.mark.filterwarnings('ignore:The following header keyword is invalid')
+# the older IDL cutouts among the pairs have pixels offset from their header's SKY, which
+# warns (test_preprocessing.py checks that warning)
+@pytest.mark.filterwarnings('ignore:header SKY:astropy.utils.exceptions.AstropyUserWarning')
 def test_fits_standard_and_large_cutouts_agree_on_the_scale(shared_data):
     # real framing pairs: DR7 r-band cutouts of 141 px and up to 231 px of the same galaxy;
     # the large ones carry no calibration (scaled by their noise), the standard ones FLUX20
