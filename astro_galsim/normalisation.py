@@ -44,6 +44,26 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=1.5, scale='scal
     -------
     normalised : `~numpy.ndarray`, shape (3, size, size), float32
         In [0, 1], scaled so that the brightest part of the galaxy reaches 1.
+
+    Raises
+    ------
+    ValueError
+        If no galaxy was found, ``scale`` is unknown or the galaxy has no such radius.
+
+    Examples
+    --------
+    An elongated disc off the centre of its cutout comes out centred, with its major axis
+    along x:
+
+    >>> import numpy as np
+    >>> from astro_galsim.segmentation import measure_galaxy
+    >>> y, x = np.mgrid[:121, :121]
+    >>> rgb = np.exp(-np.hypot((x - 50) / 6, (y - 70) / 14))[None].repeat(3, 0)
+    >>> out = normalise_galaxy(rgb, measure_galaxy(rgb, (50, 70)))
+    >>> from scipy import ndimage
+    >>> grey = out.mean(axis=0)
+    >>> [round(float(c), 1) for c in ndimage.center_of_mass(grey)], bool(grey[32].sum() > grey[:, 32].sum())
+    ([31.5, 31.5], True)
     """
     if not measurement.get('found'):
         raise ValueError('no central galaxy was found in this image; nothing to normalise '
