@@ -93,10 +93,51 @@ def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=1.5, scale='scal
     offset = np.array([yc, xc]) - matrix @ np.array([half, half])
     out = np.stack([ndimage.affine_transform(plane, matrix, offset=offset, output_shape=(size, size),
                                              order=1, mode='constant', cval=0.0) for plane in work])
+    # where the field runs off the frame, continue the galaxy's mean profile rather than leave it
+    # black: a tighter cutout of the same galaxy then gets the same description as a wider one
+    inside = ndimage.affine_transform(np.ones(work.shape[1:], np.float32), matrix, offset=offset,
+                                      output_shape=(size, size), order=1, mode='constant', cval=0.0)
+    if inside.min() < 0.999:
+        ellipticity = measurement['ellipticity'] if np.isfinite(measurement['ellipticity']) else 0.0
+        model = _outskirts(work, xc, yc, ellipticity, theta, matrix, offset, size)
+        out += (1 - np.clip(inside, 0, 1)) * model
     peak = np.percentile(out.mean(axis=0), 99.5)
     if peak > 0:
         out /= peak
     return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _outskirts(work, xc, yc, ellipticity, theta, matrix, offset, size):
+    """The galaxy's mean profile in each band, on the output grid, by elliptical radius.
+
+    Measured in elliptical annuli of the visible pixels; beyond the farthest annulus with
+    enough pixels, the outer profile continues as an exponential (or stays flat if rising).
+    """
+    axis_ratio = max(1 - float(ellipticity), 0.1)
+    c, s = np.cos(theta), np.sin(theta)
+
+    def radius(rows, cols):
+        dy, dx = rows - yc, cols - xc
+        return np.hypot(dx * c + dy * s, (-dx * s + dy * c) / axis_ratio)
+
+    rows, cols = np.indices(work.shape[1:], dtype=np.float32)
+    bins = radius(rows, cols).astype(np.int64).ravel()
+    counts = np.bincount(bins)
+    profile = np.stack([np.bincount(bins, weights=plane.ravel(), minlength=len(counts)) for plane in work])
+    good = np.flatnonzero(counts >= 8)
+    profile = profile[:, good] / counts[good]
+    radii = good + 0.5
+    # an exponential fitted to the outer third of the grey profile carries it further
+    grey = np.maximum(profile.mean(axis=0), 1e-4)
+    outer = radii >= radii[-1] * 2 / 3
+    slope = np.polyfit(radii[outer], np.log(grey[outer]), 1)[0] if outer.sum() >= 3 else 0.0
+    slope = min(slope, 0.0)
+    out_rows, out_cols = np.indices((size, size), dtype=np.float32)
+    grid = matrix @ np.stack([out_rows.ravel(), out_cols.ravel()]) + np.asarray(offset)[:, None]
+    r = radius(grid[0], grid[1])
+    beyond = np.exp(slope * np.maximum(r - radii[-1], 0))
+    model = np.stack([np.interp(r, radii, band) for band in profile]) * beyond
+    return np.clip(model, 0, None).reshape(len(work), size, size).astype(np.float32)
 
 
 def _upsample(mask, block, shape):
