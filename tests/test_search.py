@@ -236,3 +236,20 @@ def test_results_say_which_bands_were_compared(search, gz1, shared_data):
     by_id = search.query(str(search.ids[0]), k=2)
     assert set(by_id['comparison']) == {'colour (gri)'}
     assert set(search.database.table['bands']) == {'gri'}
+
+
+def test_fits_frame_finds_its_own_jpeg_among_the_cross_format_galaxies(shared_data):
+    # the 12 galaxies that are both a raw r-band frame and a colour JPEG: a database of the 12
+    # JPEGs, queried with each frame (a noisier single band, other framing and sky)
+    import csv
+    folder = shared_data / 'sdss_fits_cutouts_pawlikmorph'
+    with open(folder / 'same_galaxy_in_mikeedi.csv') as f:
+        rows = [r for r in csv.DictReader(f) if r['kind'] == 'standard']
+    search = SimilaritySearch()
+    report = search.add([shared_data / 'sdss_galaxies_mikeedi' / r['mikeedi_path'] for r in rows],
+                        ids=[r['objid'] for r in rows])
+    assert report['accepted'].all(), report['reason']
+    result = search.query([folder / r['fits_path'] for r in rows], k=12, names=[f"fits-{r['objid']}" for r in rows])
+    own = result[result['query_id'] == np.char.add('fits-', result['id'].astype(str))]
+    assert len(own) == 12 and set(own['comparison']) == {'grey (r) vs colour (gri)'}
+    assert (own['rank'] == 1).sum() >= 8 and own['rank'].max() <= 3, list(own['rank'])
