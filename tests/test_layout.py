@@ -2,7 +2,8 @@
 
 * no module imports a private name (``_x``) of another module; shared code lives under
   public names, or in the private modules made for sharing (``astro_galsim/utils/_*.py``);
-* the stages never import the fronts (``search``, ``build``, ``cli``), so there is no cycle.
+* the stages never import the fronts (``search``, ``build``, ``cli``), so there is no cycle;
+* no module is longer than about 600 lines (one concern per module).
 """
 import ast
 from pathlib import Path
@@ -13,6 +14,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'astro_galsim'
 FRONTS = {'search', 'build', 'cli'}
 # the fronts themselves (build and cli drive SimilaritySearch)
 ALLOWED_FRONT_USERS = {'__init__', 'search', 'build', 'cli'}
+MAX_LINES = 600
+# modules still being split (issue 18); each leaves this list when it is
+STILL_LONG = {'segmentation.py', 'visualization.py', 'evaluation.py', 'retrieval/sdss.py'}
+SPLIT_NEXT = {'search.py'}
 
 
 def _imports(path):
@@ -40,3 +45,18 @@ def test_stages_do_not_import_the_fronts(path):
         return
     for module, _ in _imports(path):
         assert module.split('.')[-1] not in FRONTS, f'{path.name} imports the front .{module}'
+
+
+def _with_length_marks(path):
+    name = str(path.relative_to(PACKAGE))
+    if name in STILL_LONG:
+        return pytest.param(path, id=name, marks=pytest.mark.xfail(reason='being split', strict=False))
+    if name in SPLIT_NEXT:
+        return pytest.param(path, id=name, marks=pytest.mark.xfail(reason='split next', strict=True))
+    return pytest.param(path, id=name)
+
+
+@pytest.mark.parametrize('path', [_with_length_marks(p) for p in _modules()])
+def test_no_module_is_too_long(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f'{path.name} has {lines} lines; split it along its concerns'
