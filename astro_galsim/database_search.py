@@ -61,7 +61,8 @@ def move_away(queries, negatives=None, *, beta=0.5):
     """Move each query away from the mean of negative examples: ``(1 + beta) q - beta mean(neg)``.
 
     The one definition of the Rocchio step, used by `rocchio_query` (on the mean of the
-    positives) and by `search_database` (``negative_vectors``, on each query).
+    positives) and by `~astro_galsim.database_search.search_database` (``negative_vectors``,
+    on each query).
 
     Parameters
     ----------
