@@ -31,6 +31,7 @@ from .partitions import (compute_partition, encoder_factory, partition_size_for,
 from .sharded_search import query_sharded
 from .shards import SHARD_FORMAT, read_shard
 from .utils._coords import coord_id
+from .utils._ids import id_problem
 from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
@@ -234,7 +235,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         raise ValueError('nothing to build: items is empty')
     if partition_size is not None and int(partition_size) < 1:
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
-    bad = [i for i in ids if not i or i.strip() != i or not i.isascii()]
+    bad = [i for i in ids if id_problem(i)]
     if bad:
         raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
                          f'them); bad ids: {bad[:5]}')
