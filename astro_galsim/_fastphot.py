@@ -12,9 +12,11 @@ from astropy import units as u
 from photutils.morphology import gini as _photutils_gini
 from scipy import ndimage
 
-__all__ = ['block_mean', 'clipped_stats', 'label_segments', 'distance_to_segments', 'moment_shape']
+__all__ = ['block_mean', 'clipped_stats', 'label_segments', 'distance_to_segments', 'moment_shape',
+           'deblend_segment']
 
 _DEG_TO_RAD = u.deg.to(u.rad)  # as astropy turns an angle Quantity into radians (value * scale)
+_EIGHT = np.ones((3, 3), dtype=int)  # 8-connectivity, photutils' default footprint
 
 
 def block_mean(image, factor):
@@ -222,3 +224,108 @@ def _kron_radius(data_full, xc, yc, a, b, theta, cxx, cxy, cyy, scale=6.0, kron_
     if radius > scale:
         return np.nan
     return max(radius, kron_min)
+
+
+def deblend_segment(data, segment, n_pixels, *, n_levels=32, contrast=0.001):
+    """Children of one segment, numbered from 1, or None when it does not split.
+
+    What ``photutils.segmentation.deblend_sources(data, SegmentationImage(segment.astype(int)),
+    n_pixels, n_levels=n_levels, contrast=contrast, progress_bar=False).data`` holds when it
+    splits the segment (exponential multi-thresholding, then watershed, removing the
+    faintest child below ``contrast`` until none is): the same thresholds, marker merging
+    and `skimage.segmentation.watershed` calls, without photutils' per-label bookkeeping,
+    which costs more than the arithmetic for one segment. Where photutils would change
+    mode (a non-positive minimum, more than 200 markers) and warn, photutils itself is
+    called.
+
+    Raises
+    ------
+    ValueError
+        Where photutils raises it (the watershed does not cover the segment).
+    """
+    from skimage.segmentation import watershed
+
+    if segment.sum() < 2 * n_pixels:
+        return None
+    (slc,) = ndimage.find_objects(segment.astype(np.int8))
+    cut, inside = data[slc], segment[slc]
+    values = cut[inside]
+    source_min, source_max, source_sum = np.nanmin(values), np.nanmax(values), np.nansum(values)
+    if source_min == source_max:
+        return None
+    markers = _markers(cut, inside, source_min, source_max, n_levels, n_pixels) if source_min > 0 else False
+    if markers is False or (markers is not None and _labels_of(markers).size > 200):
+        return _photutils_deblend(data, segment, n_pixels, n_levels, contrast)
+    if markers is None:
+        return None
+    while True:
+        markers = watershed(-cut, markers, mask=inside, connectivity=_EIGHT)
+        labels = _labels_of(markers)
+        if labels.size == 1:
+            break
+        flux_frac = ndimage.sum_labels(cut, markers, index=labels) / source_sum
+        if not any(flux_frac < contrast):
+            break
+        markers[markers == labels[np.argmin(flux_frac)]] = 0
+    if not np.array_equal(inside, markers.astype(bool)):
+        raise ValueError('deblending failed: the watershed does not cover the segment')
+    if labels.size == 1:
+        return None
+    relabel = np.zeros(labels[-1] + 1, dtype=markers.dtype)
+    relabel[labels] = np.arange(1, labels.size + 1, dtype=markers.dtype)
+    children = np.zeros(segment.shape, dtype=markers.dtype)
+    children[slc] = relabel[markers]
+    return children
+
+
+def _markers(cut, inside, source_min, source_max, n_levels, n_pixels):
+    """photutils' watershed markers: segments that split between exponentially spaced levels."""
+    linear = np.linspace(source_min, source_max, n_levels + 2)
+    normalised = (linear - source_min) / (source_max - source_min)
+    thresholds = (source_min * (source_max / source_min) ** normalised)[1:-1]
+    lower = None
+    for threshold in thresholds:
+        above = cut > threshold
+        above &= inside
+        if np.count_nonzero(above) < 2 * n_pixels:
+            break   # no two segments of n_pixels fit at this level, nor at any higher one
+        upper = _level_segments(above, n_pixels)
+        if upper is None:
+            continue
+        if lower is None:
+            lower = upper
+            continue
+        # the segments of the lower level that hold two or more of the upper level's
+        both = (lower > 0) & (upper > 0)
+        pairs = np.zeros((lower.max() + 1, upper.max() + 1), dtype=bool)
+        pairs[lower[both], upper[both]] = True
+        split = pairs.sum(axis=1) >= 2
+        if split.any():
+            markers = lower.astype(bool)
+            region = split[lower]
+            markers[region] = upper[region].astype(bool)
+            lower = ndimage.label(markers, structure=_EIGHT)[0]
+    return lower
+
+
+def _level_segments(above, n_pixels):
+    """Segments of at least ``n_pixels`` pixels of a mask, with their first labels (None unless two or more)."""
+    labels, count = ndimage.label(above, structure=_EIGHT)
+    small = np.bincount(labels.ravel(), minlength=count + 1) < n_pixels
+    small[0] = False
+    if small.any():
+        labels[small[labels]] = 0
+    return labels if count - int(small.sum()) >= 2 else None
+
+
+def _labels_of(markers):
+    """The labels present in a label image, in increasing order (as ``np.unique`` without 0)."""
+    present = np.flatnonzero(np.bincount(markers.ravel()))
+    return present[present != 0]
+
+
+def _photutils_deblend(data, segment, n_pixels, n_levels, contrast):
+    from photutils.segmentation import SegmentationImage, deblend_sources
+    children = deblend_sources(data, SegmentationImage(segment.astype(np.int32)), n_pixels, n_levels=n_levels,
+                               contrast=contrast, progress_bar=False).data
+    return children if children.max() >= 2 else None

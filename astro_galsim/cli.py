@@ -169,7 +169,8 @@ def cmd_train(args):
     card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
                              epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
                              training_data=str(args.data), labels=labels, label_weight=args.label_weight,
-                             init=args.init, learning_rate=args.learning_rate)
+                             init=args.init, learning_rate=args.learning_rate,
+                             labelled_per_step=args.labelled_per_step)
     print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
           f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
 
@@ -273,6 +274,8 @@ def _parser():
                    'spiral/non_spiral) whose images and labels join the training')
     p.add_argument('--label-weight', type=float, default=1.0, help='weight of the label terms')
     p.add_argument('--learning-rate', type=float, default=2e-3, help='peak learning rate of the one-cycle schedule')
+    p.add_argument('--labelled-per-step', type=int, default=32,
+                   help='labelled galaxies added to each batch, drawn evenly from the classes')
     p.add_argument('--init', metavar='WEIGHTS', help='start from these weights (same architecture)')
     p.set_defaults(func=cmd_train)
 

@@ -31,15 +31,14 @@ Conventions shared by every metric function
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
-from tqdm.auto import tqdm
 
-from .config import conf
-from .utils._knn import METRICS, check_metric, sorted_smallest_k
+from .utils._distances import distance_block, nearest_others, prepare_space, row_chunks
+from .utils._knn import METRICS, check_metric
+# how much an embedding moves under flips and turns is measured in its own module; the name is
+# importable from here too
+from .invariance import invariance
 
 __all__ = ['precision_at_k', 'mean_average_precision', 'knn_accuracy', 'evaluate', 'invariance']
-
-# Elements of one (chunk x N) float64 distance block: 2**22 elements = 32 MiB.
-_BLOCK_ELEMENTS = 2 ** 22
 
 
 # ----------------------------------------------------------------------------------------
@@ -63,45 +62,6 @@ def _check_vectors(vectors, name='vectors'):
         raise ValueError(f'{name} has {int(bad.sum())} row(s) with NaN or infinite values '
                          f'(first at index {int(np.flatnonzero(bad)[0])}); drop or repair them first.')
     return x
-
-
-def _prepare_space(x, metric):
-    """Return the vectors in the form used by `_distance_block`."""
-    check_metric(metric)
-    if metric == 'cosine':
-        norms = np.linalg.norm(x, axis=1)
-        zero = norms == 0
-        if zero.any():
-            raise ValueError(f'vectors has {int(zero.sum())} all-zero row(s) (first at index '
-                             f'{int(np.flatnonzero(zero)[0])}); the cosine distance is undefined for '
-                             "them. Drop them or use metric='euclidean'.")
-        x = x / norms[:, None]
-    return x, np.einsum('ij,ij->i', x, x)
-
-
-def _distance_block(x, sq, rows, metric):
-    """Distances from ``x[rows]`` to every row of ``x`` (shape ``(len(rows), N)``).
-
-    Euclidean distances are returned *squared* (same ranking, no square root needed).
-    """
-    d = x[rows] @ x.T
-    if metric == 'euclidean':
-        d *= -2.0
-        d += sq[rows, None]
-        d += sq[None, :]
-        np.maximum(d, 0.0, out=d)
-    else:
-        np.subtract(1.0, d, out=d)
-        np.maximum(d, 0.0, out=d)
-    return d
-
-
-def _chunks(n_rows, n_cols, desc):
-    size = max(1, _BLOCK_ELEMENTS // max(n_cols, 1))
-    starts = range(0, n_rows, size)
-    disable = (not conf.show_progress) or len(starts) <= 1
-    for start in tqdm(starts, desc=desc, disable=disable, leave=False):
-        yield slice(start, min(start + size, n_rows))
 
 
 def _check_labels(labels, n, ignore):
@@ -135,21 +95,6 @@ def _check_k(k, n):
 # core computations
 # ----------------------------------------------------------------------------------------
 
-def _top_k(x, sq, rows, k, metric, desc='nearest neighbours'):
-    """Indices and distances of the k nearest other items of each of ``x[rows]``."""
-    n = x.shape[0]
-    idx = np.empty((rows.size, k), dtype=np.intp)
-    dist = np.empty((rows.size, k), dtype=np.float64)
-    for sl in _chunks(rows.size, n, desc):
-        r = rows[sl]
-        d = _distance_block(x, sq, r, metric)
-        d[np.arange(r.size), r] = np.inf
-        idx[sl], dist[sl] = sorted_smallest_k(d, k)
-    if metric == 'euclidean':
-        np.sqrt(dist, out=dist)
-    return idx, dist
-
-
 def _average_precisions(x, sq, rows, codes, metric):
     """Average precision of each query over the full ranking (NaN if nothing is relevant).
 
@@ -161,9 +106,9 @@ def _average_precisions(x, sq, rows, codes, metric):
     n = x.shape[0]
     ap = np.empty(rows.size, dtype=np.float64)
     members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
-    for sl in _chunks(rows.size, n, 'average precision'):
+    for sl in row_chunks(rows.size, n, 'average precision'):
         r = rows[sl]
-        d = _distance_block(x, sq, r, metric).astype(np.float32)
+        d = distance_block(x, sq, r, metric).astype(np.float32)
         d[np.arange(r.size), r] = np.inf
         ordered = np.sort(d, axis=1)
         for i, q in enumerate(r):
@@ -222,7 +167,7 @@ def _setup(vectors, labels, metric, ignore):
     classes, codes, ignored_class, queries = _check_labels(labels, x.shape[0], ignore)
     if x.shape[0] < 2:
         raise ValueError('need at least two vectors to rank neighbours.')
-    x, sq = _prepare_space(x, metric)
+    x, sq = prepare_space(x, metric)
     meta = {'metric': metric, 'n_queries': int(queries.size), 'n_candidates': int(x.shape[0]),
             'ignored': [str(c) for c in classes[ignored_class]]}
     return x, sq, classes, codes, ignored_class, queries, meta
@@ -281,7 +226,7 @@ def precision_at_k(vectors, labels, *, k=10, metric='euclidean', ignore=('dont_k
     """
     x, sq, classes, codes, ignored_class, queries, meta = _setup(vectors, labels, metric, ignore)
     k = _check_k(k, x.shape[0])
-    idx, _ = _top_k(x, sq, queries, k, metric)
+    idx, _ = nearest_others(x, sq, queries, k, metric)
     qcodes = codes[queries]
     values = (codes[idx] == qcodes[:, None]).mean(axis=1)
     meta['k'] = k
@@ -371,7 +316,7 @@ def knn_accuracy(vectors, labels, *, k=10, metric='euclidean', ignore=('dont_kno
     """
     x, sq, classes, codes, ignored_class, queries, meta = _setup(vectors, labels, metric, ignore)
     k = _check_k(k, x.shape[0])
-    idx, _ = _top_k(x, sq, queries, k, metric)
+    idx, _ = nearest_others(x, sq, queries, k, metric)
     qcodes = codes[queries]
     values = (_majority_vote(codes[idx]) == qcodes).astype(np.float64)
     meta['k'] = k
@@ -427,7 +372,7 @@ def evaluate(vectors, labels, *, k=10, metrics=('euclidean', 'cosine'), ignore=(
     for metric in metrics:
         x, sq, classes, codes, ignored_class, queries, meta = _setup(x0, labels, metric, ignore)
         kk = _check_k(k, x.shape[0])
-        idx, _ = _top_k(x, sq, queries, kk, metric)
+        idx, _ = nearest_others(x, sq, queries, kk, metric)
         qcodes = codes[queries]
         nb = codes[idx]
         meta['k'] = kk
@@ -453,172 +398,4 @@ def evaluate(vectors, labels, *, k=10, metrics=('euclidean', 'cosine'), ignore=(
         names += [n for n in row if n not in names]
     table = QTable(rows=[[row.get(n, np.nan) for n in names] for row in rows], names=names)
     table.meta.update({'k': int(k), 'n_candidates': meta['n_candidates'], 'ignored': meta['ignored']})
-    return table
-
-
-# ----------------------------------------------------------------------------------------
-# invariance
-# ----------------------------------------------------------------------------------------
-
-def _d4_transforms():
-    return [('rot90', lambda a: np.rot90(a, 1, axes=(-2, -1))),
-            ('rot180', lambda a: np.rot90(a, 2, axes=(-2, -1))),
-            ('rot270', lambda a: np.rot90(a, 3, axes=(-2, -1))),
-            ('flip_lr', lambda a: a[..., ::-1]),
-            ('flip_ud', lambda a: a[..., ::-1, :]),
-            ('transpose', lambda a: np.swapaxes(a, -2, -1)),
-            ('antitranspose', lambda a: np.rot90(np.swapaxes(a, -2, -1), 2, axes=(-2, -1)))]
-
-
-def _embed_checked(embed, images, n, what):
-    vec = embed(images)
-    if isinstance(vec, u.Quantity):
-        vec = vec.value
-    vec = np.asarray(vec, dtype=np.float64)
-    if vec.ndim != 2 or vec.shape[0] != n:
-        raise ValueError(f'embed must return an array of shape (N, d) with N = {n} (one row per image); '
-                         f'for the {what} images it returned shape {vec.shape}.')
-    if not np.isfinite(vec).all():
-        raise ValueError(f'embed returned NaN or infinite values for the {what} images.')
-    return vec
-
-
-def invariance(embed, images, *, transforms='d4', angles=(30, 45) * u.deg, n_neighbors=10,
-               metric='euclidean', order=1, mode='constant'):
-    """How much an embedding changes when images are rotated or mirrored.
-
-    For each image and each transformation, the distance between the vector of the image
-    and the vector of its transformed copy is divided by a *scale*: the median, over the
-    images, of the distance from an image's vector to its ``n_neighbors``-th nearest
-    neighbour among the untransformed images' vectors. A ratio well below 1 means the
-    transformed copy would still be found among the image's nearest neighbours; a ratio
-    near or above 1 means rotation changes the vector as much as changing the galaxy.
-
-    Parameters
-    ----------
-    embed : callable
-        ``embed(list_of_arrays) -> array of shape (N, d)``; called once with the original
-        images and once per transformation (so it can batch).
-    images : sequence of arrays or array
-        Images whose last two axes are the spatial ones, e.g. ``(C, H, W)`` or ``(H, W)``
-        each, or one ``(N, C, H, W)`` array. Square images keep their shape under every
-        transformation.
-    transforms : {'d4', 'rotations', 'none'}, optional
-        Exact pixel permutations to apply: ``'d4'`` = rotations by 90, 180, 270 degrees and
-        the four mirrorings (left-right, up-down, transpose, anti-transpose);
-        ``'rotations'`` = the three rotations only; ``'none'`` = none.
-    angles : `~astropy.units.Quantity` or sequence of float, optional
-        Further rotation angles (plain numbers are degrees), done with
-        `scipy.ndimage.rotate` (``reshape=False``) about the image centre.
-    n_neighbors : int, optional
-        Which nearest neighbour defines the scale.
-    metric : {'euclidean', 'cosine'}, optional
-        Distance between vectors.
-    order : int, optional
-        Spline interpolation order for the arbitrary-angle rotations.
-    mode : str, optional
-        How `scipy.ndimage.rotate` fills pixels from outside the image (``'constant'``
-        fills with 0, right for background-subtracted or normalised images).
-
-    Returns
-    -------
-    table : `~astropy.table.QTable`
-        One row per transformation and a final ``'all'`` row over all of them, with columns
-        ``transform`` (``'rot90'``, ..., ``'rotate_30deg'``), ``mean_ratio``,
-        ``median_ratio`` and ``max_ratio``. ``table.meta`` holds ``scale`` (the distance
-        the ratios are relative to), ``n_neighbors``, ``metric`` and ``n_images``.
-
-    Raises
-    ------
-    ValueError
-        If there are fewer than ``n_neighbors + 1`` images, ``embed`` returns the wrong
-        shape or non-finite values, or all images get the same vector.
-
-    Examples
-    --------
-    The azimuthally averaged profile of an image does not change when it is rotated by
-    90 degrees, but the raw pixels do:
-
-    >>> import numpy as np
-    >>> from astro_galsim.evaluation import invariance
-    >>> rng = np.random.default_rng(1)
-    >>> yy, xx = np.mgrid[:17, :17] - 8.0
-    >>> images = [np.exp(-((xx - dx) ** 2 + yy ** 2) / s ** 2)
-    ...           for dx, s in zip(rng.uniform(-3, 3, 12), rng.uniform(1.5, 4, 12))]
-    >>> r = np.hypot(xx, yy).round().astype(int)
-    >>> def profile(ims):
-    ...     return np.array([np.bincount(r.ravel(), im.ravel()) for im in ims])
-    >>> t = invariance(profile, images, transforms='rotations', angles=[])
-    >>> bool(t['max_ratio'][-1] < 1e-9)
-    True
-    >>> t = invariance(lambda ims: np.array([im.ravel() for im in ims]), images,
-    ...                transforms='rotations', angles=[])
-    >>> bool(t['median_ratio'][-1] > 0.5)
-    True
-    """
-    if not callable(embed):
-        raise TypeError(f'embed must be a callable taking a list of arrays; got {type(embed).__name__}.')
-    images = [np.asarray(im) for im in images]
-    n = len(images)
-    for i, im in enumerate(images):
-        if im.ndim < 2:
-            raise ValueError(f'images[{i}] has shape {im.shape}; images need at least two (spatial) axes.')
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise ValueError(f'n_neighbors must be a positive integer; got {n_neighbors!r}.')
-    if n < n_neighbors + 1:
-        raise ValueError(f'invariance needs at least n_neighbors + 1 = {n_neighbors + 1} images to '
-                         f'define the neighbour-distance scale; got {n}.')
-    check_metric(metric)
-
-    if transforms is None or transforms == 'none':
-        chosen = []
-    elif transforms == 'd4':
-        chosen = _d4_transforms()
-    elif transforms == 'rotations':
-        chosen = _d4_transforms()[:3]
-    else:
-        raise ValueError(f"transforms must be 'd4', 'rotations' or 'none'; got {transforms!r}.")
-    angles = u.Quantity(angles, u.deg).ravel() if np.size(angles) else u.Quantity([], u.deg)
-    if angles.size:
-        from scipy import ndimage
-
-        for angle in angles.to_value(u.deg):
-            chosen.append((f'rotate_{angle:g}deg',
-                           lambda a, angle=angle: ndimage.rotate(a, angle, axes=(-1, -2), reshape=False,
-                                                                 order=order, mode=mode)))
-    if not chosen:
-        raise ValueError('no transformation selected: use transforms=\'d4\' or give angles.')
-
-    base = _embed_checked(embed, images, n, 'original')
-    x, sq = _prepare_space(base, metric)
-    _, nn_dist = _top_k(x, sq, np.arange(n), n_neighbors, metric)
-    scale = float(np.median(nn_dist[:, -1]))
-    if not scale > 0:
-        raise ValueError(f'the median distance to the {n_neighbors}th neighbour is {scale}: the embedding '
-                         'gives (nearly) identical vectors, so no relative change can be measured.')
-
-    names, means, medians, maxes, every = [], [], [], [], []
-    for name, func in tqdm(chosen, desc='invariance', disable=not conf.show_progress, leave=False):
-        moved = _embed_checked(embed, [np.ascontiguousarray(func(im)) for im in images], n, name)
-        if metric == 'euclidean':
-            dist = np.linalg.norm(moved - base, axis=1)
-        else:
-            nm = np.linalg.norm(moved, axis=1)
-            if (nm == 0).any():
-                raise ValueError(f"embed returned all-zero vectors for the {name} images; the cosine "
-                                 "distance is undefined. Use metric='euclidean'.")
-            dist = np.maximum(1.0 - np.einsum('ij,ij->i', moved / nm[:, None], x), 0.0)
-        ratio = dist / scale
-        every.append(ratio)
-        names.append(name)
-        means.append(ratio.mean())
-        medians.append(np.median(ratio))
-        maxes.append(ratio.max())
-    every = np.concatenate(every)
-    table = QTable()
-    table['transform'] = np.array(names + ['all'], dtype=str)
-    table['mean_ratio'] = np.array(means + [every.mean()])
-    table['median_ratio'] = np.array(medians + [np.median(every)])
-    table['max_ratio'] = np.array(maxes + [every.max()])
-    table.meta.update({'scale': scale, 'n_neighbors': int(n_neighbors), 'metric': metric, 'n_images': n})
     return table

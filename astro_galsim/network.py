@@ -6,6 +6,8 @@ by id or position never has to import torch.
 import torch
 from torch import nn
 
+from .utils._dihedral import dihedral_views as dihedral_views_of
+
 __all__ = ['ConvAutoencoder', 'dihedral_views']
 
 
@@ -73,9 +75,11 @@ class ConvAutoencoder(nn.Module):
 
 
 def dihedral_views(x):
-    """The eight flips and quarter turns of a batch ``(..., h, w)`` as a list of tensors."""
-    views = []
-    for k in range(4):
-        r = torch.rot90(x, k, dims=(-2, -1))
-        views += [r, torch.flip(r, dims=(-1,))]
-    return views
+    """The eight flips and quarter turns of a batch ``(..., h, w)`` as a list of tensors.
+
+    The package's one definition of the views and their order (identity, flip_lr, rot90,
+    antitranspose, rot180, flip_ud, rot270, transpose: each counter-clockwise quarter turn,
+    then that turn mirrored left to right), with torch's turn and mirror.
+    """
+    return dihedral_views_of(x, turn=lambda t, k: torch.rot90(t, k, dims=(-2, -1)),
+                             mirror=lambda t: torch.flip(t, dims=(-1,)))

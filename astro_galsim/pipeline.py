@@ -13,7 +13,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from tqdm.auto import tqdm
 
 from .config import conf
-from .preprocessing import SDSS_BAND_WEIGHTS, to_colour
+from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
@@ -42,12 +42,18 @@ def _check_pixels(image):
     if mask is not None and mask.shape not in (data.shape, data.shape[-2:]):
         raise ValueError(f'the mask has shape {mask.shape} but the image {data.shape}; give a mask of '
                          f'the image shape or of its last two axes {data.shape[-2:]}')
-    usable = np.ones(data.shape, dtype=bool) if mask is None else ~np.broadcast_to(mask, data.shape)
-    infinite = np.isinf(data) & usable
-    if infinite.any():
-        raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
-                         'flag them in the mask')
-    if not (np.isfinite(data) & usable).any():
+    # (no full-size mask of usable pixels where no mask is given: this runs for every image)
+    usable = None if mask is None else ~np.broadcast_to(mask, data.shape)
+    if data.dtype.kind in 'fc':
+        infinite = np.isinf(data) if usable is None else np.isinf(data) & usable
+        if infinite.any():
+            raise ValueError(f'the image holds {int(infinite.sum())} infinite pixel(s); set them to NaN or '
+                             'flag them in the mask')
+        finite = np.isfinite(data) if usable is None else np.isfinite(data) & usable
+        has_pixel = finite.any()
+    else:   # integers are always finite
+        has_pixel = data.size > 0 and (usable is None or usable.any())
+    if not has_pixel:
         raise ValueError('the image holds no finite, unmasked pixel')
     if min(data.shape[-2:]) < _MIN_SIDE:
         raise ValueError(f'the image is only {data.shape[-1]} x {data.shape[-2]} pixels: too small to find and '
@@ -86,7 +92,8 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     array : `~numpy.ndarray` or None
         ``(3, size, size)`` float32 input for the encoder, None when no galaxy was found.
     record : dict
-        The public measurements, ``accepted``, ``reason`` and ``pixel_scale``.
+        The public measurements, ``accepted``, ``reason``, ``pixel_scale`` and ``bands`` (see
+        `~astro_galsim.preprocessing.shown_bands`).
     """
     image = _as_image(image)
     _check_pixels(image)
@@ -100,14 +107,14 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)
     record = dict(measurement)
-    record.update(accepted=accepted, reason=reason, pixel_scale=scale)
+    record.update(accepted=accepted, reason=reason, pixel_scale=scale, bands=shown_bands(image))
     radius = measurement.get(normalisation.get('scale', 'scale_radius'), np.nan)
     array = normalise_galaxy(rgb, measurement, **normalisation) if np.isfinite(radius) else None
     return array, record
 
 
 def _failure(reason):
-    return None, {'found': False, 'accepted': False, 'reason': reason, 'pixel_scale': np.nan * u.arcsec}
+    return None, {'found': False, 'accepted': False, 'reason': reason, 'pixel_scale': np.nan * u.arcsec, 'bands': ''}
 
 
 def _prepare_safely(args):
@@ -189,6 +196,7 @@ def _records_table(records):
     table = measurements_table(records, pixel_scale=u.Quantity([r['pixel_scale'] for r in records]))
     table['accepted'] = np.array([r['accepted'] for r in records], dtype=bool)
     table['reason'] = np.array([r['reason'] for r in records], dtype=str)
+    table['bands'] = np.array([r.get('bands', '') for r in records], dtype=str)
     return table
 
 

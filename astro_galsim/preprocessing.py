@@ -18,13 +18,13 @@ from astropy import units as u
 from astropy.nddata import NDData
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs.utils import proj_plane_pixel_scales
-from scipy import ndimage
 from astropy.utils.exceptions import AstropyUserWarning
+from scipy import ndimage
 
 from .io import nanomaggy
 
-__all__ = ['to_colour', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS', 'ASINH_NONLINEARITY',
-           'SDSS_PIXEL_SCALE']
+__all__ = ['to_colour', 'shown_bands', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS',
+           'ASINH_NONLINEARITY', 'SDSS_PIXEL_SCALE']
 
 #: Scale applied to each SDSS band (flux in nanomaggies per 0.396" pixel) before the asinh stretch,
 #: as in the SDSS colour-image maker (``djs_rgb_make``); i, r, g measured against SkyServer DR14 JPEGs
@@ -101,10 +101,14 @@ def sdss_asinh_rgb(planes, bands, *, pixel_scale=SDSS_PIXEL_SCALE):
 def calibrate_counts(data, header):
     """Convert a DR7 ``fpC`` frame in raw counts to sky-subtracted nanomaggies.
 
-    Uses ``SOFTBIAS`` and ``FLUX20`` from the header (mag = 20 - 2.5 log10(counts / FLUX20));
-    the sky is measured around the sources (`sky_level`), as for images without calibration,
-    so that a calibrated and an uncalibrated cutout of one galaxy get the same sky; the
-    header's frame-wide ``SKY`` stands in where the galaxy leaves too little sky.
+    Uses ``SOFTBIAS``, ``SKY`` and ``FLUX20`` from the header (mag = 20 - 2.5 log10(counts /
+    FLUX20)). The photometric pipeline's ``SKY`` is measured over the whole frame, so a galaxy
+    that fills the cutout cannot bias it; an estimate from the cutout itself did, by 3 to 15
+    counts in a third of the 123 DR7 test cutouts, which shrank the isophotal radius by up to
+    40% against the SkyServer JPEG of the same galaxy (with ``SKY``, 11 of 12 agree within 10%).
+    Without ``SKY``, or where it disagrees with the image's own sky (`sky_level`) by more than
+    five times the noise (a cutout whose pixel values were offset after the header was
+    written), the image's own sky is used, with a warning in the second case.
 
     Parameters
     ----------
@@ -122,27 +126,44 @@ def calibrate_counts(data, header):
     if not flux20 > 0:
         raise ValueError(f'header FLUX20 = {flux20!r} is not a positive count rate; cannot calibrate')
     counts = np.asarray(data, dtype=np.float32) - float(header.get('SOFTBIAS', 0))
-    sky, _ = sky_level(counts, fallback=header.get('SKY'))
+    sky, noise = sky_level(counts)
+    header_sky = _header_float(header, 'SKY')
+    if header_sky is not None and abs(header_sky - sky) <= 5 * noise:
+        sky = header_sky
+    elif header_sky is not None:
+        warnings.warn(f'header SKY = {header_sky:g} counts is {abs(header_sky - sky) / noise:.0f} sigma from '
+                      f'the sky of the pixels ({sky:g} above SOFTBIAS): the pixel values do not follow '
+                      'the header, so the pixels\' own sky is used; check the file', AstropyUserWarning)
     # a 20th-magnitude source gives FLUX20 counts, and 20 mag is 10**(0.4 * 2.5) = 10 nanomaggies
     return (counts - sky) * (10.0 / flux20)
+
+
+def _header_float(header, key):
+    """A finite number from a header card, else None."""
+    try:
+        value = float(header[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def sky_level(data, *, fallback=None, min_sky_fraction=0.15):
     """Sky level and noise of an image, from the pixels that no source covers.
 
-    Sources are found on a smoothed copy (2 sigma above a first sigma-clipped estimate),
-    grown by a few pixels and masked; the sky is the sigma-clipped median of the rest.
-    The isophote that sets a galaxy's scale lies near the sky noise, so a sky taken from
-    all pixels (galaxy light included) or a frame-wide value (which misses local
-    gradients by up to a few counts in SDSS frames) would move it.
+    Sources are found on a smoothed copy (2 sigma above a first sigma-clipped estimate)
+    and each is masked out to 1.5 times its own radius beyond its edge (at least 4 pixels):
+    a galaxy's faint wings reach far beyond its detected footprint, and a fixed margin
+    left enough of them to raise the sky of a galaxy filling its cutout by several
+    sigma. Where that leaves too little sky the margin shrinks (1x, then 4 pixels).
+    The sky is the sigma-clipped median of the rest.
 
     Parameters
     ----------
     data : `~numpy.ndarray`
         The image (2-D).
     fallback : float, optional
-        A sky level known from elsewhere (for SDSS ``fpC`` frames the header's ``SKY``),
-        used when sources cover all but ``min_sky_fraction`` of the image.
+        A sky level known from elsewhere, used when sources cover all but
+        ``min_sky_fraction`` of the image even with the smallest margin.
     min_sky_fraction : float, optional
         Smallest fraction of unmasked pixels for a local estimate.
 
@@ -164,13 +185,21 @@ def sky_level(data, *, fallback=None, min_sky_fraction=0.15):
     _, median, std = sigma_clipped_stats(data, sigma=3, maxiters=5)
     smoothed = ndimage.gaussian_filter(np.nan_to_num(data, nan=median), 1.5)
     _, median_s, std_s = sigma_clipped_stats(smoothed, sigma=3, maxiters=5)
-    sources = ndimage.binary_dilation(smoothed > median_s + 2 * std_s, iterations=4)
-    if (~sources).mean() < min_sky_fraction:
-        if fallback is not None and np.isfinite(float(fallback)):
-            return float(fallback), float(std)
-        return float(median), float(std)
-    _, sky, noise = sigma_clipped_stats(data, mask=sources, sigma=3, maxiters=5)
-    return float(sky), float(noise)
+    detected = smoothed > median_s + 2 * std_s
+    labels, n = ndimage.label(detected)
+    # distance of every pixel to the nearest detected pixel, and which source that is
+    distance, (iy, ix) = ndimage.distance_transform_edt(~detected, return_indices=True)
+    radius = np.sqrt(np.bincount(labels.ravel(), minlength=n + 1) / np.pi)
+    radius[0] = 0
+    nearest_radius = radius[labels[iy, ix]]
+    for margin in (1.5, 1.0, 0.0):
+        sources = distance <= np.maximum(margin * nearest_radius, 4)
+        if (~sources).mean() >= min_sky_fraction:
+            _, sky, noise = sigma_clipped_stats(data, mask=sources, sigma=3, maxiters=5)
+            return float(sky), float(noise)
+    if fallback is not None and np.isfinite(float(fallback)):
+        return float(fallback), float(std)
+    return float(median), float(std)
 
 
 def to_colour(image):
@@ -236,6 +265,47 @@ def to_colour(image):
         mask = np.asarray(image.mask, dtype=bool)
         rgb[..., mask if mask.ndim == 2 else mask.any(axis=0)] = 0
     return rgb
+
+
+def shown_bands(image):
+    """The bands `to_colour` makes an image's colour form from, as a short text.
+
+    Colour images give their bands in wavelength order (``'gri'`` for SkyServer JPEGs),
+    a single-band image its band (``'r'``, the band assumed where the image does not
+    name one); say which comparison a query made (a single band against colour images).
+
+    Parameters
+    ----------
+    image : `~astropy.nddata.NDData` or `~numpy.ndarray`
+        An image `to_colour` accepts.
+
+    Returns
+    -------
+    bands : str
+        Band names, joined without a separator when all are one letter, else with ``+``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.nddata import NDData
+    >>> shown_bands(NDData(np.zeros((3, 8, 8), np.uint8), meta={'bands': ('i', 'r', 'g')}))
+    'gri'
+    >>> shown_bands(np.zeros((8, 8)))
+    'r'
+    """
+    if not isinstance(image, NDData):
+        image = NDData(np.asarray(image))
+    data, meta = np.asarray(image.data), image.meta or {}
+    planes = data.shape[0] if data.ndim == 3 else 1
+    bands = tuple(str(b) for b in meta.get('bands', ()))
+    if planes == 1:
+        band = bands[0] if bands else 'r'
+        bands = (band if band in SDSS_BAND_WEIGHTS else 'r',)   # as to_colour shows it
+    elif len(bands) != planes:
+        bands = ('i', 'r', 'g') if planes == 3 else ('?',) * planes
+    order = 'ugriz'
+    bands = sorted(bands, key=lambda b: order.index(b) if b in order else len(order))
+    return ''.join(bands) if all(len(b) == 1 for b in bands) else '+'.join(bands)
 
 
 def _pixel_scale(image):

@@ -15,7 +15,7 @@ from astropy.table import QTable, Table
 
 from .io import atomic_output
 
-__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'to_flat_table', 'write_result']
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'comparison', 'to_flat_table', 'write_result']
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -45,7 +45,7 @@ class ResultTable(QTable):
         return shown._repr_html_() + f'<p>{escape(note)}</p>'
 
 
-def build_result(found, target_of_row, labels, coords, carried=None, measurements=False):
+def build_result(found, target_of_row, labels, coords, carried=None, measurements=False, bands=None):
     """The joined result from a database search.
 
     Parameters
@@ -64,6 +64,9 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
         its ``id`` column, with its own type, becomes ``query_id``.
     measurements : bool, optional
         Keep every stored measurement rather than `DEFAULT_COLUMNS`.
+    bands : (sequence of str, sequence of str), optional
+        The bands of every target and of every row's neighbour (see
+        `~astro_galsim.preprocessing.shown_bands`); they give the ``comparison`` column.
     """
     labels = np.asarray(labels, dtype=str)
     result = ResultTable()
@@ -81,7 +84,10 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
             separation = np.full(len(found), np.nan) * u.arcsec
             separation[known] = query_coord[known].separation(result['coord'][known]).to(u.arcsec)
             result['separation'] = separation
-    stored = [c for c in found.colnames if c not in ('query', 'rank', 'id', 'distance', 'coord')]
+    if bands is not None:
+        query_bands, neighbour_bands = bands
+        result['comparison'] = [comparison(query_bands[t], b) for t, b in zip(target_of_row, neighbour_bands)]
+    stored = [c for c in found.colnames if c not in ('query', 'rank', 'id', 'distance', 'coord', 'bands')]
     for name in stored if measurements else [c for c in DEFAULT_COLUMNS if c in stored]:
         result[name] = found[name]
     if carried is not None:
@@ -96,6 +102,36 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
             result[name].info.format = fmt
     result.meta.update(found.meta)
     return result
+
+
+def comparison(query_bands, neighbour_bands):
+    """What a query compared: its image's bands against the neighbour's.
+
+    Parameters
+    ----------
+    query_bands, neighbour_bands : str
+        Bands as `~astro_galsim.preprocessing.shown_bands` gives them ('' if unknown).
+
+    Returns
+    -------
+    text : str
+        ``'colour (gri)'`` when both are the same colour bands, ``'grey (r)'`` when both are
+        the same single band, else ``'<query> vs <neighbour>'``, for example
+        ``'grey (r) vs colour (gri)'``: a single band met colour images (the encoder is
+        trained to describe a galaxy alike in both; docs/segmentation.rst measures how well).
+
+    Examples
+    --------
+    >>> comparison('r', 'gri'), comparison('gri', 'gri')
+    ('grey (r) vs colour (gri)', 'colour (gri)')
+    """
+    def kind(bands):
+        if not bands:
+            return 'unknown bands'
+        return f'grey ({bands})' if len(bands) == 1 else f'colour ({bands})'
+    if query_bands == neighbour_bands:
+        return kind(query_bands)
+    return f'{kind(query_bands)} vs {kind(neighbour_bands)}'
 
 
 def to_flat_table(result):

@@ -419,7 +419,7 @@ class SimilaritySearch:
                              '`astro-galsim build`) before querying it')
         if on_error not in ('raise', 'skip'):
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-        vectors, labels, query_coords, reasons, carried, _ = self._query_vectors(
+        vectors, labels, query_coords, reasons, carried, measured = self._query_vectors(
             target, coords=coords, names=names, match_radius=match_radius)
         failed = np.flatnonzero([bool(r) for r in reasons])
         if failed.size and on_error == 'raise':
@@ -440,7 +440,8 @@ class SimilaritySearch:
                                      negative_vectors=negative_vectors) if ok.size else \
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
         target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
-        result = build_result(found, target_of_row, labels, query_coords, carried, measurements)
+        result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
+                              bands=(self._query_bands(labels, measured), self._stored_bands(found['id'])))
         # plain lists, so that result.write() of any format keeps or drops them without error
         result.meta['targets'] = {'query_id': [str(label) for label in labels],
                                   'status': ['failed' if r else 'ok' for r in reasons],
@@ -460,6 +461,24 @@ class SimilaritySearch:
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
         query = rocchio_query(pos, neg, beta=beta)
         return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
+
+    def _stored_bands(self, ids):
+        """The bands each stored galaxy was described from ('' where the database does not say)."""
+        table = self.database.table
+        default = str(self.database.provenance.get('bands', ''))
+        if 'bands' not in table.colnames or not len(ids):
+            return np.full(len(ids), default, dtype=object)
+        rows = self.database.lookup_ids([str(i) for i in ids])
+        known = np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)]
+        return np.where((rows >= 0) & (known != ''), known, default).astype(object)
+
+    def _query_bands(self, labels, measured):
+        """The bands of each query target: of the image described, else of the stored galaxy."""
+        bands = self._stored_bands(labels)
+        for i, table in enumerate(measured):
+            if table is not None and 'bands' in table.colnames:
+                bands[i] = str(table['bands'][0])
+        return bands
 
     def _query_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
         """Vectors (NaN rows where failed), labels, positions, failure reasons and the carried catalogue."""

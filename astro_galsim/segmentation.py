@@ -1,22 +1,28 @@
-"""Segmentation-based structure selection with photutils.
+"""Segmentation-based structure selection with photutils: finding and measuring the central galaxy.
 
-The central galaxy of a cutout is found, isolated from unrelated sources, measured and
-brought to a standard frame (centred, scaled to its half-light radius and, optionally,
-with its major axis horizontal), so that the encoder describes the galaxy and not the
-way the cutout was framed.
+The central galaxy of a cutout is found, isolated from unrelated sources and measured
+(`measure_galaxy`), so that it can be brought to a standard frame (centred, scaled to its
+isophotal radius and with its major axis horizontal, `normalise_galaxy` in
+``normalisation.py``) and accepted or rejected with a reason (`select_galaxy` in
+``selection.py``): the encoder then describes the galaxy and not the way the cutout was
+framed.
 
-The work is done on a copy block-averaged to at most ``conf.detection_size`` pixels a
-side: the central galaxy of a survey cutout is resolved there, and detection is fast.
-The sky level and noise are estimated with the detected sources masked (detect, mask,
-re-estimate), since the border of a tight cutout holds galaxy light.
+The work is done on a copy block-averaged to at most 192 pixels a side: the central
+galaxy of a survey cutout is resolved there, and detection is fast. The sky level and
+noise are estimated with the detected sources masked (detect, mask, re-estimate), since
+the border of a tight cutout holds galaxy light.
 """
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable
-from photutils.segmentation import SegmentationImage, deblend_sources
 from scipy import ndimage
 
-from ._fastphot import block_mean, clipped_stats, distance_to_segments, label_segments, moment_shape
+from ._fastphot import (block_mean, clipped_stats, deblend_segment, distance_to_segments, label_segments,
+                        moment_shape)
+# normalising and selecting the measured galaxy live in their own modules; their names are
+# importable from here too, where the per-galaxy path has always found them
+from .normalisation import normalise_galaxy, segmentation_map
+from .selection import SELECTION_DEFAULTS, select_galaxy
 
 __all__ = ['measure_galaxy', 'normalise_galaxy', 'select_galaxy', 'measurements_table', 'isophotal_radius',
            'GalaxyMeasurement', 'GalaxySegmentation', 'MEASUREMENT_COLUMNS', 'SELECTION_DEFAULTS',
@@ -55,9 +61,6 @@ _EXTRAPOLATE = 1.5        # an isophote beyond the frame is extrapolated at most
 _R50_TO_SCALE = 1.2
 _STAR_AREA = 0.2          # a deblended child smaller than this fraction of the galaxy...
 _STAR_PEAK = 0.5          # ...and brighter at its peak than this fraction of the galaxy's peak is foreign
-_MIN_R50 = 10.0          # default selection limits, from the mikeedi sample (docs/segmentation.rst)
-_MIN_SNR = 40.0
-_MIN_GINI = 0.05
 _MAX_CENTRE_OFFSET = 0.2  # nearest segment farther than this fraction of the image: no galaxy
 _DRAG_TOLERANCE = 0.5    # centroid shift (in equivalent radii of the target child) that flags a merged star
 _DRAG_AREA = 5.0         # ...and a brighter child smaller than this many times the target child,
@@ -201,9 +204,14 @@ def isophotal_radius(grey, x, y, level=ISOPHOTE_LEVEL, *, mask=None, step=1.0):
     >>> round(radius), truncated
     (46, True)
     """
-    ny, nx = grey.shape
     yy, xx = np.indices(grey.shape)
-    bins = (np.hypot(xx - x, yy - y) / step).astype(np.intp)
+    return _isophote(grey, np.hypot(xx - x, yy - y), x, y, level, mask, step)
+
+
+def _isophote(grey, distance, x, y, level, mask, step):
+    """`isophotal_radius` given the distance of every pixel from ``(x, y)`` (computed once per centre)."""
+    ny, nx = grey.shape
+    bins = (distance / step).astype(np.intp)
     values = grey
     if mask is not None and mask.any():
         bins, values = bins[~mask], grey[~mask]
@@ -232,25 +240,27 @@ def isophotal_radius(grey, x, y, level=ISOPHOTE_LEVEL, *, mask=None, step=1.0):
     return (radius if radius <= _EXTRAPOLATE * radii[-1] else np.nan), True
 
 
-def _windowed_centre(image, x, y, level, mask, iterations=3):
+def _windowed_centre(image, x, y, level, mask, grid, iterations=3):
     """Centre of the galaxy: its light-weighted centroid within half its isophotal radius.
 
     Started at the peak nearest the target and iterated with the aperture set by the
     isophotal radius about the current centre, so it follows the galaxy's core whatever
     the framing, neighbours or the extent of its segment (as SourceExtractor's windowed
-    positions do).
+    positions do). ``grid`` is ``np.ogrid`` over the image.
     """
-    yy, xx = np.indices(image.shape)
+    yy, xx = grid
     weights = np.where(mask, 0.0, np.clip(image, 0, None))
     for _ in range(iterations):
-        radius, _ = isophotal_radius(image, x, y, level, mask=mask, step=_PROFILE_STEP)
+        distance = np.hypot(xx - x, yy - y)
+        radius, _ = _isophote(image, distance, x, y, level, mask, _PROFILE_STEP)
         if not np.isfinite(radius):
             break
-        inside = np.hypot(xx - x, yy - y) <= max(2.0, 0.5 * radius)
-        total = weights[inside].sum()
+        rows, columns = np.nonzero(distance <= max(2.0, 0.5 * radius))
+        w = weights[rows, columns]
+        total = w.sum()
         if not total > 0:
             break
-        x, y = float((weights * xx)[inside].sum() / total), float((weights * yy)[inside].sum() / total)
+        x, y = float((w * columns).sum() / total), float((w * rows).sum() / total)
     return x, y
 
 
@@ -328,6 +338,9 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         inside = np.argwhere(segm == label)
         anchor = tuple(inside[np.argmin(np.hypot(inside[:, 0] - py, inside[:, 1] - px))])
     image = det - sky
+    # open (rows, columns) grid shared by the centre, radius and shape measurements: distances
+    # broadcast from it without full-size coordinate arrays
+    grid = np.ogrid[:det.shape[0], :det.shape[1]]
     central, stars = _split_central(image, smoothed - sky, segm == label, anchor)
     foreign = (segm > 0) & (segm != label)
 
@@ -335,9 +348,10 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     hidden = (ndimage.binary_dilation(foreign, iterations=1) & ~central) | stars
     # start at the peak under the target (one of a merging pair), or the galaxy's own peak when the target is on the sky
     radius = max(3.0, 0.08 * max(det.shape)) if segm[iy, ix] == label else np.inf
-    x0, y0 = _peak_near(smoothed, central, anchor, radius)
-    xc, yc = _windowed_centre(det, x0, y0, ISOPHOTE_LEVEL, hidden)
-    scale, truncated = isophotal_radius(det, xc, yc, mask=hidden, step=_PROFILE_STEP)
+    x0, y0 = _peak_near(smoothed, central, anchor, radius, grid)
+    xc, yc = _windowed_centre(det, x0, y0, ISOPHOTE_LEVEL, hidden, grid)
+    scale, truncated = _isophote(det, np.hypot(grid[1] - xc, grid[0] - yc), xc, yc, ISOPHOTE_LEVEL, hidden,
+                                 _PROFILE_STEP)
     shape = moment_shape(image, central)
     footprint = _isophotal_footprint(smoothed, central, xc, yc)
     if footprint is not None:  # the shape inside the isophote, which the frame does not cut
@@ -360,7 +374,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
         area=float(shape['area']) * block ** 2, gini=float(shape['gini']),
         concentration=5 * np.log10(radii[2] / radii[0]) if radii[0] > 0 else np.nan,
         asymmetry=_asymmetry(galaxy, xc, yc),
-        smoothness=_smoothness(galaxy, xc, yc, radii[3]),
+        smoothness=_smoothness(galaxy, xc, yc, radii[3], grid),
         n_stars=int(ndimage.label(stars)[1]) if stars.any() else 0,
         snr=float(flux / (noise * np.sqrt(central.sum()))),
         centre_offset=float(np.hypot(xc - px, yc - py)) * block,
@@ -385,9 +399,9 @@ def _peak_level(grey, x, y, half=3):
     return float(ndimage.uniform_filter(box, 3, mode='nearest').max())
 
 
-def _peak_near(smoothed, segment, anchor, radius):
+def _peak_near(smoothed, segment, anchor, radius, grid):
     """(x, y) of the brightest pixel of a segment within ``radius`` of ``anchor`` (row, col)."""
-    yy, xx = np.indices(smoothed.shape)
+    yy, xx = grid
     near = segment & (np.hypot(yy - anchor[0], xx - anchor[1]) <= radius)
     if not near.any():
         return float(anchor[1]), float(anchor[0])
@@ -447,13 +461,11 @@ def _split_central(image, smoothed, segment, target):
     no_stars = np.zeros_like(segment)
     if segment.sum() < 4 * _MIN_PIXELS:
         return segment, no_stars
-    segm = SegmentationImage(segment.astype(np.int32))
     try:
-        children = deblend_sources(smoothed, segm, _MIN_PIXELS, n_levels=16, contrast=0.01,
-                                   progress_bar=False).data
+        children = deblend_segment(smoothed, segment, _MIN_PIXELS, n_levels=16, contrast=0.01)
     except ValueError:
         return segment, no_stars
-    if children.max() < 2:
+    if children is None:
         return segment, no_stars
     main = children[target] or np.bincount(children[segment]).argmax()
     main_pixels = children == main
@@ -507,12 +519,26 @@ def _flux_radii(galaxy, xc, yc, fractions):
 
 def _asymmetry(galaxy, xc, yc):
     """Rotational asymmetry sum|I - I_180| / (2 sum|I|) about the centroid."""
-    rotated = ndimage.affine_transform(galaxy, [[-1, 0], [0, -1]], offset=(2 * yc, 2 * xc), order=1)
+    rows, columns = np.nonzero(galaxy)
+    if rows.size == 0:
+        return np.nan
+    # only the box holding the galaxy and its turned copy (2 pixels wider for the bilinear
+    # interpolation) is turned: elsewhere both are zero
+    ny, nx = galaxy.shape
+    y0 = max(0, int(min(rows.min(), 2 * yc - rows.max())) - 2)
+    y1 = min(ny, int(max(rows.max(), 2 * yc - rows.min())) + 3)
+    x0 = max(0, int(min(columns.min(), 2 * xc - columns.max())) - 2)
+    x1 = min(nx, int(max(columns.max(), 2 * xc - columns.min())) + 3)
+    box = galaxy[y0:y1, x0:x1]
+    rotated = ndimage.affine_transform(box, [[-1, 0], [0, -1]], offset=(2 * yc - 2 * y0, 2 * xc - 2 * x0),
+                                       order=1)
+    difference = np.zeros_like(galaxy)   # summed over the whole image, in the same order as ever
+    difference[y0:y1, x0:x1] = np.abs(box - rotated)
     total = np.abs(galaxy).sum()
-    return float(np.abs(galaxy - rotated).sum() / (2 * total)) if total > 0 else np.nan
+    return float(difference.sum() / (2 * total)) if total > 0 else np.nan
 
 
-def _smoothness(galaxy, xc, yc, r90):
+def _smoothness(galaxy, xc, yc, r90, grid):
     """Clumpiness: light left after subtracting a smoothed copy, as a fraction of the total.
 
     ``S = sum(max(I - I_s, 0)) / sum(I)`` over the galaxy's pixels outside its core
@@ -524,313 +550,9 @@ def _smoothness(galaxy, xc, yc, r90):
         return np.nan
     width = max(3, int(round(0.25 * r90)))
     smooth = ndimage.uniform_filter(galaxy, size=width, mode='constant')
-    yy, xx = np.indices(galaxy.shape)
+    yy, xx = grid
     outside_core = (np.hypot(xx - xc, yy - yc) > 0.25 * r90) & (galaxy != 0)
     total = galaxy[galaxy != 0].sum()
     if total <= 0:
         return np.nan
     return float(np.clip(galaxy - smooth, 0, None)[outside_core].sum() / total)
-
-
-def normalise_galaxy(rgb, measurement, *, size=64, radius_scale=1.5, scale='scale_radius', rotate=True,
-                     isolate=True, seed=0):
-    """Centre, scale and orient the measured central galaxy onto a fixed grid.
-
-    Parameters
-    ----------
-    rgb : `~numpy.ndarray`, shape (3, ny, nx)
-        The colour image that was measured.
-    measurement : `GalaxyMeasurement`
-        From `measure_galaxy` on ``rgb``.
-    size : int, optional
-        Side of the output in pixels.
-    radius_scale : float, optional
-        Half the output's side, in units of the radius named by ``scale``: that radius spans
-        ``size / (2 * radius_scale)`` output pixels whatever the input's framing and pixel scale.
-    scale : {'scale_radius', 'r50'}, optional
-        The radius the galaxy is scaled to: its isophotal ``scale_radius`` (the default,
-        which does not depend on the framing), or the half-light radius ``r50`` of the
-        segment (how encoders before ``astro_galsim-ae-v3`` were trained; it shrinks to
-        the bulge when a galaxy overflows its cutout).
-    rotate : bool, optional
-        Turn the galaxy so that its major axis lies along the output's x axis.
-    isolate : bool, optional
-        Replace the pixels of unrelated sources (segments not connected to the central
-        galaxy) with sky drawn from the image itself, keeping companions that touch it.
-    seed : int, optional
-        Seed of the sky draw, so that the result is a pure function of the inputs.
-
-    Returns
-    -------
-    normalised : `~numpy.ndarray`, shape (3, size, size), float32
-        In [0, 1], scaled so that the brightest part of the galaxy reaches 1.
-    """
-    if not measurement.get('found'):
-        raise ValueError('no central galaxy was found in this image; nothing to normalise '
-                         '(check the position, or the measurement "found" flag before normalising)')
-    if scale not in ('scale_radius', 'r50'):
-        raise ValueError(f"scale={scale!r}: give 'scale_radius' (isophotal) or 'r50' (half-light)")
-    radius = float(measurement[scale])
-    if not radius > 0:
-        raise ValueError(f'the galaxy has no {scale} to scale to ({radius}): it overflows its cutout '
-                         'too far to be measured; give a wider cutout')
-    rgb = np.asarray(rgb, dtype=np.float32)
-    if isolate:
-        rgb = _fill_foreign(rgb, measurement.segmentation, measurement, seed)
-    # output pixel size in input pixels; average blocks first so the resampling never skips pixels
-    step = 2 * radius_scale * radius / size
-    reduce = max(1, int(step))
-    work = block_mean(rgb, reduce)
-    step /= reduce
-    xc = (measurement['x_centroid'] + 0.5) / reduce - 0.5
-    yc = (measurement['y_centroid'] + 0.5) / reduce - 0.5
-    theta = np.deg2rad(measurement['orientation']) if rotate else 0.0
-    c, s = np.cos(theta), np.sin(theta)
-    # output (row, col) offsets from the centre map to input (row, col) = centre + matrix @ offsets,
-    # so that the output x axis runs along the galaxy's major axis
-    matrix = step * np.array([[c, s], [-s, c]])
-    half = (size - 1) / 2
-    offset = np.array([yc, xc]) - matrix @ np.array([half, half])
-    out = np.stack([ndimage.affine_transform(plane, matrix, offset=offset, output_shape=(size, size),
-                                             order=1, mode='constant', cval=0.0) for plane in work])
-    peak = np.percentile(out.mean(axis=0), 99.5)
-    if peak > 0:
-        out /= peak
-    return np.clip(out, 0, 1).astype(np.float32)
-
-
-def _upsample(mask, block, shape):
-    """Nearest-neighbour copy of a detection-resolution mask onto the full grid."""
-    if block == 1 and mask.shape == tuple(shape):
-        return mask.copy()
-    h, w = mask.shape
-    up = np.broadcast_to(mask[:, None, :, None], (h, block, w, block)).reshape(h * block, w * block)
-    full = np.zeros(shape, dtype=bool)
-    ny, nx = min(shape[0], up.shape[0]), min(shape[1], up.shape[1])
-    full[:ny, :nx] = up[:ny, :nx]
-    return full
-
-
-def segmentation_map(measurement, shape):
-    """Label image of what `measure_galaxy` decided, at the resolution of the measured image.
-
-    For figures (see ``docs/figures/segmentation_examples.py``): 0 sky, 1 the central
-    galaxy, 2 foreign sources (replaced by sky when isolating), 3 stars on the galaxy
-    (replaced by the point-symmetric pixels).
-
-    Parameters
-    ----------
-    measurement : `GalaxyMeasurement`
-        From `measure_galaxy`, with ``found`` True.
-    shape : tuple of int
-        ``(ny, nx)`` of the measured image.
-
-    Returns
-    -------
-    labels : `~numpy.ndarray` of uint8, shape ``shape``
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> y, x = np.mgrid[:81, :81]
-    >>> rgb = np.exp(-np.hypot(x - 40, y - 40) / 6)[None].repeat(3, 0)
-    >>> labels = segmentation_map(measure_galaxy(rgb), rgb.shape[1:])
-    >>> int(labels[40, 40]), int(labels[0, 0])
-    (1, 0)
-    """
-    if not measurement.get('found'):
-        raise ValueError('no central galaxy was found; there is no segmentation to show')
-    seg = measurement.segmentation
-    labels = np.zeros(shape, dtype=np.uint8)
-    labels[_upsample(seg.central, seg.block, shape)] = 1
-    labels[_upsample(seg.foreign, seg.block, shape)] = 2
-    labels[_upsample(seg.stars, seg.block, shape)] = 3
-    return labels
-
-
-def _fill_foreign(rgb, seg, measurement, seed):
-    """Remove foreign sources: separate ones become sky drawn from the same image, stars
-    on the galaxy take the galaxy's light from the point-symmetric position."""
-    shape, block = rgb.shape[1:], seg.block
-    foreign = ndimage.binary_dilation(seg.foreign, iterations=1) & ~seg.central
-    stars = seg.stars
-    if not foreign.any() and not stars.any():
-        return rgb
-    out = rgb.reshape(3, -1).copy()
-    target = np.flatnonzero(_upsample(foreign, block, shape)) if foreign.any() else np.empty(0, int)
-    if target.size:
-        sky_idx = np.flatnonzero(_upsample(seg.sky_pixels, block, shape))
-        if sky_idx.size:
-            draw = sky_idx[np.random.default_rng(seed).integers(0, sky_idx.size, target.size)]
-            out[:, target] = out[:, draw]
-    if stars.any():
-        stars = _upsample(ndimage.binary_dilation(stars, iterations=1), block, shape)
-        yy, xx = np.nonzero(stars)
-        my = np.clip(np.round(2 * measurement['y_centroid'] - yy).astype(int), 0, shape[0] - 1)
-        mx = np.clip(np.round(2 * measurement['x_centroid'] - xx).astype(int), 0, shape[1] - 1)
-        mirror_ok = ~stars[my, mx]
-        src = my[mirror_ok] * shape[1] + mx[mirror_ok]
-        out[:, yy[mirror_ok] * shape[1] + xx[mirror_ok]] = out[:, src]
-    return out.reshape(rgb.shape)
-
-
-#: Default acceptance criteria of `select_galaxy`, chosen on the 7,505 galaxies of the
-#: original work's sample (``sdss_galaxies_mikeedi``; see the segmentation docs).
-SELECTION_DEFAULTS = {'min_r50': _MIN_R50 * u.pix, 'min_snr': _MIN_SNR, 'min_gini': _MIN_GINI,
-                      'min_smoothness': None, 'max_centre_offset': None, 'max_offset_ratio': 0.6,
-                      'max_ellipticity': 0.9, 'max_peak_level': 0.92, 'min_scale_ratio': 0.2,
-                      'reject_point_sources': True}
-
-
-def _as_pixels(value, pixel_scale, name):
-    """A length given as a float (pixels) or a Quantity in pixels or angle, in pixels."""
-    if value is None:
-        return None
-    if not isinstance(value, u.Quantity):
-        return float(value)
-    if value.unit.is_equivalent(u.pix):
-        return float(value.to_value(u.pix))
-    if value.unit.physical_type == 'angle':
-        if pixel_scale is None or not np.all(np.isfinite(u.Quantity(pixel_scale).value)):
-            raise ValueError(f'{name}={value} is an angle, but the pixel scale of this image is not '
-                             'known: pass pixel_scale (angle per pixel), or give the limit in pixels')
-        scale = u.Quantity(pixel_scale)
-        scale = scale / u.pix if scale.unit.physical_type == 'angle' else scale
-        return float((value / scale).to_value(u.pix))
-    raise ValueError(f'{name}={value} must be a number of pixels, a pixel Quantity or an angle')
-
-
-def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
-                  min_snr=SELECTION_DEFAULTS['min_snr'], min_gini=SELECTION_DEFAULTS['min_gini'],
-                  min_smoothness=None, max_centre_offset=None,
-                  max_offset_ratio=SELECTION_DEFAULTS['max_offset_ratio'],
-                  max_ellipticity=SELECTION_DEFAULTS['max_ellipticity'],
-                  max_peak_level=SELECTION_DEFAULTS['max_peak_level'],
-                  min_scale_ratio=SELECTION_DEFAULTS['min_scale_ratio'],
-                  reject_point_sources=SELECTION_DEFAULTS['reject_point_sources'], pixel_scale=None):
-    """Decide whether a measured galaxy is resolved, bright and structured enough.
-
-    The defaults accept about 98% of the original work's sample of galaxies "with
-    perceptible structure and large visible radius", and reject the small, faint and
-    featureless (or badly segmented) rest.
-
-    Parameters
-    ----------
-    measurement : `GalaxyMeasurement` or dict
-        From `measure_galaxy` (a row of `measurements_table` turned into a dict works too).
-    min_r50 : float or `~astropy.units.Quantity`, optional
-        Smallest half-light radius: a number or Quantity in pixels of the measured image,
-        or an angle (then ``pixel_scale`` is needed). None disables the test.
-    min_snr : float, optional
-        Smallest signal-to-noise ratio of the galaxy's segment. None disables the test.
-    min_gini : float, optional
-        Smallest Gini coefficient of the segment's light. Real galaxies concentrate their
-        light (Gini 0.3-0.6); a segment of flat sky or of a galaxy larger than the frame
-        gives Gini near 0. None disables the test.
-    min_smoothness : float, optional
-        Smallest clumpiness (``smoothness`` column), to keep only galaxies with visible
-        knots or arms. Default None (no test): smooth ellipticals are galaxies too.
-    max_centre_offset : float or `~astropy.units.Quantity`, optional
-        Largest distance between the target position and the galaxy's centroid, in
-        pixels or as an angle.
-    max_offset_ratio : float, optional
-        Largest distance between the target and the galaxy's centre, in units of its
-        ``scale_radius``: a detection beside the target (a neighbour, a trail crossing the
-        frame) is not the galaxy asked for.
-    max_ellipticity : float, optional
-        Largest ellipticity: satellite and aircraft trails are lines (0.92-0.96 measured),
-        the flattest edge-on discs of the training sample stay below 0.9.
-    max_peak_level : float, optional
-        Largest grey level of the core (``peak_level``, in the colour form): stars
-        saturate to a white disc, galaxy cores of SDSS colour images stay below 0.9. It
-        holds for SDSS's colour stretch only; `~astro_galsim.pipeline.prepare` turns it
-        off for images whose bands are not SDSS bands (their stretch is unknown).
-    min_scale_ratio : float, optional
-        Smallest ``scale_radius / r50``: a segment whose light lies mostly far from a
-        faint target (a trail, an artefact, the halo of a bright neighbour) has a tiny
-        isophote for its half-light radius (galaxies: 0.5-1.6).
-    reject_point_sources : bool, optional
-        Reject round (ellipticity under 0.15), concentrated (``concentration`` above 3.3)
-        sources with a saturated core (``peak_level`` above 0.9): stars with their halo and
-        diffraction spikes, in any colour stretch (none of 839 real SDSS galaxies checked
-        is such a source; the Hubble Deep Field's two spiked stars are).
-    pixel_scale : `~astropy.units.Quantity`, optional
-        Angle per pixel (``arcsec`` or ``arcsec / pix``); needed only for angular limits.
-
-    Returns
-    -------
-    accepted : bool
-    reason : str
-        Empty when accepted, else every test that failed, each with its measured value.
-
-    Raises
-    ------
-    ValueError
-        If a limit is an angle and ``pixel_scale`` is missing.
-
-    Examples
-    --------
-    >>> from astropy import units as u
-    >>> m = {'found': True, 'r50': 4.0, 'snr': 120.0, 'gini': 0.45, 'smoothness': 0.05,
-    ...      'centre_offset': 1.0}
-    >>> select_galaxy(m)
-    (False, 'half-light radius 4.0 pix is below the minimum 10.0 pix')
-    >>> select_galaxy(m, min_r50=1.5 * u.arcsec, pixel_scale=0.396 * u.arcsec)
-    (True, '')
-    """
-    if not measurement.get('found'):
-        return False, 'no galaxy found near the target position'
-    scale = float(measurement.get('scale_radius', np.nan))
-    if 'scale_radius' in measurement and not scale > 0:
-        return False, ('the galaxy overflows its cutout: its isophote lies too far beyond the frame '
-                       'to be measured; give a wider cutout')
-    min_r50 = _as_pixels(min_r50, pixel_scale, 'min_r50')
-    max_centre_offset = _as_pixels(max_centre_offset, pixel_scale, 'max_centre_offset')
-    reasons = []
-    r50 = float(measurement['r50'])
-    if min_r50 is not None and not r50 >= min_r50:
-        reasons.append(f'half-light radius {r50:.1f} pix is below the minimum {min_r50:.1f} pix')
-    snr = float(measurement['snr'])
-    if min_snr is not None and not snr >= min_snr:
-        reasons.append(f'signal-to-noise {snr:.1f} is below the minimum {min_snr}')
-    gini = float(measurement['gini'])
-    if min_gini is not None and not gini >= min_gini:
-        reasons.append(f'Gini {gini:.3f} is below the minimum {min_gini}')
-    if min_smoothness is not None:
-        smoothness = float(measurement.get('smoothness', np.nan))
-        if not smoothness >= min_smoothness:
-            reasons.append(f'smoothness (clumpiness) {smoothness:.3f} is below the minimum {min_smoothness}')
-    if max_centre_offset is not None:
-        offset = float(measurement['centre_offset'])
-        if not offset <= max_centre_offset:
-            reasons.append(f'galaxy centroid lies {offset:.1f} pix from the target, '
-                           f'more than {max_centre_offset:.1f} pix')
-    if 'scale_radius' in measurement:   # the shape tests need the isophotal measurements
-        reasons += _artefact_reasons(measurement, scale, r50, max_offset_ratio, max_ellipticity,
-                                     max_peak_level, min_scale_ratio, reject_point_sources)
-    return not reasons, '; '.join(reasons)
-
-
-def _artefact_reasons(m, scale, r50, max_offset_ratio, max_ellipticity, max_peak_level, min_scale_ratio,
-                      reject_point_sources):
-    """Why a detection is not a galaxy: off the target, a trail, a star or a stray light."""
-    reasons = []
-    offset = float(m.get('centre_offset', np.nan))
-    if max_offset_ratio is not None and offset > max_offset_ratio * scale:
-        reasons.append(f'the galaxy found lies {offset:.1f} pix from the target, more than '
-                       f'{max_offset_ratio} of its scale radius {scale:.1f} pix (a neighbour, not the target)')
-    ellipticity = float(m.get('ellipticity', np.nan))
-    if max_ellipticity is not None and ellipticity > max_ellipticity:
-        reasons.append(f'ellipticity {ellipticity:.2f} is above {max_ellipticity}: a line (a satellite '
-                       'or aircraft trail), not a galaxy')
-    peak = float(m.get('peak_level', np.nan))
-    if max_peak_level is not None and peak > max_peak_level:
-        reasons.append(f'saturated point-like core (peak level {peak:.2f} above {max_peak_level}): a star')
-    concentration = float(m.get('concentration', np.nan))
-    if reject_point_sources and ellipticity < 0.15 and concentration > 3.3 and peak > 0.9:
-        reasons.append(f'a point source (ellipticity {ellipticity:.2f}, concentration {concentration:.2f}, '
-                       f'saturated core {peak:.2f}): a star')
-    if min_scale_ratio is not None and scale < min_scale_ratio * r50:
-        reasons.append(f'scale radius {scale:.1f} pix is under {min_scale_ratio} of the half-light radius '
-                       f'{r50:.1f} pix: the light is not at the target (a trail, artefact or halo)')
-    return reasons

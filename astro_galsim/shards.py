@@ -92,7 +92,7 @@ def read_shard(path):
     table = QTable()
     for name in meta['columns']:
         values = arrow.column(name).to_numpy(zero_copy_only=False)
-        if name in ('id', 'reason'):
+        if values.dtype == object:   # Arrow strings (id, reason, bands) come back as Python objects
             values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, dtype='U1')
         table[name] = values * u.Unit(units[name]) if name in units else values
     table['coord'] = sky_coords(arrow.column('ra').to_numpy(), arrow.column('dec').to_numpy())

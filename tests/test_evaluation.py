@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from astropy import units as u
 
-from astro_galsim import evaluation
+from astro_galsim.utils import _distances
 from astro_galsim.evaluation import (evaluate, invariance, knn_accuracy, mean_average_precision,
                                      precision_at_k)
 
@@ -112,7 +112,7 @@ def test_chunked_results_match_brute_force(monkeypatch, metric):
     x = rng.normal(size=(300, 5)) + np.repeat(rng.normal(scale=1.5, size=(3, 5)), 100, axis=0)
     labels = np.repeat(['u', 'v', 'w'], 100)
     # force many chunks (a few rows each) to exercise the chunk boundaries
-    monkeypatch.setattr(evaluation, '_BLOCK_ELEMENTS', 300 * 7)
+    monkeypatch.setattr(_distances, '_BLOCK_ELEMENTS', 300 * 7)
     p_ref, ap_ref, nb_ref = _brute_force(x, labels, 7, metric)
     t = precision_at_k(x, labels, k=7, metric=metric)
     assert t.meta['micro'] == pytest.approx(p_ref.mean(), rel=1e-12)
@@ -123,8 +123,8 @@ def test_chunked_results_match_brute_force(monkeypatch, metric):
     assert m.meta['macro'] == pytest.approx(np.mean([ap_ref[i * 100:(i + 1) * 100].mean()
                                                      for i in range(3)]), rel=1e-6)
     # neighbour lists themselves, in order
-    xx, sq = evaluation._prepare_space(x, metric)
-    idx, dist = evaluation._top_k(xx, sq, np.arange(300), 7, metric)
+    xx, sq = _distances.prepare_space(x, metric)
+    idx, dist = _distances.nearest_others(xx, sq, np.arange(300), 7, metric)
     np.testing.assert_array_equal(idx, nb_ref)
     assert np.all(np.diff(dist, axis=1) >= 0)
 

@@ -4,7 +4,7 @@ import pytest
 from astropy import units as u
 from scipy import ndimage
 
-from astro_galsim._fastphot import block_mean, clipped_stats, label_segments, moment_shape
+from astro_galsim._fastphot import block_mean, clipped_stats, deblend_segment, label_segments, moment_shape
 from astro_galsim.io import read_image
 from astro_galsim.preprocessing import to_colour
 
@@ -69,3 +69,46 @@ def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data
             value = float(np.ravel(u.Quantity(getattr(cat, name)).value)[0])
             assert shape[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
     assert label_segments(np.zeros((20, 20), np.float32), 0.5, MIN_PIXELS) is None
+
+
+def test_deblend_segment_is_photutils_deblend_sources(shared_data):
+    from astropy.utils.exceptions import AstropyUserWarning
+    from photutils.segmentation import SegmentationImage, deblend_sources
+
+    def photutils_children(data, segment, **kwargs):
+        return deblend_sources(data, SegmentationImage(segment.astype(np.int32)), MIN_PIXELS,
+                               progress_bar=False, **kwargs).data
+
+    # training-sample cutouts: large galaxies with knots, neighbours and stars on them
+    paths = sorted((shared_data / 'sdss_galaxies_mikeedi').rglob('*.jpg'))[::500][:10]
+    split = checked = 0
+    for path in paths:
+        rgb = _colour(path)
+        det = block_mean(rgb.mean(axis=0), max(1, int(np.ceil(max(rgb.shape[1:]) / 192))))
+        smoothed = ndimage.gaussian_filter(det, 1.0)
+        sky, noise = clipped_stats(smoothed)
+        labels = label_segments(smoothed, sky + 3 * noise, MIN_PIXELS)
+        data = smoothed - clipped_stats(det)[0]   # positive on the segments, as measure_galaxy passes it
+        areas = np.bincount(labels.ravel())
+        for label in np.argsort(areas[1:])[::-1][:3] + 1:   # the three largest segments
+            segment = labels == label
+            for kwargs in (dict(n_levels=16, contrast=0.01), dict(n_levels=32, contrast=0.001)):
+                expected = photutils_children(data, segment, **kwargs)
+                children = deblend_segment(data, segment, MIN_PIXELS, **kwargs)
+                if expected.max() < 2:
+                    assert children is None
+                else:
+                    assert np.array_equal(children, expected)
+                    split += 1
+                checked += 1
+    assert checked >= 40 and split >= 10, (checked, split)
+    # a non-positive minimum: photutils changes mode and warns, and so does the equivalent
+    segment = labels == np.argmax(areas[1:]) + 1
+    low = smoothed - np.median(smoothed[segment])
+    with pytest.warns(AstropyUserWarning, match='linear'):
+        children = deblend_segment(low, segment, MIN_PIXELS)
+    with pytest.warns(AstropyUserWarning, match='linear'):
+        expected = photutils_children(low, segment)
+    assert (children is None and expected.max() < 2) or np.array_equal(children, expected)
+    flat = np.ones((20, 20), np.float32)
+    assert deblend_segment(flat, flat > 0, MIN_PIXELS) is None

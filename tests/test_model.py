@@ -70,6 +70,24 @@ def test_description_invariant_to_flips_and_quarter_turns(encoder, real_inputs):
         np.testing.assert_allclose(encoder.encode(view.numpy()), base, atol=2e-5)
 
 
+def test_encoder_views_are_the_one_definition_of_the_eight_views():
+    """The encoder's torch views are the package's numpy views, in the same order, and each
+    named view is the flip or quarter turn its name says."""
+    from astro_galsim.utils._dihedral import DIHEDRAL_NAMES, dihedral_transform, dihedral_views as numpy_views
+    a = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)   # not square: turns change the shape
+    torch_views = dihedral_views(torch.from_numpy(a))
+    assert len(torch_views) == len(DIHEDRAL_NAMES) == 8
+    for name, t, n in zip(DIHEDRAL_NAMES, torch_views, numpy_views(a)):
+        assert np.array_equal(t.numpy(), n), name
+    expected = {'identity': a, 'flip_lr': a[..., ::-1], 'flip_ud': a[..., ::-1, :],
+                'rot90': np.rot90(a, 1, axes=(-2, -1)), 'rot180': a[..., ::-1, ::-1],
+                'rot270': np.rot90(a, -1, axes=(-2, -1)), 'transpose': np.swapaxes(a, -2, -1),
+                'antitranspose': np.swapaxes(a, -2, -1)[..., ::-1, ::-1]}
+    assert set(expected) == set(DIHEDRAL_NAMES)
+    for name, view in expected.items():
+        assert np.array_equal(dihedral_transform(name)(a), view), name
+
+
 def test_rotation_moves_a_galaxy_less_than_its_neighbours(encoder, real_inputs, shared_data):
     # a real galaxy turned by 30 degrees (any angle) stays much closer to itself than to the
     # nearest other galaxy: orientation normalisation plus the eight-fold average

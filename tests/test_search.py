@@ -222,3 +222,17 @@ def test_add_positions_with_a_failed_download(monkeypatch, gz1):
     assert report['id'][0] == '10.00000-80.00000' and report['id'][1] == 'fetched'
     assert list(s.ids) == ['fetched']
     assert s.database.coords[0].separation(SkyCoord(150 * u.deg, 1 * u.deg)) < 1 * u.arcsec
+
+
+def test_results_say_which_bands_were_compared(search, gz1, shared_data):
+    # an r-band frame meets colour JPEGs: the result says so, row by row; a JPEG meets colour
+    fits_frame = shared_data / 'sdss_fits_cutouts_pawlikmorph/cutouts/sdsscutout_150.29836+0.22565207_rband.fits'
+    paths, _ = gz1
+    from_fits = search.query(fits_frame, k=3)
+    assert set(from_fits['comparison']) == {'grey (r) vs colour (gri)'}
+    from_jpeg = search.query(paths[0], k=3)
+    assert set(from_jpeg['comparison']) == {'colour (gri)'}
+    # a stored galaxy queried by id keeps the bands it was described from
+    by_id = search.query(str(search.ids[0]), k=2)
+    assert set(by_id['comparison']) == {'colour (gri)'}
+    assert set(search.database.table['bands']) == {'gri'}

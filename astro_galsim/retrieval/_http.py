@@ -20,6 +20,12 @@ class HTTPClient(BaseQuery):
     """A minimal astroquery service: GET a URL with the timeouts `call_with_retries` gives."""
 
     def get(self, url, *, params=None, timeout):
+        # astroquery (0.4.11) has no public call that GETs a service URL: BaseQuery._request is
+        # the protected method its service classes are written on (its template module and
+        # the SDSS, hips2fits... modules call it), so a BaseQuery subclass calls it here too.
+        # The public SDSS.get_images downloads whole frames through astropy's download cache
+        # with astropy's timeouts, bypassing this package's cache and retries, and nothing
+        # public serves the SkyServer or Legacy Surveys JPEG cutouts.
         return self._request('GET', url, params=params, timeout=timeout, cache=False)
 
 
