@@ -15,9 +15,6 @@ FRONTS = {'search', 'build', 'cli'}
 # the fronts themselves (build and cli drive SimilaritySearch)
 ALLOWED_FRONT_USERS = {'__init__', 'search', 'build', 'cli'}
 MAX_LINES = 600
-# modules still being split (issue 18); each leaves this list when it is
-STILL_LONG = set()
-SPLIT_NEXT = {'search.py'}
 
 
 def _imports(path):
@@ -47,16 +44,7 @@ def test_stages_do_not_import_the_fronts(path):
         assert module.split('.')[-1] not in FRONTS, f'{path.name} imports the front .{module}'
 
 
-def _with_length_marks(path):
-    name = str(path.relative_to(PACKAGE))
-    if name in STILL_LONG:
-        return pytest.param(path, id=name, marks=pytest.mark.xfail(reason='being split', strict=False))
-    if name in SPLIT_NEXT:
-        return pytest.param(path, id=name, marks=pytest.mark.xfail(reason='split next', strict=True))
-    return pytest.param(path, id=name)
-
-
-@pytest.mark.parametrize('path', [_with_length_marks(p) for p in _modules()])
+@pytest.mark.parametrize('path', _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_is_too_long(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f'{path.name} has {lines} lines; split it along its concerns'
