@@ -1,5 +1,6 @@
 """Building a database from a folder of images or a catalogue of positions, resumably."""
 import re
+import shutil
 import warnings
 from io import StringIO
 from pathlib import Path
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .config import conf
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
+from .partitions import partition_result, plan_partitions, read_partitions, save_partition
 from .utils._coords import coord_id, nan_coords, table_coords
 
 __all__ = ['build_database', 'read_source']
@@ -75,8 +77,11 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
                    executor=None, scheduler=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
-    The database is saved (atomically) after every chunk; a build that stops is resumed
-    by running it again: galaxies already in ``output`` are skipped.
+    The catalogue is cut into partitions of ``chunk_size`` galaxies. Each finished partition
+    is saved at once as a Parquet shard in ``<output>.shards`` (`~astro_galsim.partitions`),
+    and, here, the database is saved (atomically) after it; a build that stops is resumed by
+    running it again: the partitions saved as shards are read back, not computed again,
+    whichever executor saved them.
 
     Parameters
     ----------
@@ -85,11 +90,13 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     output : str or `~pathlib.Path`
         Database FITS file.
     chunk_size : int, optional
-        Galaxies per saved step.
+        Galaxies per partition: per saved step and per task.
     resume : bool, optional
-        Continue a partial database at ``output``; False starts again.
+        Reuse the shards of an earlier run of the same build; False removes them and starts
+        again.
     search : `~astro_galsim.SimilaritySearch`, optional
-        Where to add the galaxies (default: a new one with the pretrained encoder).
+        Where to add the galaxies (default: a new one with the pretrained encoder); its
+        encoder, selection and cutout options describe them. Ids it holds already are refused.
     provenance : dict, optional
         Stored in a new database.
     executor : int, ``distributed.Client`` or str, optional
@@ -98,8 +105,6 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         ``distributed.Client``, its cluster (`~astro_galsim.scaleout.build_distributed`,
         with the encoder of ``search`` if given, whatever it is); ``'dask'``, a local Dask
         cluster of one worker process per core; or a scheduler address (``tcp://host:8786``).
-        On Dask, partitions of ``chunk_size`` galaxies are saved as shards in
-        ``<output>.shards`` and reused on a restart.
     scheduler : str, optional
         Deprecated name of ``executor`` for a scheduler address, or ``'local'`` (``'dask'``).
 
@@ -107,7 +112,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     -------
     search : `~astro_galsim.SimilaritySearch`
     report : `~astropy.table.Table`
-        One row per galaxy processed in this run: id, accepted, reason.
+        One row per galaxy: id, accepted, reason (here, the galaxies described in this run;
+        on Dask, every galaxy).
     """
     from .search import SimilaritySearch
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -120,38 +126,64 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         raise ValueError(f'executor must be None, a number of processes (at least 1), a Dask Client, '
                          f"'dask' or a scheduler address; got {executor!r}")
     items, ids, coords = read_source(source)
+    shard_dir = Path(f'{output}.shards')
+    if not resume:
+        shutil.rmtree(shard_dir, ignore_errors=True)
     if executor is not None and not isinstance(executor, (int, np.integer)):
-        search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, resume, provenance,
-                                        search)
+        search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search)
         _summarise(report, output, len(search))
         return search, report
     if executor is not None:
         with conf.set_temp('workers', int(executor)):
             return build_database(source, output, chunk_size=chunk_size, resume=resume, search=search,
                                   provenance=provenance)
-    if search is None:
-        if resume and output.exists():
-            search = SimilaritySearch.load(output)
-            log.info(f'resuming: {len(search)} galaxies already in {output}')
-        else:
-            search = SimilaritySearch(provenance=provenance)
-    todo = np.flatnonzero(~np.isin(np.array(ids), search.ids))
+    search = SimilaritySearch(provenance=provenance) if search is None else search
+    encoder = search.encoder
+    normalisation = dict(encoder.normalisation)
+    plan = plan_partitions(ids, chunk_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
+                           normalisation=normalisation, selection=search.selection,
+                           cutout_options=search.cutout_options)
+    saved = [p for p in plan if p.saved]
+    if saved:
+        log.info(f'resuming: {len(saved)} of {len(plan)} partitions already in {shard_dir}')
+        _, vectors, rows = read_partitions(saved, stored=search.ids)
+        if len(rows):
+            search.database.add(vectors, rows)
+    todo = [p for p in plan if not p.saved]
     reports = []
-    bar = tqdm(total=len(todo), disable=not conf.show_progress, desc='building')
-    for start in range(0, len(todo), chunk_size):
-        rows = todo[start:start + chunk_size]
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=sum(p.rows.stop - p.rows.start for p in todo), disable=not conf.show_progress,
+               desc='building')
+    for partition in todo:
+        rows = np.arange(partition.rows.start, partition.rows.stop)
         chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
         with conf.set_temp('show_progress', False):   # one bar, the build's, not one per chunk beside it
             report = search.add(chunk, ids=[ids[i] for i in rows],
                                 coords=None if isinstance(items, SkyCoord) else coords[rows])
+        save_partition(partition, _described(report, search, coords[rows]), encoder, normalisation,
+                       search.selection)
         reports.append(Table(report[['id', 'accepted', 'reason']]))
         search.save(output, overwrite=True)
         bar.update(len(rows))
     bar.close()
+    if not todo:
+        search.save(output, overwrite=True)
     from astropy.table import vstack
     report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
     _summarise(report, output, len(search))
     return search, report
+
+
+def _described(report, search, coords):
+    """The shard content of a partition described by ``search.add``: its report and the vectors stored."""
+    accepted = np.asarray(report['accepted'], dtype=bool)
+    vectors = np.full((len(report), search.database.dim), np.nan, dtype=np.float32)
+    rows = search.database.lookup_ids(list(np.asarray(report['id'])[accepted]))
+    vectors[accepted] = search.vectors[rows]
+    known = search.database.coords[rows]
+    coords = coords.copy()
+    coords[accepted] = known
+    return partition_result(report, vectors, coords)
 
 
 def _summarise(report, output, total):
@@ -175,12 +207,9 @@ def _summarise(report, output, total):
     print(f'  reasons for each rejected galaxy: {path}')
 
 
-def _build_on_dask(items, ids, coords, output, executor, chunk_size, resume, provenance, search):
-    import shutil
+def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search):
     from .scaleout import build_distributed
     from .search import SimilaritySearch
-    if not resume:
-        shutil.rmtree(str(output) + '.shards', ignore_errors=True)
     client, own = (None, False) if executor == 'dask' else (executor, False)
     if isinstance(executor, str) and executor != 'dask':
         from distributed import Client

@@ -27,96 +27,23 @@ Examples
 False
 """
 import functools
-import numbers
 import os
 
 import numpy as np
 import astropy.units as u
-from astropy.coordinates import Angle, SkyCoord, match_coordinates_sky, search_around_sky
+from astropy.coordinates import match_coordinates_sky
 from astropy.table import QTable, vstack
 
-from .catalogue import check_encoder_id, check_provenance, normalise_table, where_mask
+from .catalogue import check_encoder_id, check_provenance, normalise_table
 from .clustering import cluster
 from .database_file import (FORMAT_NAME, FORMAT_VERSION, DatabaseError, database_hdulist,  # noqa: F401
                             read_database_file, write_database_file)
-from .index import NeighbourIndex, exact_knn
+from .database_search import move_away, rocchio_query, search_database
+from .index import NeighbourIndex
+from .utils._coords import checked_angle, known_positions
 
 __all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query', 'move_away',
            'FORMAT_NAME', 'FORMAT_VERSION']
-
-
-def rocchio_query(positives, negatives=None, *, beta=0.5):
-    """Combine example vectors into one query (Rocchio relevance feedback).
-
-    The query is the mean of the positive examples moved away from the mean of the
-    negative ones::
-
-        q = mean(positives) + beta * (mean(positives) - mean(negatives))
-
-    i.e. ``(1 + beta) * mean(pos) - beta * mean(neg)``. The weights sum to one, so the
-    query does not depend on where the origin of the latent space lies (a plain
-    ``mean(pos) - beta * mean(neg)`` would drift towards the origin).
-
-    Parameters
-    ----------
-    positives : array-like, shape (p, d) or (d,)
-        Vectors of galaxies that look like what is wanted.
-    negatives : array-like, shape (q, d) or (d,), optional
-        Vectors of galaxies that do not.
-    beta : float, optional
-        How far to move away from the negatives.
-
-    Returns
-    -------
-    `~numpy.ndarray`, shape (d,), float32
-
-    Examples
-    --------
-    >>> from astro_galsim.database import rocchio_query
-    >>> rocchio_query([[1, 0], [3, 0]], [[0, 2]], beta=0.5)
-    array([ 3., -1.], dtype=float32)
-    """
-    pos = np.atleast_2d(np.asarray(positives, dtype=np.float64))
-    if pos.shape[0] == 0:
-        raise ValueError('rocchio_query needs at least one positive vector.')
-    return move_away(pos.mean(axis=0, keepdims=True), negatives, beta=beta)[0]
-
-
-def move_away(queries, negatives=None, *, beta=0.5):
-    """Move each query away from the mean of negative examples: ``(1 + beta) q - beta mean(neg)``.
-
-    The one definition of the Rocchio step, used by `rocchio_query` (on the mean of the
-    positives) and by `GalaxyDatabase.search` (``negative_vectors``, on each query).
-
-    Parameters
-    ----------
-    queries : array-like, shape (m, d)
-        Query vectors.
-    negatives : array-like, shape (q, d) or (d,), optional
-        Vectors to move away from; None or empty leaves the queries as they are.
-    beta : float, optional
-        How far to move.
-
-    Returns
-    -------
-    `~numpy.ndarray`, shape (m, d), float32
-
-    Examples
-    --------
-    >>> from astro_galsim.database import move_away
-    >>> move_away([[2, 0], [0, 2]], [[0, 0]], beta=1.0)
-    array([[4., 0.],
-           [0., 4.]], dtype=float32)
-    """
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
-    if negatives is not None:
-        neg = np.atleast_2d(np.asarray(negatives, dtype=np.float64))
-        if neg.shape[0]:
-            if neg.shape[1] != queries.shape[1]:
-                raise ValueError(f'negatives have {neg.shape[1]} dimensions, the queries '
-                                 f'{queries.shape[1]}.')
-            queries = (1 + beta) * queries - beta * neg.mean(axis=0)
-    return queries.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- class
@@ -260,7 +187,7 @@ class GalaxyDatabase:
         ('3', '0 (3 known by id only)')
         """
         coords = self.coords
-        placed = int(np.sum(np.isfinite(coords.ra.deg) & np.isfinite(coords.dec.deg))) if len(self) else 0
+        placed = int(np.sum(known_positions(coords))) if len(self) else 0
         return {'galaxies': str(len(self)),
                 'with a position': f'{placed} ({len(self) - placed} known by id only)',
                 'vectors': f'{self.dim} dimensions, {self.metric} distance',
@@ -341,27 +268,18 @@ class GalaxyDatabase:
         int or `~numpy.ndarray` of int
             Row number of the nearest stored galaxy within ``radius``, else -1.
         """
-        radius = _angle(radius, 'radius')
+        radius = checked_angle(radius, 'radius')
         scalar = coords.isscalar
         coords = coords.reshape((1,)) if scalar else coords
         out = np.full(len(coords), -1, dtype=np.int64)
-        known = np.flatnonzero(self._known_positions())
-        query_ok = np.flatnonzero(np.isfinite(coords.icrs.ra.deg) & np.isfinite(coords.icrs.dec.deg))
+        known = np.flatnonzero(known_positions(self.coords))
+        query_ok = np.flatnonzero(known_positions(coords.icrs))
         if known.size and query_ok.size:
             catalogue = self.coords[known]
             idx, sep, _ = match_coordinates_sky(coords[query_ok], catalogue)
             good = sep <= radius
             out[query_ok[good]] = known[idx[good]]
         return int(out[0]) if scalar else out
-
-    def _known_positions(self):
-        coord = self.coords
-        return np.isfinite(coord.ra.deg) & np.isfinite(coord.dec.deg)
-
-    # ------------------------------------------------------------------ filters
-    def _where_mask(self, where):
-        """Boolean mask of rows passing ``where``."""
-        return where_mask(self.table, where) if where is not None else np.ones(len(self), dtype=bool)
 
     # ------------------------------------------------------------------ search
     def search(self, query_vectors, *, k=10, query_ids=None, query_coords=None,
@@ -412,110 +330,10 @@ class GalaxyDatabase:
             ``distance``, ``coord`` (if any stored position is known), then the stored
             columns.
         """
-        queries = np.asarray(query_vectors, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[np.newaxis]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f'query_vectors must have shape (m, {self.dim}); got '
-                             f'{np.shape(query_vectors)}.')
-        m = queries.shape[0]
-        k = _positive_int(k, 'k')
-        if query_ids is not None:
-            query_ids = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
-            if len(query_ids) != m:
-                raise ValueError(f'query_ids has {len(query_ids)} entries for {m} query vectors.')
-        if negative_vectors is not None:
-            queries = move_away(queries, negative_vectors, beta=negative_weight)
-        if not np.isfinite(queries).all():
-            raise ValueError('query_vectors contain NaN or infinite values.')
-        metric = self.metric if metric is None else metric
-
-        excluded = self._exclusions(m, query_ids if exclude_self else None, query_coords,
-                                    exclude_radius, exclude_ids)
-        allowed = self._where_mask(where)
-        n_allowed = int(allowed.sum())
-        n_excl = max((e.size for e in excluded), default=0)
-        fetch = min(k + n_excl, n_allowed)
-
-        rows_q, rows_i, rows_d, rows_r = [], [], [], []
-        if fetch > 0:
-            filtered = allowed if n_allowed < len(self) else None
-            if metric == self.metric:
-                # every query gets `fetch` allowed rows: enough to drop its exclusions and keep k
-                indices, dist = self._index.query(queries, fetch, epsilon=epsilon, allowed=filtered)
-            else:
-                rows = np.flatnonzero(allowed)
-                indices, dist = exact_knn(self.vectors[rows], queries, fetch, metric=metric)
-                indices = rows[indices]
-            for qi in range(m):
-                idx, d = indices[qi], dist[qi]
-                if excluded[qi].size:
-                    ok = ~np.isin(idx, excluded[qi])
-                    idx, d = idx[ok], d[ok]
-                idx, d = idx[:k], d[:k]
-                rows_q.append(np.full(idx.size, qi))
-                rows_i.append(idx)
-                rows_d.append(d)
-                rows_r.append(np.arange(1, idx.size + 1))
-        return self._result_table(rows_q, rows_i, rows_d, rows_r, query_ids)
-
-    def _exclusions(self, m, self_ids, query_coords, exclude_radius, exclude_ids):
-        """Per query, the row numbers that must not be returned."""
-        per_query = [[] for _ in range(m)]
-        common = np.zeros(0, dtype=np.int64)
-        if exclude_ids is not None:
-            found = np.atleast_1d(self.lookup_ids([exclude_ids] if isinstance(exclude_ids, str)
-                                                  else list(exclude_ids)))
-            common = found[found >= 0]
-        if self_ids is not None:
-            rows = self.lookup_ids(self_ids)
-            for qi, row in enumerate(rows):
-                if row >= 0:
-                    per_query[qi].append(np.array([row]))
-        if exclude_radius is not None:
-            radius = _angle(exclude_radius, 'exclude_radius')
-            if not radius >= 0:
-                raise ValueError(f'exclude_radius must be a non-negative angle; got {exclude_radius!r}.')
-            if query_coords is None:
-                raise ValueError('exclude_radius needs query_coords (the positions of the '
-                                 'queries).')
-            if not isinstance(query_coords, SkyCoord):
-                raise TypeError('query_coords must be a SkyCoord.')
-            qc = query_coords.reshape((1,)) if query_coords.isscalar else query_coords
-            if len(qc) != m:
-                raise ValueError(f'query_coords has {len(qc)} positions for {m} queries.')
-            qc = qc.icrs
-            q_ok = np.flatnonzero(np.isfinite(qc.ra.deg) & np.isfinite(qc.dec.deg))
-            known = np.flatnonzero(self._known_positions())
-            if q_ok.size and known.size:
-                iq, ic, _, _ = search_around_sky(qc[q_ok], self.coords[known], radius)
-                for a, b in zip(q_ok[iq], known[ic]):
-                    per_query[a].append(np.array([b]))
-        elif query_coords is not None and not isinstance(query_coords, SkyCoord):
-            raise TypeError('query_coords must be a SkyCoord.')
-        return [np.unique(np.concatenate(p + [common])).astype(np.int64) for p in per_query]
-
-    def _result_table(self, rows_q, rows_i, rows_d, rows_r, query_ids):
-        cat = lambda parts, dtype: (np.concatenate(parts).astype(dtype) if parts  # noqa: E731
-                                    else np.zeros(0, dtype=dtype))
-        q = cat(rows_q, np.int64)
-        idx = cat(rows_i, np.int64)
-        matched = self.table[idx]
-        result = QTable()
-        if query_ids is not None:
-            labels = np.array(query_ids, dtype=str)[q] if q.size else np.zeros(0, dtype='U1')
-            result['query'] = labels
-        else:
-            result['query'] = q
-        result['rank'] = cat(rows_r, np.int64)
-        result['id'] = matched['id']
-        result['distance'] = cat(rows_d, np.float32)
-        if self._known_positions().any():
-            result['coord'] = matched['coord']
-        for name in matched.colnames[2:]:
-            result[name] = matched[name]
-        result.meta['metric'] = self.metric
-        return result
+        return search_database(self, query_vectors, k=k, query_ids=query_ids, query_coords=query_coords,
+                               exclude_self=exclude_self, exclude_radius=exclude_radius,
+                               exclude_ids=exclude_ids, where=where, negative_vectors=negative_vectors,
+                               negative_weight=negative_weight, metric=metric, epsilon=epsilon)
 
     # ------------------------------------------------------------------ graph / clusters
     def neighbor_graph(self, k=15):
@@ -660,17 +478,3 @@ def html_summary(title, rows):
     body = ''.join(f'<tr><th style="text-align:left">{escape(k)}</th><td style="text-align:left">{escape(v)}'
                    '</td></tr>' for k, v in rows.items())
     return f'<p><b>{escape(title)}</b></p><table>{body}</table>'
-
-
-def _positive_int(value, name):
-    """``value`` as an int if it is a whole number of at least 1, else a ValueError naming ``name``."""
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
-            and value >= 1:
-        return int(value)
-    raise ValueError(f'{name} must be a whole number of at least 1; got {value!r}.')
-
-
-def _angle(value, name):
-    if isinstance(value, (Angle, u.Quantity)) and value.unit.physical_type == 'angle':
-        return Angle(value)
-    raise TypeError(f'{name} must be an angle Quantity (e.g. 5 * u.arcsec); got {value!r}.')

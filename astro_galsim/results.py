@@ -104,6 +104,38 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
     return result
 
 
+def explanation_table(label, own, found, query_coord, percentile):
+    """The query galaxy (rank 0, its measurements ``own``) above its neighbours ``found``.
+
+    The table of `SimilaritySearch.explain <astro_galsim.SimilaritySearch.explain>`: ``id``,
+    ``rank``, ``distance``, ``distance_percentile`` (``percentile(distances)``), ``coord`` where
+    positions are stored, then every numeric measurement side by side, with display formats.
+    """
+    table = QTable({'id': np.r_[[label], np.asarray(found['id'], dtype=str)],
+                    'rank': np.r_[0, np.asarray(found['rank'])],
+                    'distance': np.r_[0.0, np.asarray(found['distance'], dtype=float)]})
+    for name in found.colnames:
+        values = found[name]
+        if name in table.colnames or name in ('query', 'coord', 'accepted', 'reason', 'found') or \
+                getattr(values, 'dtype', np.dtype('O')).kind not in 'biuf':
+            continue
+        mine = own[name][0] if name in own.colnames else np.nan
+        if isinstance(values, u.Quantity):
+            mine = u.Quantity(mine, values.unit)   # a plain NaN takes the column's unit
+            table[name] = np.concatenate([np.atleast_1d(mine.to(values.unit)), values])
+        else:
+            table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
+    table['distance_percentile'] = percentile(table['distance'])
+    if 'coord' in found.colnames:
+        table['coord'] = SkyCoord([query_coord.icrs] + list(found['coord'].icrs))
+    first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames else [])
+    table = table[first + [c for c in table.colnames if c not in first]]
+    for name, fmt in FORMATS.items():
+        if name in table.colnames:
+            table[name].info.format = fmt
+    return table
+
+
 def comparison(query_bands, neighbour_bands):
     """What a query compared: its image's bands against the neighbour's.
 

@@ -1,53 +1,41 @@
-"""Scaling out: building and querying galaxy databases on a Dask cluster.
+"""Scaling out: building galaxy databases on a Dask cluster.
 
 `build_distributed` maps the per-galaxy path (`~astro_galsim.pipeline.describe`: prepare, then
 encode) over a catalogue on a Dask ``distributed`` cluster -- a `local_cluster`
 using every core of this machine by default, or any cluster given by its client. The
-catalogue is cut into partitions; each finished partition is written at once as a
-Parquet shard, so a build that is interrupted (killed client, lost cluster, a failing
-partition) is resumed by running it again: finished partitions are not computed again.
-The shards are then merged into the usual `~astro_galsim.database.GalaxyDatabase` FITS
-file.
+catalogue is cut into partitions (`~astro_galsim.partitions`); each finished partition is
+written at once as a Parquet shard, so a build that is interrupted (killed client, lost
+cluster, a failing partition) is resumed by running it again: finished partitions are not
+computed again. The shards are then merged into the usual
+`~astro_galsim.database.GalaxyDatabase` FITS file.
 
-`query_sharded` searches databases kept as several shards (for instance one per
-machine) in parallel and merges the k best matches of every shard into the global top k.
+`query_sharded` (from `~astro_galsim.sharded_search`, importable here) searches databases
+kept as several shards in parallel.
 
 Both need the optional dependencies ``dask[distributed]`` and ``pyarrow``
 (``pip install astro_galsim[dask]``). See ``docs/scaleout.rst``.
 """
-import functools
-import hashlib
-import json
-import math
 import os
 import tempfile
 import uuid
 from pathlib import Path
 
-import numpy as np
 from astropy import log
-from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
-from astropy.table import vstack
 from tqdm.auto import tqdm
 
 from .config import conf
-from .shards import SHARD_FORMAT, read_shard, shard_meta, shard_table, write_shard
-from .utils._coords import coord_id, sky_coords
-from .utils._data import package_data
-from .utils._ids import refuse_duplicate_ids
+from .partitions import (compute_partition, encoder_factory, partition_size_for, plan_partitions,  # noqa: F401
+                         read_partitions, save_partition)
+from .sharded_search import query_sharded
+from .shards import SHARD_FORMAT, read_shard
+from .utils._coords import coord_id
+from .utils._ids import id_problem
 from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
-
-
-# Per worker process: encoders by factory key, shard databases by (path, mtime, size).
-# A worker loads each encoder once, however many partitions it computes.
-_ENCODERS = {}
-_ENCODER_LOADS = []
-_SHARD_DATABASES = {}
 
 
 class BuildIncomplete(RuntimeError):
@@ -116,147 +104,6 @@ def _require():
     except ImportError as exc:
         raise ImportError('astro_galsim.scaleout needs dask[distributed] and pyarrow: '
                           'pip install "astro_galsim[dask]"') from exc
-
-
-def _default_weights():
-    from .model import PRETRAINED_WEIGHTS
-    return package_data(PRETRAINED_WEIGHTS)
-
-
-def _the_encoder(encoder):
-    return encoder
-
-
-def encoder_factory(encoder=None):
-    """A picklable recipe that makes ``encoder`` in another process, and the key it is cached by.
-
-    An encoder loaded from a weights file travels as its path (each worker reads the file
-    and checks its checksum); any other `~astro_galsim.model.GalaxyEncoder` travels as
-    itself. Each worker process makes the encoder once per key, however many partitions
-    it computes.
-
-    Parameters
-    ----------
-    encoder : `~astro_galsim.model.GalaxyEncoder`, str, `~pathlib.Path` or callable, optional
-        The encoder, a weights file, or a picklable callable without arguments that returns
-        the encoder. Default: the pretrained encoder of the package.
-
-    Returns
-    -------
-    factory : callable
-        Called without arguments on a worker, it returns the encoder.
-    key : str
-        ``'<name>:<sha256>'`` of the encoder's identity.
-    encoder : `~astro_galsim.model.GalaxyEncoder`
-        The encoder, made here (to read its identity, normalisation and metric).
-
-    Examples
-    --------
-    >>> from astro_galsim.scaleout import encoder_factory
-    >>> factory, key, encoder = encoder_factory()
-    >>> factory().identity == encoder.identity, key.startswith(encoder.identity['name'])
-    (True, True)
-    """
-    from .model import AutoencoderEncoder, GalaxyEncoder, load_pretrained
-    if encoder is None or isinstance(encoder, (str, Path)):
-        path = (Path(encoder) if encoder is not None else _default_weights()).resolve()
-        encoder = load_pretrained(path)      # checks the weights against their model card
-        factory = functools.partial(load_pretrained, str(path))
-    elif isinstance(encoder, GalaxyEncoder):
-        if isinstance(encoder, AutoencoderEncoder) and encoder.path is not None:
-            factory = functools.partial(load_pretrained, str(Path(encoder.path).resolve()))
-        else:
-            factory = functools.partial(_the_encoder, encoder)
-    elif callable(encoder):
-        factory, encoder = encoder, encoder()
-        if not isinstance(encoder, GalaxyEncoder):
-            raise TypeError(f'the encoder factory returned {type(encoder).__name__}, not a GalaxyEncoder')
-    else:
-        raise TypeError(f'encoder must be a GalaxyEncoder, a weights file or a callable that returns one; '
-                        f'got {type(encoder).__name__}')
-    return factory, f"{encoder.identity['name']}:{encoder.identity['sha256']}", encoder
-
-
-def _worker_encoder(factory, key):
-    """The encoder of this key, made once per process."""
-    encoder = _ENCODERS.get(key)
-    if encoder is None:
-        encoder = factory()
-        made = f"{encoder.identity['name']}:{encoder.identity['sha256']}"
-        if made != key:
-            raise ValueError(f'the encoder made on this worker is {made[:40]}..., not {key[:40]}... as on the '
-                             'client: give every machine the same weights file')
-        _ENCODERS[key] = encoder
-        _ENCODER_LOADS.append(key)
-    return encoder
-
-
-def partition_size_for(n, workers, *, largest=256):
-    """Galaxies per partition so that ``n`` galaxies keep ``workers`` busy in even parts.
-
-    At least two partitions per worker (so a slow partition does not leave the others
-    idle), none above ``largest``, all of nearly the same size.
-
-    Examples
-    --------
-    >>> from astro_galsim.scaleout import partition_size_for
-    >>> partition_size_for(300, 2), partition_size_for(10000, 4), partition_size_for(3, 8)
-    (75, 250, 1)
-    """
-    parts = max(1, min(n, max(2 * max(1, int(workers)), math.ceil(n / largest))))
-    return math.ceil(n / parts)
-
-
-def _encoder_loads():
-    """Encoder loads in this process (for tests: once per worker)."""
-    return list(_ENCODER_LOADS)
-
-
-def _partition_key(ids, encoder_sha, normalisation, selection, cutout_options):
-    """Hash naming a partition: its ids and everything that changes its result."""
-    digest = hashlib.sha256()
-    settings = {'encoder': encoder_sha, 'normalisation': normalisation, 'selection': selection,
-                'cutout_options': cutout_options}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for i in ids:
-        digest.update(b'\0' + str(i).encode())
-    return digest.hexdigest()[:16]
-
-
-def _compute_partition(number, items, ids, ra, dec, factory, encoder_key, normalisation,
-                       selection, cutout_options, before=None):
-    """Prepare and embed one partition; a pure function of its inputs.
-
-    Returns a dict of plain arrays (no images): ``id``, ``accepted``, ``reason``, the
-    measurement columns, ``ra``/``dec`` (deg), ``vectors`` (NaN rows where not accepted)
-    and ``units``.
-    """
-    if before is not None:
-        before(number)
-    from .pipeline import describe
-    encoder = _worker_encoder(factory, encoder_key)
-    coords = sky_coords(ra, dec)
-    if isinstance(items, SkyCoord):
-        from .retrieval import get_cutouts
-        images = get_cutouts(items, **cutout_options)   # failed downloads stay as errors: rejected rows
-        targets = items
-    else:
-        images = list(items)
-        targets = coords if any(isinstance(im, NDData) and im.wcs is not None for im in images) else None
-    found_vectors, table = describe(images, encoder, targets, normalisation=normalisation, selection=selection,
-                                    progress=False)
-    out = {'id': np.array(ids, dtype=str), 'units': {}}
-    for name in table.colnames:
-        col = table[name]
-        out[name] = np.asarray(getattr(col, 'value', col))
-        if isinstance(col, u.Quantity):
-            out['units'][name] = col.unit.to_string()
-    out['reason'] = out['reason'].astype(str)
-    out['accepted'] = out['accepted'].astype(bool)
-    out['ra'], out['dec'] = coords.ra.deg, coords.dec.deg
-    out['vectors'] = np.where(out['accepted'][:, None], found_vectors, np.float32(np.nan))
-    out['columns'] = [name for name in table.colnames]
-    return out
 
 
 # ---------------------------------------------------------------------------- build
@@ -388,7 +235,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         raise ValueError('nothing to build: items is empty')
     if partition_size is not None and int(partition_size) < 1:
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
-    bad = [i for i in ids if not i or i.strip() != i or not i.isascii()]
+    bad = [i for i in ids if id_problem(i)]
     if bad:
         raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
                          f'them); bad ids: {bad[:5]}')
@@ -414,17 +261,9 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     shard_dir.mkdir(parents=True, exist_ok=True)
 
     ra, dec = coords.ra.deg, coords.dec.deg
-    plan = []
-    for number, start in enumerate(range(0, n, partition_size)):
-        rows = slice(start, min(start + partition_size, n))
-        key = _partition_key(ids[rows], encoder.identity['sha256'], normalisation, selection, cutout_options)
-        path = shard_dir / f'part-{number:06d}-{key}.parquet'
-        plan.append((number, rows, key, path))
-    todo = []
-    for number, rows, key, path in plan:
-        meta = shard_meta(path) if path.exists() else None
-        if meta is None or meta.get('key') != key or meta.get('n_rows') != rows.stop - rows.start:
-            todo.append((number, rows, key, path))
+    plan = plan_partitions(ids, partition_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
+                           normalisation=normalisation, selection=selection, cutout_options=cutout_options)
+    todo = [p for p in plan if not p.saved]
     reused = len(plan) - len(todo)
     if reused:
         log.info(f'resuming: {reused} of {len(plan)} partitions already in {shard_dir}')
@@ -443,22 +282,11 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
             client.close()
             own_cluster.close()
 
-    tables, vectors = [], []
-    for number, rows, key, path in plan:
-        table, vec, _ = read_shard(path)
-        tables.append(table)
-        vectors.append(vec)
-    report = vstack(tables, join_type='exact', metadata_conflicts='silent') if len(tables) > 1 else tables[0]
-    vectors = np.concatenate(vectors)
     # as SimilaritySearch.add: an id already stored is refused, a repeated one kept at its first occurrence
-    accepted, reasons = refuse_duplicate_ids(report['id'], report['accepted'], report['reason'],
-                                             stored=existing_ids)
-    report['accepted'], report['reason'] = accepted, reasons
-    stored = report[accepted]
-    order = ['id', 'coord'] + [c for c in stored.colnames if c not in ('id', 'coord')]
+    report, vectors, rows = read_partitions(plan, stored=existing_ids)
     provenance = {'normalisation_size': encoder.input_shape[-1], **(provenance or {})}
-    database = GalaxyDatabase(vectors[accepted], stored[order], encoder_id=encoder.identity,
-                              metric=encoder.metric, provenance=provenance)
+    database = GalaxyDatabase(vectors, rows, encoder_id=encoder.identity, metric=encoder.metric,
+                              provenance=provenance)
     if output is not None:
         database.save(output, overwrite=True)
     report.meta.update(partitions=len(plan), partitions_computed=len(todo), partitions_reused=reused,
@@ -473,33 +301,32 @@ def _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, enc
     # the recipe travels to each worker once, not inside every task
     factory = client.scatter(factory, broadcast=True, hash=False)
     run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
-    for number, rows, key, path in todo:
+    for partition in todo:
+        number, rows, key = partition.number, partition.rows, partition.key
         part_items = items[rows]
         if any(isinstance(item, NDData) for item in part_items):
             # images travel as data, not inside the task graph
             part_items = client.scatter([part_items])[0]
-        future = client.submit(_compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
+        future = client.submit(compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
                                factory, encoder_key, normalisation, selection,
                                cutout_options, before_partition, key=f'astro_galsim-partition-{number}-{key}-{run}',
                                retries=retries, pure=False)
-        futures[future] = (number, key, path)
-    meta_common = {'encoder_name': encoder.identity['name'], 'encoder_sha256': encoder.identity['sha256'],
-                   'normalisation': normalisation, 'selection': selection}
+        futures[future] = partition
     failures, written = [], 0
     progress = conf.show_progress if progress is None else progress
     bar = tqdm(total=len(todo), disable=not progress, desc='partitions')
     try:
         for future in distributed.as_completed(list(futures)):
-            number, key, path = futures[future]
+            partition = futures[future]
             if future.status != 'finished':
                 try:
                     future.result()
                 except Exception as exc:  # keep going: the other partitions are still worth saving
-                    failures.append((number, exc))
+                    failures.append((partition.number, exc))
                 continue
             result = future.result()
             future.release()
-            write_shard(path, shard_table(result, dict(meta_common, partition=number, key=key)))
+            save_partition(partition, result, encoder, normalisation, selection)
             written += 1
             bar.update(1)
             if stop_when is not None and stop_when(written):
@@ -517,114 +344,3 @@ def _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, enc
         raise BuildIncomplete(f'{why}; {done} of {total} partitions are saved in {shard_dir}: run the '
                               'same build again to compute only the missing ones', done=done, total=total,
                               shard_dir=shard_dir)
-
-
-# ---------------------------------------------------------------------------- query
-def _shard_database(path):
-    """A shard database file, loaded once per worker process (until the file changes)."""
-    from .database import GalaxyDatabase
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
-    database = _SHARD_DATABASES.get(key)
-    if database is None:
-        database = GalaxyDatabase.load(path)
-        _SHARD_DATABASES[key] = database
-    return database
-
-
-def _search_shard(shard, query_vectors, k, search_options):
-    database = _shard_database(shard) if isinstance(shard, (str, Path)) else shard
-    return database.search(query_vectors, k=k, **search_options)
-
-
-def query_sharded(shards, query_vectors, k=10, *, client=None, query_ids=None, **search_options):
-    """Search galaxy databases held as several shards and merge their best matches.
-
-    Every shard answers the queries with its own k nearest galaxies (in parallel on the
-    cluster when a client is given); the global top k of each query is among these, so
-    merging them by distance gives the same answer as one search of all galaxies
-    together (exactly so for exact search; for an approximate index, with the recall of
-    the shards' indexes).
-
-    Parameters
-    ----------
-    shards : list of str, `~pathlib.Path` or `~astro_galsim.database.GalaxyDatabase`
-        The shard databases, all made by the same encoder. Paths are opened on the
-        workers, once per worker process (they must be readable there); with a client
-        shard ``i`` is sent to worker ``i`` modulo the number of workers, so that each
-        shard stays loaded on one machine.
-    query_vectors : array-like, shape (m, d) or (d,)
-        The query vectors.
-    k : int, optional
-        Matches per query.
-    client : ``distributed.Client``, optional
-        Cluster to search on; None searches the shards one after the other here.
-    query_ids : sequence of str, optional
-        Labels of the queries (and, with ``exclude_self``, ids never returned for them).
-    **search_options
-        Other keywords of `~astro_galsim.database.GalaxyDatabase.search` (``where``,
-        ``exclude_ids``, ``exclude_self``...).
-
-    Returns
-    -------
-    result : `~astropy.table.QTable`
-        As `~astro_galsim.database.GalaxyDatabase.search` (``query``, ``rank``, ``id``,
-        ``distance``, stored columns) with a ``shard`` column: the position of the
-        shard in ``shards``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astropy.table import QTable
-    >>> from astro_galsim.database import GalaxyDatabase
-    >>> from astro_galsim.scaleout import query_sharded
-    >>> rng = np.random.default_rng(1)
-    >>> vectors = rng.normal(size=(60, 8)).astype('f4')
-    >>> enc = {'name': 'demo', 'sha256': '0' * 64}
-    >>> shards = [GalaxyDatabase(vectors[i::3], QTable({'id': [f'g{j}' for j in range(i, 60, 3)]}),
-    ...                          encoder_id=enc) for i in range(3)]
-    >>> whole = GalaxyDatabase(vectors, QTable({'id': [f'g{j}' for j in range(60)]}), encoder_id=enc)
-    >>> merged = query_sharded(shards, vectors[:2], k=5)
-    >>> list(merged['id']) == list(whole.search(vectors[:2], k=5)['id'])
-    True
-    """
-    queries = np.asarray(query_vectors, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[np.newaxis]
-    shards = list(shards)
-    if not shards:
-        raise ValueError('query_sharded needs at least one shard')
-    k = int(k)
-    if k < 1:
-        raise ValueError(f'k must be a positive integer; got {k}')
-    options = dict(search_options, query_ids=query_ids)
-    if client is None:
-        results = [_search_shard(s, queries, k, options) for s in shards]
-    else:
-        workers = list(client.scheduler_info(n_workers=-1)['workers'])
-        futures = []
-        for i, shard in enumerate(shards):
-            where = {'workers': [workers[i % len(workers)]], 'allow_other_workers': True} if workers else {}
-            shard = str(shard) if isinstance(shard, Path) else shard
-            futures.append(client.submit(_search_shard, shard, queries, k, options, pure=False, **where))
-        results = client.gather(futures)
-    for i, result in enumerate(results):
-        result['shard'] = np.full(len(result), i, dtype=np.int64)
-    common = [c for c in results[0].colnames if all(c in r.colnames for r in results)]
-    merged = vstack([r[common] for r in results], join_type='exact', metadata_conflicts='silent')
-    if query_ids is not None:
-        labels = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
-        position = {q: i for i, q in enumerate(labels)}
-        qnum = np.array([position[str(q)] for q in merged['query']], dtype=np.int64)
-    else:
-        qnum = np.asarray(merged['query'], dtype=np.int64)
-    order = np.lexsort((np.asarray(merged['rank']), np.asarray(merged['shard']),
-                       np.asarray(merged['distance'], dtype=np.float64), qnum))
-    merged, qnum = merged[order], qnum[order]
-    starts = np.searchsorted(qnum, qnum, side='left')
-    rank = np.arange(len(merged)) - starts + 1
-    keep = rank <= k
-    merged = merged[keep]
-    merged['rank'] = rank[keep]
-    merged.meta['metric'] = results[0].meta.get('metric')
-    return merged

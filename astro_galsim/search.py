@@ -5,23 +5,23 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .results import FORMATS, build_result
-from .utils._coords import coord_id, nan_coords, parse_position, table_coords
+from ._targets import (is_source_catalog, raise_for_missing_ids, source_cutouts, table_positions,
+                       target_vectors)
+from .results import build_result, explanation_table
+from .utils._coords import coord_id
 from .utils._data import package_data
+from .utils._ids import id_problem, refuse_duplicate_ids
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 
 __all__ = ['SimilaritySearch']
@@ -29,7 +29,6 @@ __all__ = ['SimilaritySearch']
 DEMO_DATABASE = 'demo_database.fits'
 #: Separation within which a queried position is taken to be a galaxy already stored.
 SAME_GALAXY_RADIUS = 2 * u.arcsec
-IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
 
 class SimilaritySearch:
@@ -170,7 +169,7 @@ class SimilaritySearch:
     def _images_of(self, inputs, coords=None):
         """Turn user inputs into images (or errors), targets, ids, coordinates and (WCS, shape)s."""
         if isinstance(inputs, Table):
-            coords = _table_coords(inputs)
+            coords = table_positions(inputs)
             inputs = coords
         if isinstance(inputs, SkyCoord):
             return self._retrieve(inputs.reshape((1,)) if inputs.isscalar else inputs)
@@ -188,6 +187,17 @@ class SimilaritySearch:
         ids = [image_id(item, i) for i, item in enumerate(images)]
         targets = coords if any(wcs is not None for wcs, _ in geometry) else None
         return images, targets, ids, coords, geometry
+
+    def _described_inputs(self, inputs, coords=None):
+        """Images or positions described: vectors, measurements, default ids and positions.
+
+        ``coords`` place the galaxies in their images: they are the targets, WCS or not.
+        """
+        images, targets, ids, image_coords, geometry = self._images_of(inputs, coords)
+        if coords is not None:
+            targets = image_coords
+        vectors, table = self._describe(images, targets, geometry)
+        return vectors, table, ids, image_coords
 
     def _retrieve(self, coords):
         from .retrieval import get_cutouts
@@ -258,8 +268,7 @@ class SimilaritySearch:
         vectors : `~numpy.ndarray`, shape (N, d)
             One row per input, in input order; rows of NaN where no galaxy was found.
         """
-        images, targets, _, _, geometry = self._images_of(images)
-        return self._describe(images, targets, geometry)[0]
+        return self._described_inputs(images)[0]
 
     def add(self, images, ids=None, coords=None, *, columns=None, client=None):
         """Add galaxies to the database; only accepted ones are stored.
@@ -292,8 +301,8 @@ class SimilaritySearch:
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
-        elif _is_source_catalog(images):
-            images, coords = _source_cutouts(images)
+        elif is_source_catalog(images):
+            images, coords = source_cutouts(images)
         images, targets, default_ids, coords, geometry = self._images_of(images, coords)
         ids = default_ids if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
@@ -302,20 +311,13 @@ class SimilaritySearch:
         vectors, measured = self._describe(images, targets, geometry)
         report = QTable({'id': np.array(ids, dtype=str)})
         accepted = np.array(measured['accepted'], dtype=bool)
-        reasons = list(measured['reason'])
-        stored = np.isin(report['id'], self.ids)
-        _, first = np.unique(report['id'], return_index=True)
-        repeated = ~np.isin(np.arange(len(report)), first)
+        reasons = np.array(measured['reason'], dtype=object)
         for i, galaxy_id in enumerate(ids):
-            problem = _id_problem(galaxy_id)
+            problem = id_problem(galaxy_id)
             if problem and accepted[i]:
                 reasons[i], accepted[i] = problem, False
-        for mask, why in ((stored, 'id already in the database'), (repeated, 'id repeated in this batch')):
-            for i in np.flatnonzero(mask & accepted):
-                reasons[i] = why
-            accepted &= ~mask
-        report['accepted'] = accepted
-        report['reason'] = np.array(reasons, dtype=str)
+        # the one rule of every build: an id already stored is refused, a repeated one kept at its first
+        report['accepted'], report['reason'] = refuse_duplicate_ids(ids, accepted, reasons, stored=self.ids)
         for name in measured.colnames:
             if name not in report.colnames:
                 report[name] = measured[name]
@@ -419,18 +421,18 @@ class SimilaritySearch:
                              '`astro-galsim build`) before querying it')
         if on_error not in ('raise', 'skip'):
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-        vectors, labels, query_coords, reasons, carried, measured = self._query_vectors(
+        vectors, labels, query_coords, reasons, carried, measured = self._target_vectors(
             target, coords=coords, names=names, match_radius=match_radius)
         failed = np.flatnonzero([bool(r) for r in reasons])
         if failed.size and on_error == 'raise':
-            _raise_for_missing_ids(labels, reasons)
+            raise_for_missing_ids(labels, reasons)
             shown = '; '.join(f'{labels[i]}: {reasons[i]}' for i in failed[:3])
             raise ValueError(f'{failed.size} of {len(labels)} target(s) could not be described ({shown}); '
                              "pass on_error='skip' to keep the results of the others")
         negative_vectors = None
         if negatives is not None:
-            negative_vectors, negative_ids, _, why, _, _ = self._query_vectors(negatives, match_radius=match_radius)
-            _raise_for_missing_ids(negative_ids, why)
+            negative_vectors, negative_ids, _, why, _, _ = self._target_vectors(negatives, match_radius=match_radius)
+            raise_for_missing_ids(negative_ids, why)
             if not np.isfinite(negative_vectors).all():
                 raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
         ok = np.setdiff1d(np.arange(len(labels)), failed)
@@ -454,9 +456,9 @@ class SimilaritySearch:
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
         the examples themselves are left out of the results.
         """
-        pos, pos_ids, _, reasons, _, _ = self._query_vectors(positives)
-        _raise_for_missing_ids(pos_ids, reasons)
-        neg = None if negatives is None else self._query_vectors(negatives)[0]
+        pos, pos_ids, _, reasons, _, _ = self._target_vectors(positives)
+        raise_for_missing_ids(pos_ids, reasons)
+        neg = None if negatives is None else self._target_vectors(negatives)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
         query = rocchio_query(pos, neg, beta=beta)
@@ -480,85 +482,9 @@ class SimilaritySearch:
                 bands[i] = str(table['bands'][0])
         return bands
 
-    def _query_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
-        """Vectors (NaN rows where failed), labels, positions, failure reasons and the carried catalogue."""
-        carried = None
-        if isinstance(target, Table):
-            carried = target
-            target = _table_coords(target)
-        elif _is_source_catalog(target):
-            target, coords = _source_cutouts(target)
-        positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
-        if isinstance(target, SkyCoord):
-            positions_given = (target.reshape((1,)) if target.isscalar else target.ravel()).icrs
-            items = [('coord', None)] * len(positions_given)
-        else:
-            items = [self._classify(t) for t in _as_list(target)]
-        if coords is not None:
-            items, coords = _place(items, coords)
-        n = len(items)
-        vectors = np.full((n, self.encoder.latent_dim), np.nan, dtype=np.float32)
-        labels, reasons = [''] * n, [''] * n
-        measured = [None] * n   # measurements of targets described here (stored ones are in the table)
-        positions = nan_coords(n)
-        kinds = np.array([kind for kind, _ in items], dtype=object)
-        if (kinds == 'id').any():
-            where_id = np.flatnonzero(kinds == 'id')
-            rows = self.database.lookup_ids([items[i][1] for i in where_id])
-            found = rows >= 0
-            vectors[where_id[found]] = self.vectors[rows[found]]
-            positions[where_id[found]] = self.database.coords[rows[found]]
-            for i, ok in zip(where_id, found):
-                labels[i] = items[i][1]
-                reasons[i] = '' if ok else _NOT_STORED
-        if (kinds == 'coord').any():
-            where_c = np.flatnonzero(kinds == 'coord')
-            sky = positions_given if positions_given is not None else SkyCoord([items[i][1].icrs for i in where_c])
-            positions[where_c] = sky
-            rows = self.database.lookup_coords(sky, radius=match_radius)
-            known = rows >= 0
-            for i, r in zip(where_c[known], rows[known]):
-                labels[i] = str(self.ids[r])
-            for i, c in zip(where_c[~known], sky[~known]):
-                labels[i] = coord_id(c)
-            vectors[where_c[known]] = self.vectors[rows[known]]
-            if (~known).any():
-                fetched, table = self._describe(*self._images_of(sky[~known])[:2])
-                vectors[where_c[~known]] = fetched
-                for j, (i, vector) in enumerate(zip(where_c[~known], fetched)):
-                    measured[i] = table[j:j + 1]
-                    if not np.isfinite(vector).all():  # outside the survey, no galaxy, or no network
-                        reasons[i] = table['reason'][j] or 'no galaxy could be described there'
-        if (kinds == 'image').any():
-            where_im = np.flatnonzero(kinds == 'image')
-            given = None
-            if coords is not None:
-                given = coords[where_im]
-            images, image_targets, ids, image_coords, geometry = self._images_of(
-                [items[i][1] for i in where_im], given)
-            if given is not None:  # a place in a frame is the query's target, WCS or not
-                image_targets = image_coords
-            described, table = self._describe(images, image_targets, geometry)
-            accepted = np.asarray(table['accepted'], dtype=bool)
-            vectors[where_im] = np.where(accepted[:, None], described, np.nan)
-            positions[where_im] = image_coords
-            shared = Counter(id(items[i][1]) for i in where_im)
-            for j, i in enumerate(where_im):
-                # several galaxies placed in one frame are told apart by their positions
-                labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
-                measured[i] = table[j:j + 1]
-                if not accepted[j]:
-                    reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
-                                  'SimilaritySearch(selection=...) to relax it)')
-        for i, (kind, value) in enumerate(items):
-            if kind == 'error':
-                labels[i], reasons[i] = f'target{i}', value
-        if names is not None:
-            names = [str(name) for name in _as_list(names)]
-            if len(names) != n:
-                raise ValueError(f'names has {len(names)} entries for {n} query targets; give one per target')
-            labels = names
-        return vectors, labels, positions, reasons, carried, measured
+    def _target_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
+        return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
+                              match_radius=match_radius)
 
     def distance_percentile(self, distance):
         """Where a distance falls among those between stored galaxies and their neighbours.
@@ -625,162 +551,22 @@ class SimilaritySearch:
         >>> bool(why['distance_percentile'][1] <= why['distance_percentile'][3])
         True
         """
-        vectors, labels, coords, reasons, _, measured = self._query_vectors(
+        vectors, labels, coords, reasons, _, measured = self._target_vectors(
             target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
         if len(labels) != 1:
             raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
-        _raise_for_missing_ids(labels, reasons)
+        raise_for_missing_ids(labels, reasons)
         if reasons[0]:
             raise ValueError(f'{labels[0]}: {reasons[0]}')
         found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
         row = self.database.lookup_ids(labels[0])
         own = self.table[row:row + 1] if measured[0] is None else measured[0]
-        table = _beside(labels[0], own, found)
-        table['distance_percentile'] = self.distance_percentile(table['distance'])
-        if 'coord' in found.colnames:
-            table['coord'] = SkyCoord([coords[0].icrs] + list(found['coord'].icrs))
-        first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames
-                                                                     else [])
-        table = table[first + [c for c in table.colnames if c not in first]]
-        for name, fmt in FORMATS.items():
-            if name in table.colnames:
-                table[name].info.format = fmt
-        return table
-
-    def _classify(self, item):
-        """One query target as ('id', str), ('coord', SkyCoord) or ('image', image)."""
-        if isinstance(item, (bool, np.bool_)):
-            raise TypeError(f'cannot use {item!r} as a query target: give an image, an id or a position')
-        if isinstance(item, (int, np.integer)):
-            return 'id', str(int(item))
-        if isinstance(item, SkyCoord):
-            if not item.isscalar:
-                raise TypeError('a list of targets holds an array of positions; give the SkyCoord array '
-                                'itself, or one position per list entry')
-            return 'coord', item
-        if isinstance(item, np.str_):
-            item = str(item)
-        if isinstance(item, str):
-            return _text_target(item, self.database)
-        image = image_items(item, name='query target')
-        if isinstance(image, (NDData, Path, np.ndarray)):
-            return 'image', image
-        raise TypeError(f'cannot use {type(item).__name__} as a query target: give an image (NDData, '
-                        'CCDData, Cutout2D, FITS HDU or HDUList, file path, array), an id (str or int), '
-                        'a position (SkyCoord, "RA Dec", name), or a Table or SourceCatalog of them')
-
-
-def _beside(label, own, found):
-    """The query galaxy (rank 0, its measurements ``own``) above its neighbours ``found``."""
-    table = QTable({'id': np.r_[[label], np.asarray(found['id'], dtype=str)],
-                    'rank': np.r_[0, np.asarray(found['rank'])],
-                    'distance': np.r_[0.0, np.asarray(found['distance'], dtype=float)]})
-    for name in found.colnames:
-        values = found[name]
-        if name in table.colnames or name in ('query', 'coord', 'accepted', 'reason', 'found') or \
-                getattr(values, 'dtype', np.dtype('O')).kind not in 'biuf':
-            continue
-        mine = own[name][0] if name in own.colnames else np.nan
-        if isinstance(values, u.Quantity):
-            mine = u.Quantity(mine, values.unit)   # a plain NaN takes the column's unit
-            table[name] = np.concatenate([np.atleast_1d(mine.to(values.unit)), values])
-        else:
-            table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
-    return table
-
-
-_NOT_STORED = 'id not in the database; query by image or position instead'
-
-
-def _raise_for_missing_ids(labels, reasons):
-    """KeyError naming the ids that are not stored, if any."""
-    missing = [label for label, reason in zip(labels, reasons) if reason == _NOT_STORED]
-    if missing:
-        raise KeyError(f'ids not in the database: {missing[:5]}; query by image or position instead')
+        return explanation_table(labels[0], own, found, coords[0], self.distance_percentile)
 
 
 def _query_numbers(rank):
     """For each result row, the number of its query among those searched (ranks restart at 1)."""
     return np.cumsum(np.asarray(rank) == 1) - 1
-
-
-def _as_list(target):
-    """A list of query targets from one target, a list/tuple, or a 1-D array/Column of ids."""
-    if isinstance(target, fits.HDUList):   # a list, but one image
-        return [target]
-    if isinstance(target, (list, tuple)):
-        return list(target)
-    if isinstance(target, np.ndarray) and target.dtype.kind in 'iuUSO' and target.ndim >= 1 and not (
-            target.dtype.kind in 'iu' and target.ndim >= 2):
-        return list(np.ravel(target)) if target.dtype.kind != 'O' else list(target)
-    if isinstance(target, np.ndarray) and target.ndim == 4:
-        return list(target)
-    return [target]
-
-
-def _text_target(text, database):
-    """Text as a stored id, an image file, a position or a name (the CLI's rules)."""
-    if database.lookup_ids(text) >= 0:
-        return 'id', text
-    path = Path(text)
-    if path.is_file():
-        return 'image', path
-    if path.is_dir():
-        raise ValueError(f'{text!r} is a directory; give an image file (FITS, JPEG, PNG), a database id, '
-                         '"RA Dec" or a name')
-    if path.suffix.lower() in IMAGE_SUFFIXES or '/' in text or '\\' in text:
-        raise FileNotFoundError(f'image file {text!r} does not exist (nor is it an id in the database)')
-    position = parse_position(text)
-    if position is not None:
-        return 'coord', position
-    if text.strip().isdigit() or not text.strip():
-        raise KeyError(f'ids not in the database: [{text!r}]; query by image or position instead')
-    try:
-        return 'coord', SkyCoord.from_name(text)
-    except Exception as exc:  # noqa: BLE001 - the name resolver raises several kinds of errors
-        raise KeyError(f'{text!r} is not in the database: not a stored id, an image file, "RA Dec" '
-                       f'or a name the resolver knows ({" ".join(str(exc).split())[:200]})') from None
-
-
-def _place(items, coords):
-    """Targets and positions for ``coords=``: one image and many positions gives one query per position."""
-    coords = coords.ravel() if not coords.isscalar else coords.reshape((1,))
-    if len(items) == 1 and items[0][0] == 'image':
-        return items * len(coords), coords
-    if len(items) != len(coords):
-        raise ValueError(f'coords has {len(coords)} positions for {len(items)} targets; give one per '
-                         'target, or one image and any number of positions in it')
-    if any(kind != 'image' for kind, _ in items):
-        raise ValueError('coords places galaxies in images; the targets include ids or positions')
-    return items, coords
-
-
-def _is_source_catalog(target):
-    return type(target).__name__ == 'SourceCatalog' and type(target).__module__.startswith('photutils')
-
-
-def _source_cutouts(catalog):
-    """One NDData cutout (with its WCS) per source of a photutils SourceCatalog, and the source positions."""
-    if catalog.wcs is None or not hasattr(catalog.wcs, 'deepcopy'):
-        raise ValueError('the SourceCatalog has no FITS WCS (SourceCatalog(..., wcs=...)): without one '
-                         'its sources have no sky positions to query')
-    extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
-    side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
-    try:
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
-    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
-    cutouts = [cutouts] if catalog.isscalar else cutouts
-    images = []
-    for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
-        wcs = catalog.wcs.deepcopy()
-        wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
-        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
-        outside[cutout.slices_cutout] = False
-        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
-                             meta={'objid': f'source{label}', 'kind': 'fits'}))
-    sky = catalog.sky_centroid
-    return images, (sky.reshape((1,)) if sky.isscalar else sky)
 
 
 def _checked_columns(columns, n):
@@ -798,22 +584,3 @@ def _checked_columns(columns, n):
                              'image (or a single value for all)')
         out[name] = values
     return out
-
-
-def _id_problem(galaxy_id):
-    """Why an id cannot be stored (FITS keeps ASCII and strips end spaces), or ''."""
-    if not galaxy_id.strip():
-        return 'empty id: every galaxy needs one'
-    if galaxy_id != galaxy_id.strip():
-        return f'id {galaxy_id!r} starts or ends with white space, which FITS strips'
-    if not galaxy_id.isascii():
-        return f'id {galaxy_id!r} is not ASCII text, which FITS stores'
-    return ''
-
-
-def _table_coords(table):
-    coords = table_coords(table)
-    if coords is None:
-        raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
-                         'add one to look galaxies up by position')
-    return coords

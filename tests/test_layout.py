@@ -2,7 +2,8 @@
 
 * no module imports a private name (``_x``) of another module; shared code lives under
   public names, or in the private modules made for sharing (``astro_galsim/utils/_*.py``);
-* the stages never import the fronts (``search``, ``build``, ``cli``), so there is no cycle.
+* the stages never import the fronts (``search``, ``build``, ``cli``), so there is no cycle;
+* no module is longer than about 600 lines (one concern per module).
 """
 import ast
 from pathlib import Path
@@ -13,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'astro_galsim'
 FRONTS = {'search', 'build', 'cli'}
 # the fronts themselves (build and cli drive SimilaritySearch)
 ALLOWED_FRONT_USERS = {'__init__', 'search', 'build', 'cli'}
+MAX_LINES = 600
 
 
 def _imports(path):
@@ -40,3 +42,9 @@ def test_stages_do_not_import_the_fronts(path):
         return
     for module, _ in _imports(path):
         assert module.split('.')[-1] not in FRONTS, f'{path.name} imports the front .{module}'
+
+
+@pytest.mark.parametrize('path', _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_is_too_long(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f'{path.name} has {lines} lines; split it along its concerns'

@@ -408,11 +408,16 @@ def test_unusable_images_and_empty_inputs(search, shared_data):
 
 
 def test_tables_with_text_positions(search):
+    stored = QTable({'id': ['m87'], 'coord': SkyCoord([187.70593] * u.deg, [12.39112] * u.deg)})
+    database = GalaxyDatabase(np.zeros((1, search.encoder.latent_dim), np.float32), stored,
+                              encoder_id=search.encoder.identity)
+    m87 = SimilaritySearch(search.encoder, database)
     table = Table({'ra': ['12:30:49.4'], 'dec': ['+12:23:28']})
-    from astro_galsim.search import _table_coords
-    assert _table_coords(table)[0].ra.deg == pytest.approx(187.7058, abs=1e-3)
+    result = m87.query(table, k=1, exclude_self=False)   # the sexagesimal text is the stored galaxy's position
+    assert list(result['query_id']) == ['m87']
+    assert result['query_coord'][0].ra.deg == pytest.approx(187.7058, abs=1e-3)
     with pytest.raises(ValueError, match="the ra/dec columns 'ra', 'dec' are not positions"):
-        _table_coords(Table({'ra': ['north'], 'dec': ['up']}))
+        m87.query(Table({'ra': ['north'], 'dec': ['up']}))
 
 
 def test_index_of_another_format_is_explained(tmp_path):

@@ -17,9 +17,9 @@ pq = pytest.importorskip('pyarrow.parquet')
 from astro_galsim import SimilaritySearch  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.io import read_image  # noqa: E402
-from astro_galsim.scaleout import (BuildIncomplete, _compute_partition, _encoder_loads,  # noqa: E402
-                                   WORKER_ENVIRON, build_distributed, local_cluster,
-                                   query_sharded, read_shard)
+from astro_galsim.partitions import compute_partition, encoder_loads  # noqa: E402
+from astro_galsim.scaleout import (BuildIncomplete, WORKER_ENVIRON, build_distributed,  # noqa: E402
+                                   local_cluster, query_sharded, read_shard)
 
 
 class FaultHook:
@@ -111,7 +111,7 @@ def test_distributed_build_equals_serial(client, images, serial, tmp_path):
     serial_loaded = SimilaritySearch.load(tmp_path / 'serial.fits')
     assert_same_database(GalaxyDatabase.load(output), serial_loaded)
     # each worker loaded the encoder at most once, although it computed several partitions
-    loads = client.run(_encoder_loads)
+    loads = client.run(encoder_loads)
     assert sum(len(v) for v in loads.values()) >= 1
     assert all(len(v) <= 1 for v in loads.values()), loads
 
@@ -228,8 +228,8 @@ def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
     coords = SkyCoord([180.0, 10.0] * u.deg, [0.0, 5.0] * u.deg)
     from astro_galsim.scaleout import encoder_factory
     factory, key, encoder = encoder_factory()
-    out = _compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
-                             encoder.normalisation, {}, {'size': 64})
+    out = compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
+                            encoder.normalisation, {}, {'size': 64})
     assert calls == [(2, {'size': 64})]
     assert list(out['accepted']) == [True, False]
     assert out['reason'][1] == 'retrieval failed: outside the survey footprint'
@@ -249,8 +249,8 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
                         lambda coords, **options: [retrieval.RetrievalError('no frame')] * len(coords))
     coords = SkyCoord([1.0, 2.0] * u.deg, [3.0, 4.0] * u.deg)
     factory, key, encoder = encoder_factory(load_pretrained())
-    out = _compute_partition(7, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
-                             encoder.normalisation, {}, {})
+    out = compute_partition(7, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
+                            encoder.normalisation, {}, {})
     assert not out['accepted'].any() and list(out['reason']) == ['retrieval failed: no frame'] * 2
     path = tmp_path / 'part.parquet'
     write_shard(path, shard_table(out, {'partition': 7, 'key': 'k'}))
@@ -353,12 +353,12 @@ def test_any_encoder_scales_out(client, images, serial):
     factory, key, _ = encoder_factory(in_memory)
     assert key == f"in-memory-copy:{shipped.identity['sha256']}" and factory() is not None
     search, _ = serial
-    before = client.run(_encoder_loads)
+    before = client.run(encoder_loads)
     db, report = build_distributed(images[:10], client=client, encoder=in_memory, partition_size=2)
     assert list(db.ids) == list(search.ids[:len(db)])
     np.testing.assert_allclose(db.vectors, search.vectors[:len(db)], atol=1e-5, rtol=0)
     assert db.encoder_id['name'] == 'in-memory-copy'
-    loads = client.run(_encoder_loads)
+    loads = client.run(encoder_loads)
     # 5 partitions, each worker made the new encoder at most once, and some worker made it
     made = {w: loads[w][len(before[w]):] for w in loads}
     assert all(m in ([], [key]) for m in made.values()) and any(made.values()), made
@@ -389,3 +389,51 @@ def test_build_database_executor(client, images, serial, tmp_path):
     for galaxy_id, vector in zip(again.ids, again.vectors):
         row = list(expected.ids).index(galaxy_id)
         np.testing.assert_allclose(vector, expected.vectors[row], atol=1e-5, rtol=0)
+
+
+def test_one_resume_scheme_for_local_and_dask_builds(client, images, serial, tmp_path, monkeypatch):
+    """A build stopped here is finished on Dask, and one stopped on Dask is finished here: one set of shards."""
+    from astro_galsim.build import build_database, read_source
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    for path in images[:6]:
+        (folder / path.split('/')[-1]).symlink_to(path)
+    expected, _ = serial
+    original, calls = SimilaritySearch.add, []
+
+    def counted_add(self, chunk, **kwargs):
+        calls.append(kwargs['ids'])
+        if fail_at and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return original(self, chunk, **kwargs)
+    monkeypatch.setattr(SimilaritySearch, 'add', counted_add)
+
+    def assert_complete(search):
+        assert sorted(search.ids) == sorted(expected.ids[:6])
+        for galaxy_id, vector in zip(search.ids, search.vectors):
+            row = list(expected.ids).index(galaxy_id)
+            np.testing.assert_allclose(vector, expected.vectors[row], atol=1e-5, rtol=0)
+
+    # stopped here in its second partition of three, finished on the cluster
+    local_first = tmp_path / 'local_first.fits'
+    fail_at = 2
+    with pytest.raises(KeyboardInterrupt):
+        build_database(folder, local_first, chunk_size=2)
+    fail_at = None
+    search, report = build_database(folder, local_first, chunk_size=2, executor=client)
+    assert report.meta['partitions_reused'] == 1 and report.meta['partitions_computed'] == 2
+    assert_complete(search)
+    assert_complete(SimilaritySearch.load(local_first))
+
+    # stopped on the cluster after a partition, finished here: only the missing partitions are described
+    dask_first = tmp_path / 'dask_first.fits'
+    items, ids, coords = read_source(folder)
+    with pytest.raises(BuildIncomplete) as info:
+        build_distributed(items, ids, coords, shard_dir=f'{dask_first}.shards', client=client, partition_size=2,
+                          stop_when=lambda saved: saved >= 1)
+    done = info.value.done
+    calls.clear()
+    search, report = build_database(folder, dask_first, chunk_size=2)
+    assert len(calls) == 3 - done and len(report) == 2 * (3 - done)
+    assert_complete(search)
+    assert_complete(SimilaritySearch.load(dask_first))

@@ -58,6 +58,19 @@ def test_add_report_and_duplicates(search, gz1):
     assert report['r50'].unit == u.pix
 
 
+def test_add_refuses_colliding_ids_by_the_rule_of_every_build(gz1):
+    """Plain add() keeps the first of repeated ids and refuses stored ones, with the Dask build's reasons."""
+    paths, _ = gz1
+    s = SimilaritySearch()
+    first = s.add([paths[1], paths[2], paths[2]])
+    assert list(first['accepted']) == [True, True, False]
+    assert first['reason'][2] == 'id repeated in this batch'
+    again = s.add([paths[1], paths[3], paths[3]])
+    assert list(again['accepted']) == [False, True, False]
+    assert list(again['reason'][[0, 2]]) == ['id already in the database', 'id repeated in this batch']
+    assert sorted(s.ids) == sorted(p.stem for p in paths[1:4])
+
+
 def test_add_rejects_empty_image_with_reason():
     s = SimilaritySearch()
     report = s.add([np.zeros((3, 64, 64), dtype=np.float32)], ids=['blank'])

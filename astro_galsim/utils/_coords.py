@@ -1,9 +1,10 @@
 """Sky positions: ra/dec columns to `~astropy.coordinates.SkyCoord`, and ids made from positions."""
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import Angle, SkyCoord
 
-__all__ = ['sky_coords', 'table_coords', 'coord_id', 'nan_coords', 'parse_position']
+__all__ = ['sky_coords', 'table_coords', 'coord_id', 'nan_coords', 'parse_position', 'known_positions',
+           'checked_angle']
 
 
 def _degrees(values):
@@ -30,6 +31,25 @@ def sky_coords(ra, dec):
 def nan_coords(n):
     """``n`` unknown positions (NaN), as a SkyCoord array."""
     return sky_coords(np.full(n, np.nan), np.full(n, np.nan))
+
+
+def known_positions(coords):
+    """Boolean mask of the positions that are known (finite ra and dec).
+
+    Examples
+    --------
+    >>> from astro_galsim.utils._coords import known_positions, sky_coords
+    >>> known_positions(sky_coords([1.0, float('nan')], [2.0, 3.0]))
+    array([ True, False])
+    """
+    return np.isfinite(coords.ra.deg) & np.isfinite(coords.dec.deg)
+
+
+def checked_angle(value, name):
+    """``value`` as an `~astropy.coordinates.Angle`, or a TypeError naming ``name`` if it is no angle."""
+    if isinstance(value, (Angle, u.Quantity)) and value.unit.physical_type == 'angle':
+        return Angle(value)
+    raise TypeError(f'{name} must be an angle Quantity (e.g. 5 * u.arcsec); got {value!r}.')
 
 
 # column names catalogues give positions under (VizieR's J2000 ones, SDSS's, photutils' ...), any case

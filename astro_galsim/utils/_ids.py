@@ -1,7 +1,26 @@
-"""Which galaxies of a batch are kept when their ids collide: the one rule of every build."""
+"""Galaxy ids: which ids a database can store, and which galaxies of a batch are kept when
+their ids collide (the one rule of every build)."""
 import numpy as np
 
-__all__ = ['refuse_duplicate_ids']
+__all__ = ['refuse_duplicate_ids', 'id_problem']
+
+
+def id_problem(galaxy_id):
+    """Why an id cannot be stored (FITS keeps ASCII and strips end spaces), or ''.
+
+    Examples
+    --------
+    >>> from astro_galsim.utils._ids import id_problem
+    >>> id_problem('g1'), id_problem(' g1')
+    ('', "id ' g1' starts or ends with white space, which FITS strips")
+    """
+    if not galaxy_id.strip():
+        return 'empty id: every galaxy needs one'
+    if galaxy_id != galaxy_id.strip():
+        return f'id {galaxy_id!r} starts or ends with white space, which FITS strips'
+    if not galaxy_id.isascii():
+        return f'id {galaxy_id!r} is not ASCII text, which FITS stores'
+    return ''
 
 
 def refuse_duplicate_ids(ids, accepted, reasons, stored=()):
