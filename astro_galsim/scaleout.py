@@ -301,30 +301,41 @@ def _run_partitions(client, todo, items, ids, ra, dec, factory, encoder_key, enc
     # the recipe travels to each worker once, not inside every task
     factory = client.scatter(factory, broadcast=True, hash=False)
     run = uuid.uuid4().hex[:8]   # a failed task of an earlier run must not be taken for this one
-    for partition in todo:
+
+    def submit(partition, attempt=0):
         number, rows, key = partition.number, partition.rows, partition.key
         part_items = items[rows]
         if any(isinstance(item, NDData) for item in part_items):
             # images travel as data, not inside the task graph
             part_items = client.scatter([part_items])[0]
         future = client.submit(compute_partition, number, part_items, ids[rows], ra[rows], dec[rows],
-                               factory, encoder_key, normalisation, selection,
-                               cutout_options, before_partition, key=f'astro_galsim-partition-{number}-{key}-{run}',
+                               factory, encoder_key, normalisation, selection, cutout_options, before_partition,
+                               key=f'astro_galsim-partition-{number}-{key}-{run}-{attempt}',
                                retries=retries, pure=False)
-        futures[future] = partition
+        futures[future] = partition, attempt
+        return future
+
+    for partition in todo:
+        submit(partition)
     failures, written = [], 0
     progress = conf.show_progress if progress is None else progress
     bar = tqdm(total=len(todo), disable=not progress, desc='partitions')
     try:
-        for future in distributed.as_completed(list(futures)):
-            partition = futures[future]
-            if future.status != 'finished':
-                try:
-                    future.result()
-                except Exception as exc:  # keep going: the other partitions are still worth saving
+        completed = distributed.as_completed(list(futures))
+        for future in completed:
+            partition, attempt = futures[future]
+            try:
+                result = future.result()
+            except distributed.client.FutureCancelledError as exc:
+                # finished, but its worker died before the result was fetched: compute it again
+                if attempt < retries:
+                    completed.add(submit(partition, attempt + 1))
+                else:
                     failures.append((partition.number, exc))
                 continue
-            result = future.result()
+            except Exception as exc:  # keep going: the other partitions are still worth saving
+                failures.append((partition.number, exc))
+                continue
             future.release()
             save_partition(partition, result, encoder, normalisation, selection)
             written += 1

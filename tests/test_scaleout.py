@@ -321,7 +321,9 @@ def test_sharded_query_with_ids_and_filters(client, tmp_path):
 
 
 def test_killed_worker_task_is_rescheduled(client, images, serial, tmp_path):
-    """Last in the module: the replacement worker would make the next test pay its start-up."""
+    """A worker killed in a task: the task runs again on the other worker, nothing is lost."""
+    # both workers up (a slow machine may still be starting one), so each holds the encoder recipe
+    client.wait_for_workers(2, timeout=120)
     hook = FaultHook(tmp_path, kill={3})
     db, report = build_distributed(images, client=client, partition_size=PARTITION, before_partition=hook)
     calls = FaultHook.calls(tmp_path)
@@ -337,6 +339,7 @@ def test_partitions_sized_to_the_cluster(client, images, serial):
     assert partition_size_for(25, 2) == 7 and partition_size_for(10000, 4) == 250
     assert partition_size_for(3, 8) == 1 and partition_size_for(1, 1) == 1
     search, _ = serial
+    client.wait_for_workers(2, timeout=120)    # the replacement of the worker killed above
     db, report = build_distributed(images, client=client)
     assert report.meta['partitions'] == 4            # 25 galaxies on 2 workers: 7, 7, 7, 4
     assert list(db.ids) == list(search.ids)
