@@ -103,9 +103,10 @@ def calibrate_counts(data, header):
 
     Uses ``SOFTBIAS``, ``SKY`` and ``FLUX20`` from the header (mag = 20 - 2.5 log10(counts /
     FLUX20)). The photometric pipeline's ``SKY`` is measured over the whole frame, so a galaxy
-    that fills the cutout cannot bias it; an estimate from the cutout itself did, by 3 to 15
-    counts in a third of the 123 DR7 test cutouts, which shrank the isophotal radius by up to
-    40% against the SkyServer JPEG of the same galaxy (with ``SKY``, 11 of 12 agree within 10%).
+    that fills the cutout cannot bias it; an estimate from the cutout itself did (0.6 to 22
+    counts above ``SKY``, median 7.5, for the 12 test galaxies that are also SkyServer JPEGs),
+    which shrank the isophotal radius by up to 40% against the JPEG of the same galaxy (with
+    ``SKY``, 12 of 12 agree within 10%).
     Without ``SKY``, or where it disagrees with the image's own sky (`sky_level`) by more than
     five times the noise (a cutout whose pixel values were offset after the header was
     written), the image's own sky is used, with a warning in the second case.
