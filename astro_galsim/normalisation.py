@@ -125,6 +125,8 @@ def _outskirts(work, xc, yc, ellipticity, theta, matrix, offset, size):
     counts = np.bincount(bins)
     profile = np.stack([np.bincount(bins, weights=plane.ravel(), minlength=len(counts)) for plane in work])
     good = np.flatnonzero(counts >= 8)
+    if len(good) < 2:   # too few pixels for a profile: leave the field beyond the frame black
+        return np.zeros((len(work), size, size), np.float32)
     profile = profile[:, good] / counts[good]
     radii = good + 0.5
     # an exponential fitted to the outer third of the grey profile carries it further

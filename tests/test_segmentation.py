@@ -389,3 +389,10 @@ def test_spiked_stars_of_the_hubble_deep_field_are_rejected_in_its_own_stretch()
     reason = {c.meta['objid']: str(r) for c, r in zip(cutouts, table['reason'])}
     assert 'a star' in reason['HDF-3'] and 'point source' in reason['HDF-3']
     assert reason['HDF-1'] == ''      # a giant elliptical with a saturated core stays
+
+
+def test_beyond_the_frame_too_few_pixels_for_a_profile_stays_black():
+    # a tiny, very elongated block-averaged image has no annulus of 8 pixels: nothing to continue
+    from astro_galsim.normalisation import _outskirts
+    model = _outskirts(np.ones((3, 4, 4), np.float32), 1.5, 1.5, 0.95, 0.3, np.eye(2) * 0.1, np.zeros(2), 8)
+    assert model.shape == (3, 8, 8) and not model.any()
