@@ -21,7 +21,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
-from .io import nanomaggy
+from .io import COLOUR_IMAGE_BANDS, nanomaggy
 
 __all__ = ['to_colour', 'shown_bands', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS',
            'ASINH_NONLINEARITY', 'SDSS_PIXEL_SCALE']
@@ -234,10 +234,7 @@ def to_colour(image):
     meta = image.meta or {}
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
-    # three planes with no bands named are a display-form colour image, unless read from FITS
-    colour = data.dtype == np.uint8 or meta.get('kind') == 'colour' or (
-        'bands' not in meta and meta.get('kind') != 'fits')
-    if data.ndim == 3 and data.shape[0] == 3 and colour:
+    if data.ndim == 3 and data.shape[0] == 3 and _display_colour(data, meta):
         rgb = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else max(float(data.max()), 1.0))
     elif data.ndim == 3 and 'bands' not in meta:
         # a FITS cube holds fluxes, not display values: each plane as a single-band image
@@ -255,10 +252,8 @@ def to_colour(image):
         flux = _as_nanomaggies(data, image.unit)
         rgb = sdss_asinh_rgb(np.nan_to_num(flux), bands, pixel_scale=_pixel_scale(image))
     elif data.ndim == 2:
-        band = (tuple(meta.get('bands', ())) or ('r',))[0]
-        band = band if band in SDSS_BAND_WEIGHTS else 'r'
         flux = _single_band_flux(data, image.unit, meta.get('header'))
-        rgb = sdss_asinh_rgb(np.nan_to_num(flux)[None], (band,), pixel_scale=_pixel_scale(image))
+        rgb = sdss_asinh_rgb(np.nan_to_num(flux)[None], (_single_band(meta),), pixel_scale=_pixel_scale(image))
     else:
         raise ValueError(f'image of shape {data.shape} is not a galaxy image: give a 2-D image or a '
                          '(3, ny, nx) colour cube')
@@ -300,13 +295,26 @@ def shown_bands(image):
     planes = data.shape[0] if data.ndim == 3 else 1
     bands = tuple(str(b) for b in meta.get('bands', ()))
     if planes == 1:
-        band = bands[0] if bands else 'r'
-        bands = (band if band in SDSS_BAND_WEIGHTS else 'r',)   # as to_colour shows it
+        bands = (_single_band(meta),)
     elif len(bands) != planes:
-        bands = ('i', 'r', 'g') if planes == 3 else ('?',) * planes
+        # unnamed planes: SkyServer's bands for a display-form colour image, else unknown
+        bands = COLOUR_IMAGE_BANDS if planes == 3 and _display_colour(data, meta) else ('?',) * planes
     order = 'ugriz'
     bands = sorted(bands, key=lambda b: order.index(b) if b in order else len(order))
     return ''.join(bands) if all(len(b) == 1 for b in bands) else '+'.join(bands)
+
+
+def _display_colour(data, meta):
+    """Whether three planes are a colour image in display form: bytes, said to be, or no bands named
+    and not read from FITS (a FITS cube holds fluxes)."""
+    return data.dtype == np.uint8 or meta.get('kind') == 'colour' or (
+        'bands' not in meta and meta.get('kind') != 'fits')
+
+
+def _single_band(meta):
+    """The SDSS band a single-band image is shown as: its own, or r where it names none of them."""
+    band = (tuple(meta.get('bands', ())) or ('r',))[0]
+    return band if band in SDSS_BAND_WEIGHTS else 'r'
 
 
 def _pixel_scale(image):

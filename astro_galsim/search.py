@@ -443,7 +443,8 @@ class SimilaritySearch:
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
         target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
         result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
-                              bands=(self._query_bands(labels, measured), self._stored_bands(found['id'])))
+                              bands=(self._query_bands(labels, measured), self._known_bands(
+                                  found['bands'] if 'bands' in found.colnames else np.full(len(found), ''))))
         # plain lists, so that result.write() of any format keeps or drops them without error
         result.meta['targets'] = {'query_id': [str(label) for label in labels],
                                   'status': ['failed' if r else 'ok' for r in reasons],
@@ -464,15 +465,19 @@ class SimilaritySearch:
         query = rocchio_query(pos, neg, beta=beta)
         return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
 
+    def _known_bands(self, bands):
+        """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
+        default = str(self.database.provenance.get('bands', ''))
+        bands = np.asarray(bands, dtype=str)
+        return np.where(bands != '', bands, default).astype(object)
+
     def _stored_bands(self, ids):
         """The bands each stored galaxy was described from ('' where the database does not say)."""
         table = self.database.table
-        default = str(self.database.provenance.get('bands', ''))
         if 'bands' not in table.colnames or not len(ids):
-            return np.full(len(ids), default, dtype=object)
+            return self._known_bands(np.full(len(ids), ''))
         rows = self.database.lookup_ids([str(i) for i in ids])
-        known = np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)]
-        return np.where((rows >= 0) & (known != ''), known, default).astype(object)
+        return self._known_bands(np.where(rows >= 0, np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)], ''))
 
     def _query_bands(self, labels, measured):
         """The bands of each query target: of the image described, else of the stored galaxy."""

@@ -110,3 +110,13 @@ def test_header_sky_contradicted_by_the_pixels_warns(shared_data):
     with pytest.warns(AstropyUserWarning, match='header SKY .* pixels'):
         array, record = prepare_one(path)
     assert record['found'] and array is not None
+
+
+def test_shown_bands_says_what_to_colour_made():
+    from astro_galsim.preprocessing import shown_bands
+    jpeg = NDData(np.zeros((3, 8, 8), np.uint8), meta={'bands': ('i', 'r', 'g')})
+    assert shown_bands(jpeg) == 'gri' and shown_bands(np.zeros((3, 8, 8))) == 'gri'
+    # a FITS cube without band names is calibrated plane by plane, not as SkyServer's gri
+    assert shown_bands(NDData(np.zeros((3, 8, 8), np.float32), meta={'kind': 'fits'})) == '???'
+    assert shown_bands(NDData(np.zeros((8, 8)), meta={'bands': ('g',)})) == 'g'
+    assert shown_bands(NDData(np.zeros((8, 8)), meta={'bands': ('F814W',)})) == 'r'   # shown as r
