@@ -268,6 +268,27 @@ def describe_paths(paths, encoder, workers):
     return summarise(*describe([str(p) for p in paths], encoder, workers=workers, progress=False))
 
 
+def with_frame_calibration(large_path, standard_path):
+    """The large cutout with the ``SOFTBIAS``, ``SKY`` and ``FLUX20`` of the standard cutout's header.
+
+    Both are cut from one ``fpC`` frame (the pixels at the standard cutout's centre are the
+    same counts; ``meta['same_pixels']`` says whether they are), but the large cutouts' header
+    kept only the WCS, so as given they are read as of unknown calibration and scaled by
+    their noise.
+    """
+    large, standard = read_image(large_path), read_image(standard_path)
+    header = large.meta['header'].copy()
+    for key in ('SOFTBIAS', 'SKY', 'FLUX20', 'FILTER'):
+        header[key] = standard.meta['header'][key]
+    centre = standard.wcs.pixel_to_world(*(np.array(standard.data.shape[::-1]) // 2))
+    x, y = (int(round(float(c))) for c in large.wcs.world_to_pixel(centre))
+    ny, nx = standard.data.shape
+    same = bool(0 <= y < large.data.shape[0] and 0 <= x < large.data.shape[1]
+                and large.data[y, x] == standard.data[ny // 2, nx // 2])
+    return NDData(large.data, wcs=large.wcs, unit=large.unit,
+                  meta={**large.meta, 'header': header, 'same_pixels': same})
+
+
 def pixel_scale(path):
     """Arcsec per pixel of a FITS file, from its WCS."""
     return float(np.mean(proj_plane_pixel_scales(read_image(path).wcs)) * 3600)
@@ -387,6 +408,14 @@ def main(argv=None):
     base_rank = ranks(np.stack([_baseline_of_path(p) for p in large_paths]), base, truth)
     rows.append(row('FITS pairs', 'large -> standard', dict(tight, vectors=query['vectors']), wide,
                     rank, base_rank, len(standard)))
+    # the same pairs with the large cutout given its frame's calibration, which its header lost:
+    # framing alone, without the difference between a calibrated and a noise-scaled frame
+    calibrated = [with_frame_calibration(p, FITS / standard[i]['path']) for p, i in zip(large_paths, paired)]
+    same_frame = int(sum(c.meta['same_pixels'] for c in calibrated))
+    query = summarise(*describe(calibrated, encoder, workers=args.workers, progress=False))
+    wide = {k: query[k] * wide_scale for k in radii}
+    rows.append(row('FITS pairs', 'large + frame calibration -> standard', dict(tight, vectors=query['vectors']),
+                    wide, ranks(query['vectors'], enc['vectors'], truth), base_rank, len(standard)))
     duplicates = int((truth.sum(1) > 1).sum())
 
     # FITS -> JPEG: the standard FITS cutout as the query among the 7,505 training JPEGs
@@ -410,6 +439,9 @@ def main(argv=None):
           + ('' if has_scale else '; scale_radius: n/a, the measurements table has no such column'))
     print(text_table(rows[:-1], COLUMNS_SIZE))
     print('FITS -> JPEG: retrieval only; the JPEG pixel scale is unknown, so radii cannot be compared in arcsec.')
+    print(f'FITS pairs, "frame calibration": the large cutout given the standard one\'s SOFTBIAS, SKY and FLUX20 '
+          f'(the same frame: equal counts at the centre in {same_frame} of {len(paired)}); as given, its header has '
+          'none, so it is scaled by its noise')
     print(f'FITS pairs: {len(paired)} of {len(standard)} standard cutouts have a large one; files flagged with a '
           f'wrong WCS among the pairs: {len(flagged)} (positions are the pixel centre, the WCS gives only the '
           f'scale); queries with two standard cutouts of their galaxy in the database: {duplicates}')
