@@ -148,7 +148,7 @@ def _header_float(header, key):
     return value if np.isfinite(value) else None
 
 
-def sky_level(data, *, fallback=None, min_sky_fraction=0.15):
+def sky_level(data, *, min_sky_fraction=0.15):
     """Sky level and noise of an image, from the pixels that no source covers.
 
     Sources are found on a smoothed copy (2 sigma above a first sigma-clipped estimate)
@@ -156,15 +156,13 @@ def sky_level(data, *, fallback=None, min_sky_fraction=0.15):
     a galaxy's faint wings reach far beyond its detected footprint, and a fixed margin
     left enough of them to raise the sky of a galaxy filling its cutout by several
     sigma. Where that leaves too little sky the margin shrinks (1x, then 4 pixels).
-    The sky is the sigma-clipped median of the rest.
+    The sky is the sigma-clipped median of the rest; where sources cover all but
+    ``min_sky_fraction`` of the image even with the smallest margin, that of the whole image.
 
     Parameters
     ----------
     data : `~numpy.ndarray`
         The image (2-D).
-    fallback : float, optional
-        A sky level known from elsewhere, used when sources cover all but
-        ``min_sky_fraction`` of the image even with the smallest margin.
     min_sky_fraction : float, optional
         Smallest fraction of unmasked pixels for a local estimate.
 
@@ -198,8 +196,6 @@ def sky_level(data, *, fallback=None, min_sky_fraction=0.15):
         if (~sources).mean() >= min_sky_fraction:
             _, sky, noise = sigma_clipped_stats(data, mask=sources, sigma=3, maxiters=5)
             return float(sky), float(noise)
-    if fallback is not None and np.isfinite(float(fallback)):
-        return float(fallback), float(std)
     return float(median), float(std)
 
 
