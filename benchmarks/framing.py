@@ -269,12 +269,11 @@ def describe_paths(paths, encoder, workers):
 
 
 def with_frame_calibration(large_path, standard_path):
-    """The large cutout with the ``SOFTBIAS``, ``SKY`` and ``FLUX20`` of the standard cutout's header.
+    """The large cutout with the ``SOFTBIAS``, ``SKY`` and ``FLUX20`` of the standard cutout's header,
+    and whether the two hold the same counts at the standard cutout's centre.
 
-    Both are cut from one ``fpC`` frame (the pixels at the standard cutout's centre are the
-    same counts; ``meta['same_pixels']`` says whether they are), but the large cutouts' header
-    kept only the WCS, so as given they are read as of unknown calibration and scaled by
-    their noise.
+    Both are cut from one ``fpC`` frame, but the large cutouts' header kept only the WCS, so
+    as given they are read as of unknown calibration and scaled by their noise.
     """
     large, standard = read_image(large_path), read_image(standard_path)
     header = large.meta['header'].copy()
@@ -285,8 +284,7 @@ def with_frame_calibration(large_path, standard_path):
     ny, nx = standard.data.shape
     same = bool(0 <= y < large.data.shape[0] and 0 <= x < large.data.shape[1]
                 and large.data[y, x] == standard.data[ny // 2, nx // 2])
-    return NDData(large.data, wcs=large.wcs, unit=large.unit,
-                  meta={**large.meta, 'header': header, 'same_pixels': same})
+    return NDData(large.data, wcs=large.wcs, unit=large.unit, meta={**large.meta, 'header': header}), same
 
 
 def pixel_scale(path):
@@ -410,9 +408,10 @@ def main(argv=None):
                     rank, base_rank, len(standard)))
     # the same pairs with the large cutout given its frame's calibration, which its header lost:
     # framing alone, without the difference between a calibrated and a noise-scaled frame
-    calibrated = [with_frame_calibration(p, FITS / standard[i]['path']) for p, i in zip(large_paths, paired)]
-    same_frame = int(sum(c.meta['same_pixels'] for c in calibrated))
-    query = summarise(*describe(calibrated, encoder, workers=args.workers, progress=False))
+    calibrated, same = zip(*[with_frame_calibration(p, FITS / standard[i]['path'])
+                             for p, i in zip(large_paths, paired)])
+    same_frame = int(sum(same))
+    query = summarise(*describe(list(calibrated), encoder, workers=args.workers, progress=False))
     wide = {k: query[k] * wide_scale for k in radii}
     rows.append(row('FITS pairs', 'large + frame calibration -> standard', dict(tight, vectors=query['vectors']),
                     wide, ranks(query['vectors'], enc['vectors'], truth), base_rank, len(standard)))
