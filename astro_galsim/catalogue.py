@@ -132,7 +132,7 @@ def normalise_table(table, n):
 
 
 def check_ids(ids):
-    if ids.size == 0:
+    if ids.size == 0 or _plain_unique_ascii(ids):
         return
     stripped = np.char.strip(ids)
     if (stripped == '').any():
@@ -146,6 +146,40 @@ def check_ids(ids):
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise ValueError(f'duplicate ids: {uniq[counts > 1][:10].tolist()}; ids must be unique.')
+
+
+#: Characters that str.strip removes, in ASCII.
+_ASCII_SPACE = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32], dtype=np.uint32)
+
+
+def _plain_unique_ascii(ids):
+    """True if the ids are certainly fine: ASCII, none empty or padded with white space, unique.
+
+    Works on the character codes, with a hash for uniqueness (a million ids in about 0.2 s,
+    against 5 s for sorting the strings); False leaves the verdict and the message to the
+    string checks.
+    """
+    ids = np.ascontiguousarray(ids)
+    if ids.dtype.kind != 'U' or ids.ndim != 1 or ids.itemsize == 0:
+        return False
+    codes = ids.view(np.uint32).reshape(len(ids), -1)
+    if codes.max() >= 128:
+        return False
+    lengths = np.char.str_len(ids)
+    if lengths.min() == 0:
+        return False
+    ends = codes[np.arange(len(ids)), lengths - 1]
+    if np.isin(codes[:, 0], _ASCII_SPACE).any() or np.isin(ends, _ASCII_SPACE).any():
+        return False
+    width = -(-codes.shape[1] // 8) * 8
+    packed = np.zeros((len(ids), width), dtype=np.uint8)
+    packed[:, :codes.shape[1]] = codes
+    hashes = np.zeros(len(ids), dtype=np.uint64)
+    for word in packed.view(np.uint64).T:   # eight characters a word; wraps modulo 2**64
+        hashes *= np.uint64(1099511628211)
+        hashes ^= word
+    hashes.sort()
+    return not (hashes[1:] == hashes[:-1]).any()
 
 
 def where_mask(table, where):

@@ -78,6 +78,12 @@ def _as_vectors(vectors, name, dim=None):
     return array
 
 
+def _valid_graph(graph, n):
+    """Whether ``graph`` is an integer array of ``n`` rows whose entries are rows (or -1)."""
+    return (graph.ndim == 2 and graph.shape[0] == n and np.issubdtype(graph.dtype, np.integer)
+            and (graph.size == 0 or (graph.min() >= -1 and graph.max() < n)))
+
+
 def _merge(indices_a, dist_a, indices_b, dist_b, k):
     """Merge two sorted neighbour lists (per row) into the k best."""
     indices = np.concatenate([indices_a, indices_b], axis=1)
@@ -126,7 +132,8 @@ class NeighbourIndex:
         The k-NN graph of these vectors from an earlier build (`knn_graph`, as stored in a
         database file). The pynndescent index is then made from it without running
         NN-descent again: only its search tree and search graph are built, which is many
-        times faster at a million vectors. Ignored if its shape does not match.
+        times faster at a million vectors. Ignored if its shape does not match or it names
+        rows that do not exist.
     build_work : float, optional
         With ``lazy=True`` and ``method='auto'``, calls whose work (queries x vectors) is
         below this are answered by exact search instead of triggering the pynndescent
@@ -201,7 +208,7 @@ class NeighbourIndex:
         if graph is not None:
             graph = np.asarray(graph)
             if (self._wants_nndescent() and graph.shape == (self._n, self.n_neighbors)
-                    and np.issubdtype(graph.dtype, np.integer)):
+                    and _valid_graph(graph, self._n)):
                 self._graph = graph
         if not lazy:
             self._build()
@@ -474,8 +481,9 @@ def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, **kwa
     """Build and prepare a pynndescent index (imported lazily: import takes seconds).
 
     With ``graph`` (a k-NN graph of these vectors from an earlier build), NN-descent is
-    skipped: the graph is taken as it is (its distances recomputed), then the search tree and
-    search graph are built by ``prepare`` as after a full build.
+    neither run nor compiled: the graph is taken as it is (its distances recomputed), then the
+    search tree and search graph are built by ``prepare`` as after a full build, with compiled
+    code that numba caches on disk (`~astro_galsim.utils._nndescent.nndescent_from_graph`).
     """
     try:
         import pynndescent
@@ -487,18 +495,11 @@ def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, **kwa
     if n_jobs is None:
         n_jobs = os.cpu_count() or 1
     if graph is not None:
-        kwargs.update(init_graph=np.ascontiguousarray(graph, dtype=np.int32), n_iters=0)
-        vectors = np.array(vectors)   # its search-tree code is compiled for writable arrays only
-    with warnings.catch_warnings():
-        # a stored graph lists each vector's own row first, which pynndescent drops: one slot
-        # of n_neighbors stays empty and it says so; the search graph is built all the same
-        warnings.filterwarnings('ignore', message='Failed to correctly find n_neighbors')
-        index = pynndescent.NNDescent(vectors, metric=metric, random_state=random_state,
-                                      n_jobs=n_jobs, **kwargs)
-    if graph is not None:
-        # pynndescent turns its tree off when given a graph; prepare() then builds the search
-        # tree that queries start from (without it recall falls, see NNDESCENT_DEFAULTS)
-        index.tree_init = True
+        from .utils._nndescent import nndescent_from_graph
+        return nndescent_from_graph(vectors, graph, metric=metric, random_state=random_state,
+                                    n_jobs=n_jobs, **kwargs)
+    index = pynndescent.NNDescent(vectors, metric=metric, random_state=random_state,
+                                  n_jobs=n_jobs, **kwargs)
     index.prepare()
     return index
 

@@ -19,6 +19,11 @@ a fresh Python process (so both paths pay numba's compilation), once from a file
 the stored neighbour graph (the index is rebuilt: NN-descent runs) and once from the same
 database saved with its graph (``NEIGHBOURS`` HDU: only the search tree and graph are
 built). Recall@10 of both is measured on the first 1000 queries against exact search.
+Each child prints where its seconds go: imports, loading the file, building the index (and
+the part of it numba spends compiling rather than loading its disk cache), the first query,
+all queries, and the time from its launch to its first answer. Before them a fresh process
+opens a small database with a stored graph, which fills numba's on-disk cache once (the
+one-time warm-up a new installation pays; NN-descent itself cannot be cached).
 
 Usage::
 
@@ -36,7 +41,8 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+_STARTED = time.perf_counter()
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -47,6 +53,8 @@ from astropy.table import QTable  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.database_file import database_hdulist, write_database_file  # noqa: E402
 from astro_galsim.index import NeighbourIndex, exact_knn, recall  # noqa: E402
+
+_IMPORTS_S = time.perf_counter() - _STARTED
 
 
 def clustered_vectors(n, d, *, intrinsic=8, noise=0.1, seed=0):
@@ -155,17 +163,74 @@ def bench(n, d, args):
     return row
 
 
-def reopen_and_query(path, queries_path, k):
-    """Child process: open a database, answer the queries with its pynndescent index."""
-    start = time.perf_counter()
-    db = GalaxyDatabase.load(path, index_options={'method': 'nndescent'})
-    t_load = time.perf_counter() - start
-    queries = np.load(queries_path)
-    start = time.perf_counter()
-    indices, _ = db.index.query(queries, k)
-    t_query = time.perf_counter() - start
+def reopen_and_query(path, queries_path, k, started):
+    """Child process: open a database, answer the queries with its pynndescent index.
+
+    Prints the seconds of each step: imports (astro_galsim and pynndescent), numba's
+    compilation (within the index build), loading the file, building the index, the first
+    query and all queries, and ``first_answer_s``: from the launch of the process to its
+    first answer.
+    """
+    t0 = time.perf_counter()
+    import pynndescent  # noqa: F401  (imported by the first index build otherwise)
+    from numba.core import event
+    times = {'import_s': _IMPORTS_S + time.perf_counter() - t0}
+    with event.install_recorder('numba:compile') as recorder:   # compiling, not loading the cache
+        t0 = time.perf_counter()
+        db = GalaxyDatabase.load(path, index_options={'method': 'nndescent'})
+        times['load_s'] = time.perf_counter() - t0
+        queries = np.load(queries_path)
+        t0 = time.perf_counter()
+        db.index.prepare()
+        times['index_s'] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        db.index.query(queries[:1], k)
+        times['first_query_s'] = time.perf_counter() - t0
+        times['first_answer_s'] = time.time() - started
+        t0 = time.perf_counter()
+        indices, _ = db.index.query(queries, k)
+        times['query_s'] = time.perf_counter() - t0
+    times['compile_s'] = _outermost_seconds(recorder.buffer)
     np.save(queries_path + '.result.npy', indices[:1000])
-    print(json.dumps({'load_s': t_load, 'query_s': t_query}))
+    print(json.dumps(times))
+
+
+def _outermost_seconds(buffer):
+    """Seconds spent in outermost numba compilations (nested ones are inside them)."""
+    total, depth, start = 0.0, 0, None
+    for timestamp, data in buffer:
+        if data.is_start:
+            if depth == 0:
+                start = timestamp
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                total += timestamp - start
+    return total
+
+
+def warm_cache(d, args):
+    """Open a small database with a stored graph in a fresh process: fills numba's disk cache."""
+    x = clustered_vectors(3000, d, seed=args.seed)
+    db = GalaxyDatabase(x[:2000], QTable({'id': np.char.add('g', np.arange(2000).astype(str))}),
+                        encoder_id={'name': 'bench', 'sha256': '0' * 64},
+                        index_options={'method': 'nndescent'})
+    db.index.prepare()
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        path, qpath = os.path.join(tmp, 'warm.fits'), os.path.join(tmp, 'queries.npy')
+        db.save(path)
+        np.save(qpath, x[2000:])
+        return _child(path, qpath, args)
+
+
+def _child(path, qpath, args):
+    start = time.perf_counter()
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', path, qpath,
+                            '--k', str(args.k), '--started', repr(time.time())],
+                           capture_output=True, text=True, check=True)
+    times = json.loads(child.stdout.strip().splitlines()[-1])
+    return dict(times, total_s=time.perf_counter() - start)
 
 
 def bench_reopen(n, d, args):
@@ -193,13 +258,8 @@ def bench_reopen(n, d, args):
         qpath = os.path.join(tmp, 'queries.npy')
         np.save(qpath, queries)
         for name, path in (('rebuild', plain), ('stored graph', stored)):
-            start = time.perf_counter()
-            child = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', path, qpath,
-                                    '--k', str(args.k)], capture_output=True, text=True, check=True)
-            total = time.perf_counter() - start
-            times = json.loads(child.stdout.strip().splitlines()[-1])
-            found = np.load(qpath + '.result.npy')
-            out[name] = dict(times, total_s=total, recall=recall(found, true_i))
+            out[name] = _child(path, qpath, args)
+            out[name]['recall'] = recall(np.load(qpath + '.result.npy'), true_i)
     return out
 
 
@@ -220,9 +280,10 @@ def main(argv=None):
                         help='sizes for the reopen + queries measurement (e.g. 1000000)')
     parser.add_argument('--reopen-queries', type=int, default=10_000)
     parser.add_argument('--child', nargs=2, metavar=('DATABASE', 'QUERIES'), help=argparse.SUPPRESS)
+    parser.add_argument('--started', type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return reopen_and_query(args.child[0], args.child[1], args.k)
+        return reopen_and_query(args.child[0], args.child[1], args.k, args.started)
     sizes = list(args.sizes) + ([1_000_000] if args.full else [])
 
     print(f'cpus: {os.cpu_count()}, queries: {args.queries}, k: {args.k}, '
@@ -239,6 +300,10 @@ def main(argv=None):
                 print(f'  done N={n} d={d}', flush=True)
         print_search_tables(rows)
     reopened = []
+    if args.reopen:
+        warm = warm_cache(args.dims[0], args)
+        print(f'numba disk-cache warm-up (a fresh process opens a 2,000-galaxy database with its graph): '
+              f'{warm["total_s"]:.1f} s, of which compiling {warm["compile_s"]:.1f} s', flush=True)
     for n in args.reopen:
         reopened.append(bench_reopen(n, args.dims[0], args))
         print(f'  done reopen N={n}', flush=True)
@@ -275,17 +340,21 @@ def print_reopen_table(reopened, args):
     print()
     print(f'Reopen a saved database + {args.reopen_queries} queries (k={args.k}), fresh process each; '
           'ratio = rebuild total / stored-graph total')
-    print(f"{'N':>9} {'d':>4} {'path':>13} {'load s':>7} {'index+queries s':>15} {'total s':>8} "
-          f"{'recall@10':>9} {'file MB':>8} {'ratio':>6}")
+    print(f"{'N':>9} {'d':>4} {'path':>13} {'import s':>8} {'load s':>7} {'index s':>8} "
+          f"{'(compile s)':>11} {'1st query s':>11} {'queries s':>9} {'1st answer s':>12} "
+          f"{'total s':>8} {'recall@10':>9} {'file MB':>8} {'ratio':>6}")
     for r in reopened:
         for i, name in enumerate(('rebuild', 'stored graph')):
             m = r[name]
             ratio = r['rebuild']['total_s'] / m['total_s']
-            print(f"{r['N']:>9} {r['d']:>4} {name:>13} {m['load_s']:>7.1f} {m['query_s']:>15.1f} "
-                  f"{m['total_s']:>8.1f} {m['recall']:>9.4f} {r['file_mb'][i]:>8.0f} {ratio:>5.1f}x")
-    print('index+queries: the first query call builds the index (NN-descent, or only the search tree '
-          'and graph from the stored graph), then answers all queries; total includes Python start-up '
-          f'and imports. Index build in the parent process: {reopened[-1]["build_here_s"]:.1f} s.')
+            print(f"{r['N']:>9} {r['d']:>4} {name:>13} {m['import_s']:>8.1f} {m['load_s']:>7.1f} "
+                  f"{m['index_s']:>8.1f} {m['compile_s']:>11.1f} {m['first_query_s']:>11.3f} "
+                  f"{m['query_s']:>9.2f} {m['first_answer_s']:>12.1f} {m['total_s']:>8.1f} "
+                  f"{m['recall']:>9.4f} {r['file_mb'][i]:>8.0f} {ratio:>5.1f}x")
+    print('import: astro_galsim and pynndescent; index: NN-descent, or only the search tree and graph '
+          'from the stored graph (compile: numba compiling within it, not loading its disk cache); '
+          '1st answer: from the launch of the process to its first answer; total includes Python '
+          f'start-up. Index build in the parent process: {reopened[-1]["build_here_s"]:.1f} s.')
 
 
 if __name__ == '__main__':

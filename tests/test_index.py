@@ -246,6 +246,49 @@ def test_index_from_stored_graph(data, nnd_index):
     assert NeighbourIndex(base[:100], method='nndescent', lazy=True, graph=graph)._graph is None
 
 
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+def test_stored_graph_never_runs_nn_descent(data, nnd_index, metric, monkeypatch):
+    """NN-descent (not cacheable by numba: 20-30 s of compilation in every fresh process) is
+    neither run nor compiled; the index holds the stored graph, nearest first, and answers
+    as well as a full build."""
+    import pynndescent
+    base, queries = data
+    graph = exact_knn(base, base, nnd_index.n_neighbors, metric=metric)[0].astype(np.int32)
+    assert (graph[:, 0] == np.arange(len(base))).all()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('NN-descent ran although the graph was given')
+    monkeypatch.setattr(pynndescent.pynndescent_, 'nn_descent', refuse)
+    again = NeighbourIndex(base, metric=metric, method='nndescent', graph=graph)
+    assert pynndescent.pynndescent_.nn_descent is refuse    # put back after the build
+    kept = again.knn_graph   # the same neighbours (the order of near ties may differ in float32)
+    np.testing.assert_array_equal(kept[:, 0], graph[:, 0])
+    np.testing.assert_array_equal(np.sort(kept, axis=1), np.sort(graph, axis=1))
+    assert (kept == graph).mean() > 0.99
+    true_i, _ = brute_force(base, queries, 10, metric)
+    assert recall(again.query(queries, 10)[0], true_i) >= 0.98
+
+
+def test_sorted_graph_orders_the_stored_neighbours():
+    from astro_galsim.utils._nndescent import sorted_graph
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(50, 4)).astype(np.float32)
+    graph = np.argsort(rng.random((50, 8)), axis=1).astype(np.int32)   # arbitrary rows, unsorted
+    graph[:, 0] = np.arange(50)
+    graph[5, 3] = -1
+    indices, distances = sorted_graph(data, graph, 8)
+    for i in range(50):
+        kept = [j for j in graph[i] if j >= 0 and j != i]
+        d = ((data[kept] - data[i]) ** 2).sum(axis=1)
+        np.testing.assert_array_equal(indices[i, :len(kept)], np.array(kept)[np.argsort(d, kind='stable')])
+        np.testing.assert_allclose(distances[i, :len(kept)], np.sort(d), rtol=1e-5)
+        assert (indices[i, len(kept):] == -1).all() and np.isinf(distances[i, len(kept):]).all()
+    with pytest.raises(ValueError, match='row numbers'):
+        sorted_graph(data, graph + 1, 8)
+    # a graph naming rows that do not exist is not used by an index
+    assert NeighbourIndex(data, method='nndescent', n_neighbors=8, lazy=True, graph=graph + 1)._graph is None
+
+
 def test_database_file_keeps_the_graph(data, nnd_index, tmp_path):
     from astropy.io import fits
     from astropy.table import QTable
