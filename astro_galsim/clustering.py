@@ -19,7 +19,6 @@ import warnings
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse import csgraph
 
 from .utils._knn import exact_knn, normalise_rows
 
@@ -86,6 +85,7 @@ def _connect_components(graph, index):
     representatives are linked to their 10 nearest representatives and in a chain, with
     their true distances, so that the graph becomes connected.
     """
+    from scipy.sparse import csgraph   # imported here: opening a database never needs it
     n_comp, comp = csgraph.connected_components(graph, directed=False)
     if n_comp == 1:
         return graph

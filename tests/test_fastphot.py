@@ -112,3 +112,12 @@ def test_deblend_segment_is_photutils_deblend_sources(shared_data):
     assert (children is None and expected.max() < 2) or np.array_equal(children, expected)
     flat = np.ones((20, 20), np.float32)
     assert deblend_segment(flat, flat > 0, MIN_PIXELS) is None
+
+
+def test_gini_is_photutils_gini_without_importing_it():
+    from photutils.morphology import gini
+    from astro_galsim._fastphot import _gini
+    rng = np.random.default_rng(5)
+    for values in (rng.gamma(0.5, size=4000), rng.normal(size=333), np.array([np.nan, 2.0, np.inf, -1.0]),
+                   np.array([3.0]), np.zeros(4), np.array([np.nan])):
+        assert _gini(values) == gini(values) or (np.isnan(_gini(values)) and np.isnan(gini(values)))
