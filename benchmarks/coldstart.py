@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/coldstart.py                   # a GZ1 image and a stored position, 5 runs each
     python benchmarks/coldstart.py --image PATH --position "180.481875 -1.06925" --repeat 5
+    python benchmarks/coldstart.py --precision float32   # the image described in numpy, no torch
 """
 import argparse
 import json
@@ -32,12 +33,15 @@ DEFAULT_IMAGE = os.path.join(ROOT, '..', 'shared', 'data', 'sdss_gz1_eggochi', '
 DEFAULT_POSITION = '180.481875 -1.06925'   # a galaxy of the demo database
 
 
-def child(kind, target):
+def child(kind, target, precision):
     """Time the steps of one query in this (fresh) process and print them as JSON."""
     times = {}
     t0 = time.perf_counter()
     from astro_galsim.search import SimilaritySearch
     times['import_s'] = time.perf_counter() - t0
+    if precision:
+        from astro_galsim.config import conf
+        conf.encoder_precision = precision
     t0 = time.perf_counter()
     search = SimilaritySearch.load_demo()
     times['load_s'] = time.perf_counter() - t0
@@ -84,19 +88,28 @@ def main(argv=None):
     parser.add_argument('--image', default=DEFAULT_IMAGE)
     parser.add_argument('--position', default=DEFAULT_POSITION)
     parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'),
+                        help="conf.encoder_precision for the queries (default: the configured one); "
+                             "'float32' describes a query image in numpy, without torch")
     parser.add_argument('--child', nargs=2, metavar=('KIND', 'TARGET'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(*args.child)
+        return child(*args.child, args.precision)
     if not os.path.isfile(args.image):
         raise SystemExit(f'no image at {args.image}; give one with --image')
-    print(f'cpus: {os.cpu_count()}, load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+    print(f'encoder precision: {args.precision or "as configured"}; '
+          f'cpus: {os.cpu_count()}, load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
     rows = []
     for kind, target in (('image', args.image), ('position', args.position)):
         command = [sys.executable, '-m', 'astro_galsim.cli', 'query', target]
+        timed = [sys.executable, os.path.abspath(__file__), '--child', kind, target]
+        if args.precision:
+            command[1:3] = ['-c', 'import sys; from astro_galsim.config import conf; '
+                            f'conf.encoder_precision = {args.precision!r}; '
+                            'from astro_galsim.cli import main; main(sys.argv[1:])']
+            timed += ['--precision', args.precision]
         whole = [run(command)[:2] for _ in range(args.repeat)]
-        steps = [json.loads(run([sys.executable, os.path.abspath(__file__), '--child', kind, target])[2]
-                            .strip().splitlines()[-1]) for _ in range(args.repeat)]
+        steps = [json.loads(run(timed)[2].strip().splitlines()[-1]) for _ in range(args.repeat)]
         rows.append((kind, whole, steps))
     print(f'load average after: {" ".join(f"{v:.2f}" for v in os.getloadavg())}\n')
     print(f'Fresh-process queries against the demo database, median of {args.repeat} '
