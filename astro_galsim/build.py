@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from .config import conf
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
-from .partitions import partition_result, plan_partitions, read_partitions, save_partition
+from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
 from .utils._coords import coord_id, nan_coords, table_coords
 
-__all__ = ['build_database', 'read_source']
+__all__ = ['build_database', 'read_source', 'add_on_cluster']
 
 
 def read_source(source):
@@ -77,11 +77,13 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
                    executor=None, scheduler=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
-    The catalogue is cut into partitions of ``chunk_size`` galaxies. Each finished partition
-    is saved at once as a Parquet shard in ``<output>.shards`` (`~astro_galsim.partitions`),
-    and, here, the database is saved (atomically) after it; a build that stops is resumed by
-    running it again: the partitions saved as shards are read back, not computed again,
-    whichever executor saved them.
+    The catalogue is cut into partitions of ``chunk_size`` galaxies, each described by the
+    describe stage (`~astro_galsim.ingest.describe_items`) wherever it runs. Each finished
+    partition is saved at once as a Parquet shard in ``<output>.shards``
+    (`~astro_galsim.partitions`); the database file is written (atomically) once, from the
+    shards, when the build ends or stops, so a build writes bytes in proportion to its
+    catalogue. A build that stops is resumed by running it again: the partitions saved as
+    shards are read back, not computed again, whichever executor saved them.
 
     Parameters
     ----------
@@ -133,57 +135,58 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search)
         _summarise(report, output, len(search))
         return search, report
-    if executor is not None:
-        with conf.set_temp('workers', int(executor)):
-            return build_database(source, output, chunk_size=chunk_size, resume=resume, search=search,
-                                  provenance=provenance)
     search = SimilaritySearch(provenance=provenance) if search is None else search
-    encoder = search.encoder
-    normalisation = dict(encoder.normalisation)
-    plan = plan_partitions(ids, chunk_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
-                           normalisation=normalisation, selection=search.selection,
-                           cutout_options=search.cutout_options)
-    saved = [p for p in plan if p.saved]
-    if saved:
-        log.info(f'resuming: {len(saved)} of {len(plan)} partitions already in {shard_dir}')
-        _, vectors, rows = read_partitions(saved, stored=search.ids)
-        if len(rows):
-            search.database.add(vectors, rows)
-    todo = [p for p in plan if not p.saved]
-    reports = []
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=sum(p.rows.stop - p.rows.start for p in todo), disable=not conf.show_progress,
-               desc='building')
-    for partition in todo:
-        rows = np.arange(partition.rows.start, partition.rows.stop)
-        chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
-        with conf.set_temp('show_progress', False):   # one bar, the build's, not one per chunk beside it
-            report = search.add(chunk, ids=[ids[i] for i in rows],
-                                coords=None if isinstance(items, SkyCoord) else coords[rows])
-        save_partition(partition, _described(report, search, coords[rows]), encoder, normalisation,
-                       search.selection)
-        reports.append(Table(report[['id', 'accepted', 'reason']]))
-        search.save(output, overwrite=True)
-        bar.update(len(rows))
-    bar.close()
-    if not todo:
-        search.save(output, overwrite=True)
-    from astropy.table import vstack
-    report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
+    workers = conf.workers if executor is None else int(executor)
+    report = _build_here(search, items, ids, coords, output, shard_dir, chunk_size, workers=workers)
     _summarise(report, output, len(search))
     return search, report
 
 
-def _described(report, search, coords):
-    """The shard content of a partition described by ``search.add``: its report and the vectors stored."""
-    accepted = np.asarray(report['accepted'], dtype=bool)
-    vectors = np.full((len(report), search.database.dim), np.nan, dtype=np.float32)
-    rows = search.database.lookup_ids(list(np.asarray(report['id'])[accepted]))
-    vectors[accepted] = search.vectors[rows]
-    known = search.database.coords[rows]
-    coords = coords.copy()
-    coords[accepted] = known
-    return partition_result(report, vectors, coords)
+def _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers):
+    """The build in this process: its partitions described as a Dask worker describes them, here.
+
+    Each finished partition is saved at once as its shard (the build's record, O(partition)
+    bytes); the database file is written once, from the shards, when the build ends or stops.
+    """
+    encoder = search.encoder
+    normalisation = dict(encoder.normalisation)
+    plan = plan_partitions(ids, partition_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
+                           normalisation=normalisation, selection=search.selection,
+                           cutout_options=search.cutout_options)
+    saved = [p.number for p in plan if p.saved]
+    if saved:
+        log.info(f'resuming: {len(saved)} of {len(plan)} partitions already in {shard_dir}')
+    todo = [p for p in plan if not p.saved]
+    stored = search.ids   # refused, as repeats in the build are, by the one rule for colliding ids
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=sum(p.rows.stop - p.rows.start for p in todo), disable=not conf.show_progress,
+               desc='building')
+    computed = []
+    try:
+        for partition in todo:
+            rows = np.arange(partition.rows.start, partition.rows.stop)
+            chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
+            result = describe_partition(chunk, [ids[i] for i in rows], coords[rows], encoder, normalisation,
+                                        search.selection, search.cutout_options, workers=workers)
+            save_partition(partition, result, encoder, normalisation, search.selection)
+            computed.append(partition.number)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+        done = [p for p in plan if p.number in saved or p.number in computed]
+        if done:   # also when the build stops: the database holds what is described
+            report, vectors, rows = read_partitions(done, stored=stored)
+            search.database.add(vectors, rows)
+        if done or not todo:
+            search.save(output, overwrite=True)
+    if not done:
+        return Table({'id': [], 'accepted': [], 'reason': []})
+    sizes = [p.rows.stop - p.rows.start for p in done]
+    now = np.repeat([p.number in computed for p in done], sizes)
+    report = Table(report[now][['id', 'accepted', 'reason']])
+    report.meta.update(partitions=len(plan), partitions_computed=len(computed), partitions_reused=len(saved),
+                       shard_dir=str(shard_dir))
+    return report
 
 
 def _summarise(report, output, total):
@@ -227,3 +230,28 @@ def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance,
     elif len(database):
         search.database.add(database.vectors, database.table)
     return search, Table(report[['id', 'accepted', 'reason']])
+
+
+def add_on_cluster(search, items, ids=None, coords=None, *, client):
+    """Describe galaxies on a Dask cluster and add them to ``search``: what ``SimilaritySearch.add(client=)`` did.
+
+    Parameters
+    ----------
+    search : `~astro_galsim.SimilaritySearch`
+        Its encoder, selection and cutout options describe the galaxies; ids it holds are refused.
+    items, ids, coords
+        As for `~astro_galsim.scaleout.build_distributed`.
+    client : ``distributed.Client``
+
+    Returns
+    -------
+    report : `~astropy.table.QTable`
+        One row per galaxy, as `~astro_galsim.scaleout.build_distributed` gives it.
+    """
+    from .scaleout import build_distributed
+    built, report = build_distributed(items, ids, coords, client=client, encoder=search.encoder,
+                                      normalisation=search.encoder.normalisation, selection=search.selection,
+                                      cutout_options=search.cutout_options, existing_ids=search.ids)
+    if len(built):
+        search.database.add(built.vectors, built.table)
+    return report

@@ -30,9 +30,8 @@ from .partitions import (compute_partition, encoder_factory, partition_size_for,
                          read_partitions, save_partition)
 from .sharded_search import query_sharded
 from .shards import SHARD_FORMAT, read_shard
+from .ingest import interpret_items
 from .utils._coords import coord_id
-from .utils._ids import id_problem
-from .utils._images import image_id, image_positions
 
 __all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
            'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
@@ -107,26 +106,14 @@ def _require():
 
 
 # ---------------------------------------------------------------------------- build
-def _default_ids_coords(items, ids, coords):
+def _catalogue(items, ids, coords):
+    """The galaxies of a build as the describe stage reads them, with the ids and positions of its plan."""
+    items, ids, coords, _ = interpret_items(items, ids, coords)
     if isinstance(items, SkyCoord):
-        items = items.reshape((1,)) if items.isscalar else items
-        coords = items if coords is None else coords
-        if ids is None:
-            ids = [coord_id(c) for c in items]
-        return items, [str(i) for i in ids], coords.icrs
-    if isinstance(items, (NDData, str, Path)):
-        items = [items]
-    items = list(items)
-    for item in items:
-        if not isinstance(item, (NDData, str, Path)):
-            raise TypeError(f'cannot build from {type(item).__name__}: give image file paths, NDData '
-                            'or an array SkyCoord of positions')
-    if ids is None:
-        ids = [image_id(item, i) for i, item in enumerate(items)]
-    coords = image_positions(items, coords)   # unknown positions from the images' WCS
+        # the plan names partitions by their ids before anything is fetched: positions name themselves
+        return items, ids if ids is not None else [coord_id(c) for c in items], coords
     # absolute paths: a worker may run in another directory
-    items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
-    return items, [str(i) for i in ids], coords.icrs
+    return [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items], ids, coords
 
 
 def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=None,
@@ -226,19 +213,12 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     import distributed
     from .database import GalaxyDatabase
 
-    items, ids, coords = _default_ids_coords(items, ids, coords)
+    items, ids, coords = _catalogue(items, ids, coords)
     n = len(ids)
-    if len(items) != n or len(coords) != n:
-        raise ValueError(f'items ({len(items)}), ids ({n}) and coords ({len(coords)}) must have '
-                         'one entry per galaxy')
     if n == 0:
         raise ValueError('nothing to build: items is empty')
     if partition_size is not None and int(partition_size) < 1:
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
-    bad = [i for i in ids if id_problem(i)]
-    if bad:
-        raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
-                         f'them); bad ids: {bad[:5]}')
     if partition_size is None:
         workers = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
         partition_size = partition_size_for(n, workers)

@@ -42,6 +42,7 @@ from astropy.table import QTable, Table  # noqa: E402
 
 from astro_galsim import SimilaritySearch, conf, read_image  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
+from astro_galsim.ingest import interpret_items  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 ENCODER = {'name': 'benchmark', 'sha256': '3f' * 32}
@@ -52,7 +53,7 @@ def positions():
     index = Table.read(folder / 'index.csv', format='ascii.csv')
     good = index[index['wcs_consistent_with_name'] == 'True']
     search = SimilaritySearch()
-    coords = search._images_of([folder / p for p in good['path']])[3]
+    coords = interpret_items([folder / p for p in good['path']])[2]
     sep = coords.separation(SkyCoord(good['center_ra'], good['center_dec'], unit='deg')).to(u.arcsec)
     print(f'FITS paths with a WCS: {int(np.isfinite(sep).sum())} of {len(good)} positions stored; '
           f'largest offset from the WCS centre {np.nanmax(sep):.3f}')

@@ -32,21 +32,22 @@ def test_read_source_folder(image_folder):
 def test_build_resumes_without_redoing(image_folder, tmp_path, monkeypatch):
     folder, index = image_folder
     output = tmp_path / 'db.fits'
-    # an interrupted build: the second chunk fails
+    # an interrupted build: the second partition fails
+    import astro_galsim.build as build_module
     calls = []
-    original = SimilaritySearch.add
+    original = build_module.describe_partition
 
-    def failing_add(self, images, **kwargs):
-        calls.append(kwargs['ids'])
+    def failing_describe(items, ids, *args, **kwargs):
+        calls.append(list(ids))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, images, **kwargs)
-    monkeypatch.setattr(SimilaritySearch, 'add', failing_add)
+        return original(items, ids, *args, **kwargs)
+    monkeypatch.setattr(build_module, 'describe_partition', failing_describe)
     with pytest.raises(KeyboardInterrupt):
         build_database(folder, output, chunk_size=3)
     partial = SimilaritySearch.load(output)
     assert list(partial.ids) == calls[0]
-    monkeypatch.setattr(SimilaritySearch, 'add', original)
+    monkeypatch.setattr(build_module, 'describe_partition', original)
     # the restart skips what is saved and finishes the rest
     search, report = build_database(folder, output, chunk_size=3)
     assert list(report['id']) == [str(o) for o in index['objid'][3:]]

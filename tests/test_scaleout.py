@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.table import QTable
+from astropy.table import QTable, Table
+from astropy.utils.exceptions import AstropyDeprecationWarning
 
 distributed = pytest.importorskip('distributed')
 pq = pytest.importorskip('pyarrow.parquet')
 
 from astro_galsim import SimilaritySearch  # noqa: E402
+from astro_galsim.build import add_on_cluster, build_database  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.io import read_image  # noqa: E402
 from astro_galsim.partitions import compute_partition, encoder_loads  # noqa: E402
@@ -262,14 +264,12 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
 
 
 def test_bad_input(images, tmp_path):
-    with pytest.raises(TypeError, match='cannot build from int'):
+    with pytest.raises(TypeError, match='cannot use int as a galaxy image'):
         build_distributed([1, 2], client=object())
     with pytest.raises(ValueError, match='partition_size'):
         build_distributed(images, partition_size=0, client=object())
-    with pytest.raises(ValueError, match=r'items \(25\), ids \(2\)'):
+    with pytest.raises(ValueError, match=r'ids has 2 entries for 25 galaxies'):
         build_distributed(images, ids=['a', 'b'], client=object())
-    with pytest.raises(ValueError, match=r"bad ids: \[' b'\]"):
-        build_distributed(images[:2], ids=['a', ' b'], client=object())
 
 
 def _random_shards(tmp_path, n_shards=3, n=200, dim=16):
@@ -365,12 +365,13 @@ def test_any_encoder_scales_out(client, images, serial):
     # 5 partitions, each worker made the new encoder at most once, and some worker made it
     made = {w: loads[w][len(before[w]):] for w in loads}
     assert all(m in ([], [key]) for m in made.values()) and any(made.values()), made
-    # SimilaritySearch.add(client=) no longer needs a weights file
+    # adding on a cluster no longer needs a weights file; SimilaritySearch.add(client=) says where it went
     s = SimilaritySearch(in_memory)
-    s.add(images[:6], client=client)
+    with pytest.warns(AstropyDeprecationWarning, match=r'executor=client'):
+        s.add(images[:6], client=client)
     assert list(s.ids) == list(search.ids[:len(s)])
     # the one de-duplication of every build: stored ids and repeats in the batch are refused
-    again = s.add(images[:2] + [images[7], images[7]], client=client)
+    again = add_on_cluster(s, images[:2] + [images[7], images[7]], client=client)
     assert list(again['accepted']) == [False, False, True, False] and len(s) == 7
     assert list(again['reason'][[0, 1, 3]]) == ['id already in the database'] * 2 + ['id repeated in this batch']
     with pytest.raises(TypeError, match='GalaxyEncoder'):
@@ -402,14 +403,15 @@ def test_one_resume_scheme_for_local_and_dask_builds(client, images, serial, tmp
     for path in images[:6]:
         (folder / path.split('/')[-1]).symlink_to(path)
     expected, _ = serial
-    original, calls = SimilaritySearch.add, []
+    import astro_galsim.build as build_module
+    original, calls = build_module.describe_partition, []
 
-    def counted_add(self, chunk, **kwargs):
-        calls.append(kwargs['ids'])
+    def counted_describe(items, ids, *args, **kwargs):
+        calls.append(list(ids))
         if fail_at and len(calls) == fail_at:
             raise KeyboardInterrupt
-        return original(self, chunk, **kwargs)
-    monkeypatch.setattr(SimilaritySearch, 'add', counted_add)
+        return original(items, ids, *args, **kwargs)
+    monkeypatch.setattr(build_module, 'describe_partition', counted_describe)
 
     def assert_complete(search):
         assert sorted(search.ids) == sorted(expected.ids[:6])
@@ -440,3 +442,46 @@ def test_one_resume_scheme_for_local_and_dask_builds(client, images, serial, tmp
     assert len(calls) == 3 - done and len(report) == 2 * (3 - done)
     assert_complete(search)
     assert_complete(SimilaritySearch.load(dask_first))
+
+
+@pytest.fixture(scope='module')
+def fits_folder(shared_data, tmp_path_factory):
+    """Real SDSS r-band FITS cutouts named and placed by an index.csv (path, objid, ra, dec), with one
+    galaxy listed a second time under an id FITS cannot store."""
+    source = shared_data / 'sdss_fits_cutouts_pawlikmorph'
+    index = Table.read(source / 'index.csv', format='ascii.csv')
+    rows = index[(index['kind'] == 'standard') & (index['wcs_consistent_with_name'] == 'True')][:7]
+    folder = tmp_path_factory.mktemp('fits_folder')
+    paths = [str(source / p) for p in rows['path']] + [str(source / rows['path'][1])]
+    ids = [f'fits{i}' for i in range(len(rows))] + ['fits1\u00e9']   # not ASCII: FITS cannot store it
+    ra = list(rows['center_ra']) + [rows['center_ra'][1]]
+    dec = list(rows['center_dec']) + [rows['center_dec'][1]]
+    Table({'path': paths, 'objid': ids, 'ra': ra, 'dec': dec}).write(folder / 'index.csv', format='ascii.csv')
+    return folder, ids
+
+
+def test_fits_folder_builds_alike_everywhere(client, fits_folder, tmp_path):
+    """A FITS folder placed by its index.csv gives the same ids, positions and vectors however it is
+    built: serially, in 2 processes, on a 2-worker Dask cluster, and through SimilaritySearch.add; the
+    id FITS cannot store is one rejected row, with the same reason, on every path."""
+    folder, ids = fits_folder
+    built = {'serial': build_database(folder, tmp_path / 'serial.fits', chunk_size=3),
+             'processes': build_database(folder, tmp_path / 'processes.fits', chunk_size=3, executor=2),
+             'dask': build_database(folder, tmp_path / 'dask.fits', chunk_size=3, executor=client)}
+    from astro_galsim.build import read_source
+    items, item_ids, coords = read_source(folder)
+    added = SimilaritySearch()
+    built['add'] = added, added.add(items, ids=item_ids, coords=coords)
+    reference, reference_report = built['serial']
+    assert 5 <= len(reference) <= 7 and 'fits1' in reference.ids
+    assert reference.database.coords[list(reference.ids).index('fits1')].separation(
+        coords[1]) < 1 * u.arcsec
+    for name, (search, report) in built.items():
+        saved = search if name == 'add' else SimilaritySearch.load(tmp_path / f'{name}.fits')
+        assert list(saved.ids) == list(reference.ids), name
+        np.testing.assert_allclose(saved.vectors, reference.vectors, atol=1e-5, rtol=0, err_msg=name)
+        assert saved.database.coords.separation(reference.database.coords).max() < 1e-6 * u.arcsec, name
+        assert list(report['id']) == ids, name
+        assert list(report['accepted']) == list(reference_report['accepted']), name
+        assert not report['accepted'][-1], name
+        assert report['reason'][-1] == "id 'fits1\u00e9' is not ASCII text, which FITS stores", name
