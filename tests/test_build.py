@@ -80,3 +80,20 @@ def test_build_shows_one_progress_bar(shared_data, tmp_path, capsys):
         build_database(folder, tmp_path / 'bar.fits', chunk_size=55)
     err = capsys.readouterr().err
     assert 'building' in err and 'describing' not in err and 'preparing' not in err
+
+
+def test_build_writes_the_database_once(image_folder, tmp_path, monkeypatch):
+    # bytes in proportion to the catalogue: the shards once each and the database once, not a
+    # growing database rewritten after every partition
+    from astro_galsim.database import GalaxyDatabase
+    folder, index = image_folder
+    saves, original = [], GalaxyDatabase.save
+
+    def counted_save(self, path, **kwargs):
+        saves.append(len(self))
+        return original(self, path, **kwargs)
+    monkeypatch.setattr(GalaxyDatabase, 'save', counted_save)
+    search, report = build_database(folder, tmp_path / 'db.fits', chunk_size=2)
+    assert report.meta['partitions'] == 4 and report.meta['partitions_computed'] == 4
+    assert saves == [len(search)] and len(search) == len(index)
+    assert len(list((tmp_path / 'db.fits.shards').glob('part-*.parquet'))) == 4
