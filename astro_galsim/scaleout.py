@@ -9,8 +9,8 @@ cluster, a failing partition) is resumed by running it again: finished partition
 computed again. The shards are then merged into the usual
 `~astro_galsim.database.GalaxyDatabase` FITS file.
 
-`query_sharded` (from `~astro_galsim.sharded_search`, importable here) searches databases
-kept as several shards in parallel.
+`~astro_galsim.sharded_search.query_sharded` searches databases kept as several shards in
+parallel.
 
 Both need the optional dependencies ``dask[distributed]`` and ``pyarrow``
 (``pip install astro_galsim[dask]``). See ``docs/scaleout.rst``.
@@ -25,16 +25,29 @@ from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from tqdm.auto import tqdm
 
+from . import partitions
 from .config import conf
-from .partitions import (compute_partition, encoder_factory, partition_size_for, plan_partitions,  # noqa: F401
-                         read_partitions, save_partition)
-from .sharded_search import query_sharded
-from .shards import SHARD_FORMAT, read_shard
 from .ingest import interpret_items
+from .partitions import compute_partition, plan_partitions, read_partitions, save_partition
 from .utils._coords import coord_id
 
-__all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
-           'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
+__all__ = ['build_distributed', 'local_cluster', 'BuildIncomplete', 'WORKER_ENVIRON']
+
+# names this module used to give beside its own: where they live
+_MOVED = {'query_sharded': 'sharded_search', 'read_shard': 'shards', 'SHARD_FORMAT': 'shards',
+          'encoder_factory': 'partitions', 'partition_size_for': 'partitions'}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+        from astropy.utils.exceptions import AstropyDeprecationWarning
+        home = _MOVED[name]
+        warnings.warn(f'astro_galsim.scaleout.{name} is deprecated: import it from astro_galsim.{home}',
+                      AstropyDeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f'astro_galsim.{home}'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class BuildIncomplete(RuntimeError):
@@ -150,7 +163,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         core of this machine), closed at the end.
     partition_size : int, optional
         Galaxies per task and per shard: the unit of work redone after an interruption.
-        Default: sized to the cluster (`partition_size_for`: at least two even partitions
+        Default: sized to the cluster (`~astro_galsim.partitions.partition_size_for`: at least two even partitions
         per worker, at most 256 galaxies each). Give it to resume a build on a cluster of
         another size, since the shards are named by their galaxies.
     encoder_path : str or `~pathlib.Path`, optional
@@ -158,7 +171,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         pretrained encoder of the package. Every worker must see the same file.
     encoder : `~astro_galsim.model.GalaxyEncoder` or callable, optional
         Any encoder instead (or a picklable callable that returns one): see
-        `encoder_factory`. Each worker makes it once.
+        `~astro_galsim.partitions.encoder_factory`. Each worker makes it once.
     existing_ids : sequence of str, optional
         Ids of the database these galaxies will join: they are refused (``'id already in
         the database'``), as `~astro_galsim.SimilaritySearch.add` refuses them.
@@ -221,11 +234,11 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
     if partition_size is None:
         workers = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
-        partition_size = partition_size_for(n, workers)
+        partition_size = partitions.partition_size_for(n, workers)
     partition_size = int(partition_size)
     if encoder is not None and encoder_path is not None:
         raise ValueError('give encoder or encoder_path, not both')
-    factory, encoder_key, encoder = encoder_factory(encoder if encoder is not None else encoder_path)
+    factory, encoder_key, encoder = partitions.encoder_factory(encoder if encoder is not None else encoder_path)
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     selection = dict(selection or {})
     cutout_options = dict(cutout_options or {})

@@ -20,8 +20,9 @@ from astro_galsim.build import add_on_cluster, build_database  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
 from astro_galsim.io import read_image  # noqa: E402
 from astro_galsim.partitions import compute_partition, encoder_loads  # noqa: E402
-from astro_galsim.scaleout import (BuildIncomplete, WORKER_ENVIRON, build_distributed,  # noqa: E402
-                                   local_cluster, query_sharded, read_shard)
+from astro_galsim.scaleout import BuildIncomplete, WORKER_ENVIRON, build_distributed, local_cluster  # noqa: E402
+from astro_galsim.sharded_search import query_sharded  # noqa: E402
+from astro_galsim.shards import read_shard  # noqa: E402
 
 
 class FaultHook:
@@ -228,7 +229,7 @@ def test_position_items_fetch_cutouts_on_worker(images, monkeypatch):
 
     monkeypatch.setattr(retrieval, 'get_cutouts', fake_get_cutouts)
     coords = SkyCoord([180.0, 10.0] * u.deg, [0.0, 5.0] * u.deg)
-    from astro_galsim.scaleout import encoder_factory
+    from astro_galsim.partitions import encoder_factory
     factory, key, encoder = encoder_factory()
     out = compute_partition(0, coords, ['a', 'b'], coords.ra.deg, coords.dec.deg, factory, key,
                             encoder.normalisation, {}, {'size': 64})
@@ -245,7 +246,7 @@ def test_partition_where_nothing_was_retrieved(monkeypatch, tmp_path):
     """A partition of positions that all fail gives rejected rows with the usual columns."""
     from astro_galsim import retrieval
     from astro_galsim.model import load_pretrained
-    from astro_galsim.scaleout import encoder_factory
+    from astro_galsim.partitions import encoder_factory
     from astro_galsim.shards import shard_table, write_shard
     monkeypatch.setattr(retrieval, 'get_cutouts',
                         lambda coords, **options: [retrieval.RetrievalError('no frame')] * len(coords))
@@ -334,7 +335,7 @@ def test_killed_worker_task_is_rescheduled(client, images, serial, tmp_path):
 
 def test_partitions_sized_to_the_cluster(client, images, serial):
     """Without partition_size the catalogue is cut into at least two even partitions per worker."""
-    from astro_galsim.scaleout import partition_size_for
+    from astro_galsim.partitions import partition_size_for
     assert partition_size_for(300, 2) == 75          # was one partition of 256 and one of 44
     assert partition_size_for(25, 2) == 7 and partition_size_for(10000, 4) == 250
     assert partition_size_for(3, 8) == 1 and partition_size_for(1, 1) == 1
@@ -348,7 +349,7 @@ def test_partitions_sized_to_the_cluster(client, images, serial):
 def test_any_encoder_scales_out(client, images, serial):
     """An encoder that no weights file holds is sent to the workers and made once by each."""
     from astro_galsim.model import AutoencoderEncoder, load_pretrained
-    from astro_galsim.scaleout import encoder_factory
+    from astro_galsim.partitions import encoder_factory
     shipped = load_pretrained()
     # the same weights under another name: a new key, so each worker has to make it from the recipe
     in_memory = AutoencoderEncoder(shipped.model, card=dict(shipped.card, name='in-memory-copy'))
@@ -485,3 +486,13 @@ def test_fits_folder_builds_alike_everywhere(client, fits_folder, tmp_path):
         assert list(report['accepted']) == list(reference_report['accepted']), name
         assert not report['accepted'][-1], name
         assert report['reason'][-1] == "id 'fits1\u00e9' is not ASCII text, which FITS stores", name
+
+
+def test_scaleout_re_exports_are_deprecated():
+    import astro_galsim.scaleout as scaleout
+    from astro_galsim import partitions, shards
+    with pytest.warns(AstropyDeprecationWarning, match='import it from astro_galsim.partitions'):
+        assert scaleout.encoder_factory is partitions.encoder_factory
+    with pytest.warns(AstropyDeprecationWarning, match='import it from astro_galsim.shards'):
+        assert scaleout.read_shard is shards.read_shard
+    assert 'query_sharded' not in scaleout.__all__
