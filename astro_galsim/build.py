@@ -13,9 +13,11 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
 from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
+from .utils._checks import positive_integer
 from .utils._coords import coord_id, nan_coords, table_coords
+from .utils._files import atomic_output
 
 __all__ = ['build_database', 'read_source', 'add_on_cluster']
 
@@ -73,11 +75,11 @@ def read_source(source):
     return items, ids, coords
 
 
-def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None,
-                   executor=None, scheduler=None):
+def build_database(source, output, *, partition_size=500, resume=True, search=None, provenance=None,
+                   executor=None, scheduler=None, chunk_size=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
-    The catalogue is cut into partitions of ``chunk_size`` galaxies, each described by the
+    The catalogue is cut into partitions of ``partition_size`` galaxies, each described by the
     describe stage (`~astro_galsim.ingest.describe_items`) wherever it runs. Each finished
     partition is saved at once as a Parquet shard in ``<output>.shards``
     (`~astro_galsim.partitions`); the database file is written (atomically) once, from the
@@ -91,8 +93,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         See `read_source`.
     output : str or `~pathlib.Path`
         Database FITS file.
-    chunk_size : int, optional
-        Galaxies per partition: per saved step and per task.
+    partition_size : int, optional
+        Galaxies per partition: the unit of work, per saved shard and per task.
     resume : bool, optional
         Reuse the shards of an earlier run of the same build; False removes them and starts
         again.
@@ -109,6 +111,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         cluster of one worker process per core; or a scheduler address (``tcp://host:8786``).
     scheduler : str, optional
         Deprecated name of ``executor`` for a scheduler address, or ``'local'`` (``'dask'``).
+    chunk_size : int, optional
+        Deprecated name of ``partition_size``.
 
     Returns
     -------
@@ -118,8 +122,10 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         on Dask, every galaxy).
     """
     from .search import SimilaritySearch
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f'chunk_size must be a whole number of galaxies of at least 1; got {chunk_size!r}')
+    if chunk_size is not None:
+        warnings.warn('build_database(chunk_size=...) is deprecated: use partition_size=', AstropyDeprecationWarning)
+        partition_size = chunk_size
+    partition_size = positive_integer(partition_size, 'partition_size')
     output = Path(output)
     if scheduler is not None:
         warnings.warn('build_database(scheduler=...) is deprecated: use executor=', AstropyDeprecationWarning)
@@ -132,12 +138,12 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     if not resume:
         shutil.rmtree(shard_dir, ignore_errors=True)
     if executor is not None and not isinstance(executor, (int, np.integer)):
-        search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search)
+        search, report = _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search)
         _summarise(report, output, len(search))
         return search, report
     search = SimilaritySearch(provenance=provenance) if search is None else search
     workers = conf.workers if executor is None else int(executor)
-    report = _build_here(search, items, ids, coords, output, shard_dir, chunk_size, workers=workers)
+    report = _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers=workers)
     _summarise(report, output, len(search))
     return search, report
 
@@ -210,7 +216,7 @@ def _summarise(report, output, total):
     print(f'  reasons for each rejected galaxy: {path}')
 
 
-def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search):
+def _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search):
     from .scaleout import build_distributed
     from .search import SimilaritySearch
     client, own = (None, False) if executor == 'dask' else (executor, False)
@@ -221,7 +227,7 @@ def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance,
                                              cutout_options=search.cutout_options, existing_ids=search.ids)
     try:
         database, report = build_distributed(items, ids, coords, output, client=client,
-                                             partition_size=chunk_size, provenance=provenance, **options)
+                                             partition_size=partition_size, provenance=provenance, **options)
     finally:
         if own:
             client.close()

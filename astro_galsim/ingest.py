@@ -20,7 +20,7 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 
 from .config import conf
-from .utils._coords import coord_id, table_coords
+from .utils._coords import coord_id, known_positions, table_coords
 from .utils._ids import id_problem
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 
@@ -241,7 +241,7 @@ def _check_target_pixels(images, targets, vectors, table, geometry, normalisatio
     reasons = table['reason'].astype(object)
     for i, (image, target) in enumerate(zip(images, targets)):
         wcs, shape = wcs_and_shape(image) if geometry is None else geometry[i]
-        if wcs is None or not np.isfinite(target.ra.deg):
+        if wcs is None or not known_positions(target):
             continue
         x, y = (float(v) for v in wcs.world_to_pixel(target))
         ny, nx = shape[-2:]

@@ -26,6 +26,7 @@ import numpy as np
 from astropy import units as u
 
 from .shards import read_shard, shard_meta, shard_table, write_shard
+from .utils._checks import positive_integer
 from .utils._coords import sky_coords
 from .utils._data import package_data
 from .utils._encoders import cached_encoder, encoder_loads as cached_encoder_loads
@@ -98,9 +99,7 @@ def plan_partitions(ids, partition_size, shard_dir, *, encoder_sha256, normalisa
     >>> plan[1].path.name.startswith('part-000001-')
     True
     """
-    partition_size = int(partition_size)
-    if partition_size < 1:
-        raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
+    partition_size = positive_integer(partition_size, 'partition_size')
     settings = {'encoder': encoder_sha256, 'normalisation': normalisation, 'selection': selection,
                 'cutout_options': cutout_options}
     shard_dir, n, plan = Path(shard_dir), len(ids), []

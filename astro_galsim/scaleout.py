@@ -29,6 +29,7 @@ from . import partitions
 from .config import conf
 from .ingest import interpret_items
 from .partitions import compute_partition, plan_partitions, read_partitions, save_partition
+from .utils._checks import positive_integer
 from .utils._coords import coord_id
 
 __all__ = ['build_distributed', 'local_cluster', 'BuildIncomplete', 'WORKER_ENVIRON']
@@ -230,8 +231,8 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     n = len(ids)
     if n == 0:
         raise ValueError('nothing to build: items is empty')
-    if partition_size is not None and int(partition_size) < 1:
-        raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
+    if partition_size is not None:
+        partition_size = positive_integer(partition_size, 'partition_size')
     if partition_size is None:
         workers = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
         partition_size = partitions.partition_size_for(n, workers)

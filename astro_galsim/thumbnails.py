@@ -10,6 +10,7 @@ from astropy import units as u
 from astropy.nddata import NDData
 
 from .retrieval import RetrievalError, cache_directory
+from .utils._coords import known_positions
 
 __all__ = ['get_thumbnail', 'result_thumbnails', 'thumbnail_gallery']
 
@@ -50,7 +51,7 @@ def get_thumbnail(coord, *, size=96, scale=0.4 * u.arcsec, data_release=None):
     """
     from .retrieval import get_cutout
     coord = coord.icrs
-    if not (np.isfinite(coord.ra.deg) and np.isfinite(coord.dec.deg)):
+    if not known_positions(coord):
         raise RetrievalError('no position is stored for this galaxy, so there is no thumbnail to fetch')
     try:
         cutout = get_cutout(coord, size=int(size), pixel_scale=u.Quantity(scale, u.arcsec), source='skyserver',
@@ -99,7 +100,7 @@ def result_thumbnails(result, **kwargs):
     for ids, coords in pairs:
         for galaxy_id, coord in zip(ids, coords):
             key = str(galaxy_id)
-            if key not in thumbnails and np.isfinite(coord.ra.deg):
+            if key not in thumbnails and known_positions(coord):
                 thumbnails[key] = get_thumbnail(coord, **kwargs)
     return thumbnails
 

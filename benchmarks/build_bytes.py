@@ -61,7 +61,7 @@ def main(argv=None):
             Table({'path': [str(DATA / p) for p in rows['path']], 'objid': rows['objid'], 'ra': rows['ra'],
                    'dec': rows['dec']}).write(folder / 'index.csv', format='ascii.csv')
             before = written_bytes()
-            build_database(folder, folder / 'db.fits', chunk_size=args.partition_size)
+            build_database(folder, folder / 'db.fits', partition_size=args.partition_size)
             total = written_bytes() - before
             size = (folder / 'db.fits').stat().st_size
             print(f'{n:6d} galaxies: {total / 1e6:9.2f} MB written, {total / n / 1e3:7.2f} kB per galaxy '

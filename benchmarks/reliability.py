@@ -114,7 +114,7 @@ def kills_during_builds(n=30, chunk=10):
         source.mkdir()
         for p in labels['path'][:n]:
             (source / Path(p).name).symlink_to(DATA / 'sdss_gz1_eggochi' / p)
-        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--chunk-size', str(chunk),
+        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--partition-size', str(chunk),
                    '--output']
         killed = Path(tmp) / 'killed.fits'
         with subprocess.Popen(command + [str(killed)], stdout=subprocess.DEVNULL,

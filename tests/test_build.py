@@ -44,16 +44,16 @@ def test_build_resumes_without_redoing(image_folder, tmp_path, monkeypatch):
         return original(items, ids, *args, **kwargs)
     monkeypatch.setattr(build_module, 'describe_partition', failing_describe)
     with pytest.raises(KeyboardInterrupt):
-        build_database(folder, output, chunk_size=3)
+        build_database(folder, output, partition_size=3)
     partial = SimilaritySearch.load(output)
     assert list(partial.ids) == calls[0]
     monkeypatch.setattr(build_module, 'describe_partition', original)
     # the restart skips what is saved and finishes the rest
-    search, report = build_database(folder, output, chunk_size=3)
+    search, report = build_database(folder, output, partition_size=3)
     assert list(report['id']) == [str(o) for o in index['objid'][3:]]
     assert sorted(search.ids) == sorted(str(o) for o in index['objid'])
     # the same database as an uninterrupted build
-    fresh, _ = build_database(folder, tmp_path / 'fresh.fits', chunk_size=10)
+    fresh, _ = build_database(folder, tmp_path / 'fresh.fits', partition_size=10)
     order = fresh.database.lookup_ids(search.ids)
     np.testing.assert_allclose(search.vectors, fresh.vectors[order], atol=1e-5)
 
@@ -77,7 +77,7 @@ def test_build_shows_one_progress_bar(shared_data, tmp_path, capsys):
     for path in sorted((shared_data / 'sdss_galaxies_mikeedi/images/val').glob('*.jpg'))[:55]:
         shutil.copy(path, folder / path.name)
     with conf.set_temp('show_progress', True):
-        build_database(folder, tmp_path / 'bar.fits', chunk_size=55)
+        build_database(folder, tmp_path / 'bar.fits', partition_size=55)
     err = capsys.readouterr().err
     assert 'building' in err and 'describing' not in err and 'preparing' not in err
 
@@ -93,7 +93,7 @@ def test_build_writes_the_database_once(image_folder, tmp_path, monkeypatch):
         saves.append(len(self))
         return original(self, path, **kwargs)
     monkeypatch.setattr(GalaxyDatabase, 'save', counted_save)
-    search, report = build_database(folder, tmp_path / 'db.fits', chunk_size=2)
+    search, report = build_database(folder, tmp_path / 'db.fits', partition_size=2)
     assert report.meta['partitions'] == 4 and report.meta['partitions_computed'] == 4
     assert saves == [len(search)] and len(search) == len(index)
     assert len(list((tmp_path / 'db.fits.shards').glob('part-*.parquet'))) == 4

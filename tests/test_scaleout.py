@@ -386,7 +386,7 @@ def test_build_database_executor(client, images, serial, tmp_path):
     folder.mkdir()
     for path in images[:6]:
         (folder / path.split('/')[-1]).symlink_to(path)
-    search, report = build_database(folder, tmp_path / 'db.fits', chunk_size=2, executor=client)
+    search, report = build_database(folder, tmp_path / 'db.fits', partition_size=2, executor=client)
     assert len(search) == 6 and len(report) == 6 and report['accepted'].all()
     assert len(list((tmp_path / 'db.fits.shards').glob('part-*.parquet'))) == 3
     again = SimilaritySearch.load(tmp_path / 'db.fits')
@@ -424,9 +424,9 @@ def test_one_resume_scheme_for_local_and_dask_builds(client, images, serial, tmp
     local_first = tmp_path / 'local_first.fits'
     fail_at = 2
     with pytest.raises(KeyboardInterrupt):
-        build_database(folder, local_first, chunk_size=2)
+        build_database(folder, local_first, partition_size=2)
     fail_at = None
-    search, report = build_database(folder, local_first, chunk_size=2, executor=client)
+    search, report = build_database(folder, local_first, partition_size=2, executor=client)
     assert report.meta['partitions_reused'] == 1 and report.meta['partitions_computed'] == 2
     assert_complete(search)
     assert_complete(SimilaritySearch.load(local_first))
@@ -439,7 +439,7 @@ def test_one_resume_scheme_for_local_and_dask_builds(client, images, serial, tmp
                           stop_when=lambda saved: saved >= 1)
     done = info.value.done
     calls.clear()
-    search, report = build_database(folder, dask_first, chunk_size=2)
+    search, report = build_database(folder, dask_first, partition_size=2)
     assert len(calls) == 3 - done and len(report) == 2 * (3 - done)
     assert_complete(search)
     assert_complete(SimilaritySearch.load(dask_first))
@@ -466,9 +466,9 @@ def test_fits_folder_builds_alike_everywhere(client, fits_folder, tmp_path):
     built: serially, in 2 processes, on a 2-worker Dask cluster, and through SimilaritySearch.add; the
     id FITS cannot store is one rejected row, with the same reason, on every path."""
     folder, ids = fits_folder
-    built = {'serial': build_database(folder, tmp_path / 'serial.fits', chunk_size=3),
-             'processes': build_database(folder, tmp_path / 'processes.fits', chunk_size=3, executor=2),
-             'dask': build_database(folder, tmp_path / 'dask.fits', chunk_size=3, executor=client)}
+    built = {'serial': build_database(folder, tmp_path / 'serial.fits', partition_size=3),
+             'processes': build_database(folder, tmp_path / 'processes.fits', partition_size=3, executor=2),
+             'dask': build_database(folder, tmp_path / 'dask.fits', partition_size=3, executor=client)}
     from astro_galsim.build import read_source
     items, item_ids, coords = read_source(folder)
     added = SimilaritySearch()
