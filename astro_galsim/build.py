@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .config import conf
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
 from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
+from .search import SimilaritySearch
 from .utils._checks import positive_integer
 from .utils._coords import coord_id, nan_coords, table_coords
 from .utils._files import atomic_output
@@ -121,7 +122,6 @@ def build_database(source, output, *, partition_size=500, resume=True, search=No
         One row per galaxy: id, accepted, reason (here, the galaxies described in this run;
         on Dask, every galaxy).
     """
-    from .search import SimilaritySearch
     if chunk_size is not None:
         warnings.warn('build_database(chunk_size=...) is deprecated: use partition_size=', AstropyDeprecationWarning)
         partition_size = chunk_size
@@ -218,7 +218,6 @@ def _summarise(report, output, total):
 
 def _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search):
     from .scaleout import build_distributed
-    from .search import SimilaritySearch
     client, own = (None, False) if executor == 'dask' else (executor, False)
     if isinstance(executor, str) and executor != 'dask':
         from distributed import Client

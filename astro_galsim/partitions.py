@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
+from .ingest import describe_items
 from .shards import read_shard, shard_meta, shard_table, write_shard
 from .utils._checks import positive_integer
 from .utils._coords import sky_coords
@@ -305,7 +306,6 @@ def describe_partition(items, ids, coords, encoder, normalisation, selection, cu
     `~astro_galsim.ingest.describe_items` with the partition's ids and positions: the work of
     `compute_partition` on a worker, and of the serial build here (with ``workers`` processes).
     """
-    from .ingest import describe_items
     described = describe_items(items, encoder, ids=ids, coords=coords, normalisation=normalisation,
                                selection=selection, cutout_options=cutout_options, workers=workers, progress=False)
     return partition_result(described.report, described.vectors, described.coords)
