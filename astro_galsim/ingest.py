@@ -154,7 +154,7 @@ def describe_items(items, encoder, *, ids=None, coords=None, normalisation=None,
     WCS puts off the image, or on no galaxy, rejects the galaxy with the reason (and says
     whether the image centre holds one, which points to a wrong WCS). An id that a database
     cannot store is a rejected row too. Ids already stored, or repeated, are the caller's to
-    refuse (`~astro_galsim.utils._ids.refuse_duplicate_ids`), since only it knows the database.
+    refuse (by the one rule of ``utils/_ids.py``), since only it knows the database.
 
     Parameters
     ----------
