@@ -155,11 +155,20 @@ def _run_chunk(jobs, encoder=None):
     return vectors, records
 
 
+def _start_worker(encoder):
+    """Start a worker process: keep its encoder in the per-process cache, and run torch on one thread.
+
+    One process per core: torch must not start a thread per core in each (``conf.num_threads``,
+    when set, still wins, as in any process). No configuration is written.
+    """
+    keep_encoder(encoder)
+    import torch
+    torch.set_num_threads(1)
+
+
 def _run_worker_chunk(jobs, key=None):
     """`_run_chunk` in a worker process, with the encoder it keeps in the per-process cache."""
-    encoder = None if key is None else cached_encoder(None, key)
-    with conf.set_temp('num_threads', 1):   # one process per core: torch must not start a thread per core
-        return _run_chunk(jobs, encoder)
+    return _run_chunk(jobs, None if key is None else cached_encoder(None, key))
 
 
 def _map_chunks(jobs, workers, progress, encoder=None):
@@ -179,7 +188,7 @@ def _map_chunks(jobs, workers, progress, encoder=None):
             size = max(1, min(batch if encoder is not None else 16, len(jobs) // (8 * workers)))
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             key = None if encoder is None else encoder_key(encoder)
-            with ProcessPoolExecutor(workers, initializer=None if encoder is None else keep_encoder,
+            with ProcessPoolExecutor(workers, initializer=None if encoder is None else _start_worker,
                                      initargs=() if encoder is None else (encoder,)) as pool:
                 for part in pool.map(functools.partial(_run_worker_chunk, key=key), chunks):
                     parts.append(part)

@@ -480,7 +480,8 @@ def test_fits_folder_builds_alike_everywhere(client, fits_folder, tmp_path):
     for name, (search, report) in built.items():
         saved = search if name == 'add' else SimilaritySearch.load(tmp_path / f'{name}.fits')
         assert list(saved.ids) == list(reference.ids), name
-        np.testing.assert_allclose(saved.vectors, reference.vectors, atol=1e-5, rtol=0, err_msg=name)
+        # bfloat16 sums in another order on one torch thread (workers) than on several: ~1e-4 apart
+        np.testing.assert_allclose(saved.vectors, reference.vectors, atol=5e-4, rtol=0, err_msg=name)
         assert saved.database.coords.separation(reference.database.coords).max() < 1e-6 * u.arcsec, name
         assert list(report['id']) == ids, name
         assert list(report['accepted']) == list(reference_report['accepted']), name
