@@ -19,8 +19,8 @@ def test_colour_to_flux_inverts_the_sdss_stretch():
 
 
 def test_a_copy_is_never_sharper_than_its_source():
-    y, x = np.mgrid[:64, :64]
-    point = np.zeros((3, 64, 64)); point[:, 32, 32] = 0.9
+    point = np.zeros((3, 64, 64))
+    point[:, 32, 32] = 0.9
     same = degrade(point, seeing=0.7 * u.arcsec, source_seeing=1.4 * u.arcsec, noise=0)
     assert np.array_equal(same.data, np.round(np.clip(point, 0, 1) * 255).astype(np.uint8))
     wider = degrade(point, seeing=2.8 * u.arcsec, source_seeing=1.4 * u.arcsec, noise=0)
