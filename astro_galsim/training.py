@@ -28,14 +28,12 @@ from .config import conf
 from .io import atomic_output
 from .model import file_sha256
 from .network import ConvAutoencoder
-# the training data live in their own module; their names are importable from here too
-from .training_data import (LABEL_GROUPS, MORPHOLOGY_CLASSES, TrainingLabels, context_normalisation,
+# the training data live in their own module; their names stay importable from here
+from .training_data import (LABEL_GROUPS, MORPHOLOGY_CLASSES, TrainingLabels, context_normalisation,  # noqa: F401
                             degraded_copies, gz2_labels_of, load_hubble_types, load_interacting_pairs,
-                            load_labelled_images, load_training_images)
+                            load_labelled_images, load_training_images, load_training_set)
 
-__all__ = ['train_autoencoder', 'augment', 'context_normalisation', 'load_training_images',
-           'load_labelled_images', 'gz2_labels_of', 'TrainingLabels', 'MORPHOLOGY_CLASSES', 'LABEL_GROUPS',
-           'load_hubble_types', 'load_interacting_pairs', 'degraded_copies']
+__all__ = ['train_autoencoder', 'augment']
 
 
 def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.25, noise=0.06):

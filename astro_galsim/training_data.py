@@ -20,7 +20,7 @@ from .config import conf
 
 __all__ = ['context_normalisation', 'load_training_images', 'load_labelled_images', 'gz2_labels_of',
            'TrainingLabels', 'MORPHOLOGY_CLASSES', 'LABEL_GROUPS', 'load_hubble_types', 'load_interacting_pairs',
-           'degraded_copies']
+           'degraded_copies', 'hubble_types_of', 'load_training_set', 'TRAINING_SAMPLE_PIXEL_SCALE']
 
 
 def context_normalisation(normalisation, context=1.5):
