@@ -1,6 +1,7 @@
-"""How far a build walks through the package: the modules it enters and the calls that climb back up.
+"""How far a door walks through the package: the modules it enters and the calls that climb back up.
 
-A serial ``build_database`` of a small folder of real JPEGs runs under a profiler hook that
+A serial ``build_database`` of a small folder of real JPEGs (``--door build``), or
+``SimilaritySearch.add`` of the same images (``--door add``), runs under a profiler hook that
 records every call from one module of the package into another. Modules are ranked by the
 package's static layering (the imports at the top of each module: a module ranks above
 every module it imports), and a call into a module of higher rank than the caller's is a
@@ -13,7 +14,9 @@ pairs that climb, each named.
 Usage::
 
     python benchmarks/ingest_walk.py
+    python benchmarks/ingest_walk.py --door add
 """
+import argparse
 import ast
 import sys
 import tempfile
@@ -58,7 +61,10 @@ def ranks(graph):
     return {name: rank(name) for name in graph}
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--door', choices=['build', 'add'], default='build')
+    door = parser.parse_args(argv).door
     graph = top_level_imports()
     rank = ranks(graph)
     pairs = set()
@@ -74,6 +80,7 @@ def main():
 
     from astropy.table import Table
     from astro_galsim import conf
+    from astro_galsim import SimilaritySearch
     from astro_galsim.build import build_database
     index = Table.read(DATA / 'index.csv', format='ascii.csv')[:3]
     with tempfile.TemporaryDirectory() as tmp, conf.set_temp('show_progress', False):
@@ -82,9 +89,14 @@ def main():
         Table({'path': [str(DATA / p) for p in index['path']], 'objid': index['objid'], 'ra': index['ra'],
                'dec': index['dec']}).write(folder / 'index.csv', format='ascii.csv')
         build_database(folder, Path(tmp) / 'warm.fits')        # imports and caches, not counted
+        SimilaritySearch().add([DATA / p for p in index['path']])
+        search = SimilaritySearch()
         sys.setprofile(profile)
         try:
-            build_database(folder, Path(tmp) / 'db.fits')
+            if door == 'build':
+                build_database(folder, Path(tmp) / 'db.fits')
+            else:
+                search.add([DATA / p for p in index['path']], ids=[str(i) for i in index['objid']])
         finally:
             sys.setprofile(None)
     rooms = sorted({m for pair in pairs for m in pair})
