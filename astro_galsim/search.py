@@ -316,19 +316,20 @@ class SimilaritySearch:
             problem = id_problem(galaxy_id)
             if problem and accepted[i]:
                 reasons[i], accepted[i] = problem, False
-        # the one rule of every build: an id already stored is refused, a repeated one kept at its first
-        report['accepted'], report['reason'] = refuse_duplicate_ids(ids, accepted, reasons, stored=self.ids)
-        for name in measured.colnames:
-            if name not in report.colnames:
-                report[name] = measured[name]
-        report.meta['normalisation'] = dict(self.encoder.normalisation)
-        keep = np.asarray(report['accepted'], dtype=bool)
-        if keep.any():
-            rows = report[keep]
-            rows['coord'] = coords[keep]
-            for name, values in user_columns.items():
-                rows[name] = values[keep]
-            self.database.add(vectors[keep], rows)
+        with self.database.lock:   # the stored ids checked and the rows added at once, whatever other threads do
+            # the one rule of every build: an id already stored is refused, a repeated one kept at its first
+            report['accepted'], report['reason'] = refuse_duplicate_ids(ids, accepted, reasons, stored=self.ids)
+            for name in measured.colnames:
+                if name not in report.colnames:
+                    report[name] = measured[name]
+            report.meta['normalisation'] = dict(self.encoder.normalisation)
+            keep = np.asarray(report['accepted'], dtype=bool)
+            if keep.any():
+                rows = report[keep]
+                rows['coord'] = coords[keep]
+                for name, values in user_columns.items():
+                    rows[name] = values[keep]
+                self.database.add(vectors[keep], rows)
         return report
 
     def _add_on_dask(self, images, ids, coords, columns, client):
