@@ -167,6 +167,7 @@ class AutoencoderEncoder(GalaxyEncoder):
 def _checked_weights(path, model):
     """The tensors of a weights file, or a ValueError naming the file and what is wrong with it."""
     import pickle
+    import re
 
     import torch
     where = f'encoder weights {str(path)!r}'
@@ -174,10 +175,11 @@ def _checked_weights(path, model):
         # weights_only: loading never runs code from the file
         state = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
-        if 'GLOBAL' in str(exc):   # a pickled object (a function, a class) where tensors belong
+        found = re.search(r'GLOBAL (\S+)', str(exc))
+        if found:   # a pickled object (a function, a class) where tensors belong
             raise ValueError(f'the encoder weights were refused: {str(path)!r} holds Python objects besides '
-                             'tensors, which are never loaded (nothing in it was run); give weights written by '
-                             'astro-galsim train') from None
+                             f'tensors (the unsupported global {found.group(1)}), which are never loaded (nothing '
+                             'in it was run); give weights written by astro-galsim train') from None
         raise ValueError(f'{where}: the file is not a torch weights file (damaged, or another format: '
                          f'{" ".join(str(exc).split()[-20:])[:160]}); retrain or reinstall astro_galsim') from None
     except (RuntimeError, EOFError, OSError) as exc:
