@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .config import conf
 from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
+from .surveys import resolution_of, survey_of
 from .utils._checks import image_content_problem, image_input_problem
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
@@ -69,8 +70,9 @@ def _check_pixels(image):
 
 def _sdss_stretch(image):
     """Whether an image's colour form has the SDSS colour-image stretch (SDSS bands, or none named)."""
-    bands = (image.meta or {}).get('bands')
-    return bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)
+    meta = image.meta or {}
+    bands = meta.get('bands')
+    return (bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)) and survey_of(meta).name == 'sdss'
 
 
 def _pixel_scale(image):
@@ -99,22 +101,29 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     array : `~numpy.ndarray` or None
         ``(3, size, size)`` float32 input for the encoder, None when no galaxy was found.
     record : dict
-        The public measurements, ``accepted``, ``reason``, ``pixel_scale`` and ``bands`` (see
-        `~astro_galsim.preprocessing.shown_bands`).
+        The public measurements, ``accepted``, ``reason``, ``pixel_scale``, ``bands`` (see
+        `~astro_galsim.preprocessing.shown_bands`) and ``survey`` (whose resolution and colour
+        rendering were assumed, `~astro_galsim.surveys.SURVEYS`).
     """
     image = _as_image(image, target)   # a huge FITS file with a known position: a section around it
     _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
-    scale = _pixel_scale(image)
+    meta = image.meta or {}
+    # the pixel scale is known from the WCS, the meta or a named survey; where it is not (NaN), the
+    # resolution limit assumes SDSS's native scale (select_galaxy) and angular limits are refused
+    scale, seeing = resolution_of(meta, _pixel_scale(image))
     selection = dict(selection or {})
     if np.isfinite(scale):
         selection.setdefault('pixel_scale', scale)
+    selection.setdefault('seeing', seeing)
     if not _sdss_stretch(image):   # a saturated core means a star only in SDSS's colour stretch
         selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)
     record = dict(measurement)
-    record.update(accepted=accepted, reason=reason, pixel_scale=scale, bands=shown_bands(image))
+    # which survey's resolution and colour rendering were assumed (astro_galsim.surveys)
+    record.update(accepted=accepted, reason=reason, pixel_scale=scale, bands=shown_bands(image),
+                  survey=survey_of(meta).name)
     radius = measurement.get(normalisation.get('scale', 'scale_radius'), np.nan)
     array = normalise_galaxy(rgb, measurement, **normalisation) if np.isfinite(radius) else None
     return array, record
@@ -204,6 +213,7 @@ def _records_table(records):
     table['accepted'] = np.array([r['accepted'] for r in records], dtype=bool)
     table['reason'] = np.array([r['reason'] for r in records], dtype=str)
     table['bands'] = np.array([r.get('bands', '') for r in records], dtype=str)
+    table['survey'] = np.array([r.get('survey', '') for r in records], dtype=str)
     return table
 
 
