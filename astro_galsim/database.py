@@ -233,7 +233,7 @@ class GalaxyDatabase:
 
     @property
     def lock(self):
-        """`threading.RLock`: held while the database changes, is searched or is saved.
+        """``threading.RLock``: held while the database changes, is searched or is saved.
 
         Hold it to make several steps one (a check of stored ids, then `add`); it is reentrant.
         """

@@ -482,3 +482,28 @@ def test_offline_build_fails_and_its_failed_downloads_are_retried(frames, shared
             for j, c in zip(jpegs, coords)])
         assert main(['build', str(catalogue), '--output', output]) == 0
     assert len(GalaxyDatabase.load(output)) == 2
+
+
+@pytest.mark.parametrize('encoding', ['identity', 'gzip'])
+def test_bounded_reads_read_a_whole_answer(encoding):
+    import gzip
+    from astro_galsim.retrieval._http import get
+    body = np.random.default_rng(1).bytes(3_000_000)
+    sent = gzip.compress(body) if encoding == 'gzip' else body
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    server.settimeout(10)
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(f'HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {len(sent)}\r\n\r\n'.encode())
+        for start in range(0, len(sent), 100_000):   # in pieces, as a network delivers it
+            conn.sendall(sent[start:start + 100_000])
+            time.sleep(0.01)
+        conn.close()
+        server.close()
+    threading.Thread(target=serve, daemon=True).start()
+    response = get(f'http://127.0.0.1:{server.getsockname()[1]}/x', 'a local service')
+    assert response.content == body

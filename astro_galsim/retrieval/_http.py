@@ -42,7 +42,7 @@ def _read_within_deadline(response, *args, **kwargs):
     try:
         while True:
             # read1: what has arrived (up to 1 MB), so that a trickle cannot hold one read for ever
-            chunk = response.raw.read1(1 << 20)
+            chunk = response.raw.read1(1 << 20, decode_content=True)   # gzip undone, as requests does
             if not chunk:
                 break
             chunks.append(chunk)
