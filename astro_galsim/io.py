@@ -224,9 +224,11 @@ def read_fits_near(path, target, side=2048):
     path = Path(path)
     if target is None or not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
         return read_image(path)
-    wcs, shape = fits_geometry(path)
     limit = int(conf.max_image_pixels)
-    if limit <= 0 or np.prod(shape) <= limit or wcs is None:
+    if limit <= 0 or (path.stat().st_size < limit and not path.name.lower().endswith(('.gz', '.fz'))):
+        return read_image(path)   # fewer bytes than the limit has pixels: no header to look at first
+    wcs, shape = fits_geometry(path)
+    if np.prod(shape) <= limit or wcs is None:
         return read_image(path)   # small enough, or no WCS to place the target: the whole file (or its error)
     half = (min(int(side), math.isqrt(limit // (shape[0] if len(shape) == 3 else 1))) - 1) // 2   # within the limit
     x, y = (int(round(float(v))) for v in wcs.world_to_pixel(target))
