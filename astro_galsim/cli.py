@@ -156,7 +156,8 @@ def cmd_build(args):
                                    provenance=provenance, executor=executor)
     if len(search) == 0:   # an empty database is no success (offline, every download failed)
         raise ValueError(f'no galaxy was stored in {args.output} (the reasons are in {args.output}.rejected.ecsv); '
-                         'downloads that failed are tried again when the same command is run again')
+                         'downloads that failed for a reason that may pass (no network, a slow service) are '
+                         'tried again when the same command is run again')
 
 
 def cmd_train(args):
