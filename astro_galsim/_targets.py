@@ -14,12 +14,13 @@ from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import Table
 
+from .ingest import is_source_catalog, source_cutouts, table_positions
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .utils._coords import coord_id, known_positions, nan_coords, parse_position, table_coords
+from .utils._coords import coord_id, known_positions, nan_coords, parse_position
 from .utils._images import image_items
 
 __all__ = ['NOT_STORED', 'target_vectors', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
-           'is_source_catalog', 'source_cutouts', 'table_positions', 'raise_for_missing_ids']
+           'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
@@ -38,8 +39,9 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     """Vectors (NaN rows where failed), labels, positions, failure reasons, the carried catalogue and
     the measurements of the targets described here (None for stored ones).
 
-    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` and
-    returns their vectors, measurement table, default ids and positions.
+    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` (the
+    describe stage, `~astro_galsim.ingest.describe_items`) and returns their vectors, report,
+    default ids and positions.
     """
     carried = None
     if isinstance(target, Table):
@@ -195,39 +197,3 @@ def place_targets(items, coords):
     if any(kind != 'image' for kind, _ in items):
         raise ValueError('coords places galaxies in images; the targets include ids or positions')
     return items, coords
-
-
-def is_source_catalog(target):
-    return type(target).__name__ == 'SourceCatalog' and type(target).__module__.startswith('photutils')
-
-
-def source_cutouts(catalog):
-    """One NDData cutout (with its WCS) per source of a photutils SourceCatalog, and the source positions."""
-    if catalog.wcs is None or not hasattr(catalog.wcs, 'deepcopy'):
-        raise ValueError('the SourceCatalog has no FITS WCS (SourceCatalog(..., wcs=...)): without one '
-                         'its sources have no sky positions to query')
-    extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
-    side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
-    try:
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
-    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
-    cutouts = [cutouts] if catalog.isscalar else cutouts
-    images = []
-    for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
-        wcs = catalog.wcs.deepcopy()
-        wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
-        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
-        outside[cutout.slices_cutout] = False
-        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
-                             meta={'objid': f'source{label}', 'kind': 'fits'}))
-    sky = catalog.sky_centroid
-    return images, (sky.reshape((1,)) if sky.isscalar else sky)
-
-
-def table_positions(table):
-    coords = table_coords(table)
-    if coords is None:
-        raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
-                         'add one to look galaxies up by position')
-    return coords

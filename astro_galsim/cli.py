@@ -150,9 +150,17 @@ def cmd_build(args):
         if not sep:
             raise ValueError(f'--provenance {item!r} is not KEY=VALUE')
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    executor, partition_size = args.executor, args.partition_size
+    for old, new, value in (('--scheduler', '--executor', args.scheduler), ('--chunk-size', '--partition-size',
+                                                                            args.chunk_size)):
+        if value is not None:
+            print(f'astro-galsim build: {old} is deprecated: use {new}', file=sys.stderr)
+    executor = args.scheduler if args.scheduler is not None else executor
+    partition_size = args.chunk_size if args.chunk_size is not None else partition_size
+    if executor is not None:
+        executor = int(executor) if executor.isdigit() else 'dask' if executor in ('dask', 'local') else executor
     with conf.set_temp('workers', args.workers):
-        executor = 'dask' if args.scheduler == 'local' else args.scheduler
-        search, _ = build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
+        search, _ = build_database(args.source, args.output, partition_size=partition_size, resume=not args.restart,
                                    provenance=provenance, executor=executor)
     if len(search) == 0:   # an empty database is no success (offline, every download failed)
         raise ValueError(f'no galaxy was stored in {args.output} (the reasons are in {args.output}.rejected.ecsv); '
@@ -249,13 +257,17 @@ def _parser():
                        'An interrupted build resumes where it stopped.')
     p.add_argument('source', help='folder of images, or a table file (ECSV, CSV, FITS, VOTable) with ra/dec')
     p.add_argument('--output', required=True, help='database FITS file')
-    p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step')
+    p.add_argument('--partition-size', type=int, default=500,
+                   help='galaxies per partition: the unit of work, saved at once in OUTPUT.shards and reused '
+                        'on a restart')
     p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
-    p.add_argument('--workers', type=int, default=1, help='processes preparing the images')
-    p.add_argument('--scheduler', metavar='ADDRESS', default=None,
-                   help="build on a Dask cluster: a scheduler address (tcp://host:8786), or 'local' for one "
-                        "worker process per core; partitions of --chunk-size galaxies are saved in "
-                        "OUTPUT.shards and reused on a restart (needs astro_galsim[dask])")
+    p.add_argument('--workers', type=int, default=1, help='processes preparing the images (here)')
+    p.add_argument('--executor', metavar='WHERE', default=None,
+                   help="where the galaxies are described: a number of local processes, 'dask' for a local "
+                        "Dask cluster of one worker process per core, or a Dask scheduler address "
+                        "(tcp://host:8786; needs astro_galsim[dask]). Default: here, with --workers processes")
+    p.add_argument('--chunk-size', type=int, default=None, help='deprecated: use --partition-size')
+    p.add_argument('--scheduler', metavar='ADDRESS', default=None, help='deprecated: use --executor')
     p.add_argument('--provenance', action='append', default=[], metavar='KEY=VALUE',
                    help='stored in a new database, e.g. --provenance survey=SDSS --provenance data_release=14')
     p.set_defaults(func=cmd_build)

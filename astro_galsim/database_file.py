@@ -21,6 +21,7 @@ from astropy.table import Column, QTable, Table
 
 from .io import atomic_output
 from .utils._coords import sky_coords
+from .utils._data import package_version
 
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'DatabaseError', 'database_hdulist', 'read_database_file',
            'write_database_file']
@@ -41,14 +42,6 @@ _HEADER_PROVENANCE = {
 
 class DatabaseError(Exception):
     """A database file or database content that cannot be used as it is."""
-
-
-def _version():
-    try:
-        from ._version import version
-    except ImportError:
-        version = 'unknown'
-    return version
 
 
 def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=None):
@@ -81,7 +74,7 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=No
     hdr = primary.header
     _set_card(hdr, 'FMTNAME', FORMAT_NAME, 'file format: astro_galsim galaxy database')
     _set_card(hdr, 'FMTVERS', FORMAT_VERSION, 'version of the file format')
-    _set_card(hdr, 'CREATOR', f'astro_galsim {_version()}'[:68], 'software that wrote the file')
+    _set_card(hdr, 'CREATOR', f'astro_galsim {package_version()}'[:68], 'software that wrote the file')
     _set_card(hdr, 'DATE', Time.now().utc.isot[:19], 'UTC date the file was written')
     _set_card(hdr, 'NGALAXY', len(vectors), 'number of galaxies (table rows, vectors)')
     _set_card(hdr, 'NDIM', vectors.shape[1], 'dimension of the latent vectors')
@@ -318,7 +311,7 @@ def _check_format(header, path):
         raise DatabaseError(f'{path} has an invalid format version FMTVERS={version!r}.')
     if version > FORMAT_VERSION:
         raise DatabaseError(f'{path} uses database format version {version}, newer than this '
-                            f'astro_galsim ({_version()}) reads (version {FORMAT_VERSION}); '
+                            f'astro_galsim ({package_version()}) reads (version {FORMAT_VERSION}); '
                             'upgrade astro_galsim.')
     for key in ('NGALAXY', 'NDIM', 'METRIC', 'ENCNAME', 'ENCSHA'):
         if key not in header:

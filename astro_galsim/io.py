@@ -1,9 +1,7 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
-import contextlib
 import math
 import os
 import re
-import secrets
 import stat
 import warnings
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .utils._checks import header_wcs_problem, wcs_problem
+from .utils._files import atomic_output  # noqa: F401 - where it lived; its home is utils/_files.py
 
 __all__ = ['read_image', 'read_fits_near', 'image_from_hdu', 'celestial_wcs', 'check_image_size', 'ImageSizeError',
            'fits_meta', 'file_kind', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
@@ -34,67 +33,6 @@ nanomaggy = u.def_unit('nanomaggy', 3.631e-6 * u.Jy,
 
 _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
                  'nmgy': nanomaggy, 'nanomaggy': nanomaggy, 'nanomaggies': nanomaggy}
-
-
-@contextmanager
-def atomic_output(path, *, suffix='.tmp', sync=False):
-    """A binary file to write that takes the place of ``path`` only once it is complete.
-
-    Yields a file opened on a temporary name in the same directory
-    (``.<name>.<pid>-<random><suffix>``); when the block ends without error the file is
-    closed (and flushed to disk with ``sync``) and renamed over ``path``, else it is
-    removed. Readers never see a half-written ``path``. The new file keeps the permissions
-    of the file it replaces (or gets the usual ones for a new file, as the umask allows),
-    and temporary files left by killed writers of the same ``path`` on this machine are
-    removed.
-    """
-    path = Path(path)
-    _remove_stale_temporaries(path, suffix)
-    tmp, fd = _create_temporary(path, suffix)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            yield handle
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # collaborators keep their access
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _create_temporary(path, suffix):
-    """A new file ``.<name>.<pid>-<random><suffix>`` beside ``path``, mode 0666 less the umask."""
-    while True:
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}')
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _remove_stale_temporaries(path, suffix):
-    """Remove the temporary files of writers of ``path`` whose process no longer runs."""
-    pattern = re.compile(rf'^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(suffix)}$')
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(path.parent):
-            match = pattern.match(entry.name)
-            if match and not _process_alive(int(match.group(1))):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, owned by another user
-        return True
-    return True
 
 
 def file_kind(path):

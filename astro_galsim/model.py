@@ -13,12 +13,12 @@ galaxy's major axis is horizontal, which covers the other angles).
 """
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .config import conf
+from .utils._data import package_data
 
 __all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16']
 
@@ -241,7 +241,7 @@ def load_pretrained(path=None):
     ((3, 64, 64), 64)
     """
     if path is None:
-        path = Path(str(resources.files('astro_galsim') / 'data' / PRETRAINED_WEIGHTS))
+        path = package_data(PRETRAINED_WEIGHTS)
     path = Path(path)
     card_path = path.with_suffix('.json')
     if not path.is_file() or not card_path.is_file():

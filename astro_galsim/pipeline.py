@@ -4,6 +4,7 @@ Everything here is a pure function of its inputs (the sky draw used to fill mask
 neighbours is seeded), so the same path can be mapped over a catalogue by any
 parallel engine and give the same result.
 """
+import functools
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -17,6 +18,7 @@ from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 from .surveys import resolution_of, survey_of
 from .utils._checks import image_content_problem, image_input_problem
+from .utils._encoders import cached_encoder, encoder_key, keep_encoder
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
@@ -152,15 +154,6 @@ def _jobs(images, targets, normalisation, selection):
             for i, img in enumerate(images)]
 
 
-# the encoder of a worker process, set once when the process starts (see _map_chunks)
-_WORKER = {'encoder': None}
-
-
-def _start_worker(encoder):
-    _WORKER['encoder'] = encoder
-    conf.num_threads = 1   # one process per core: torch must not start a thread per core in each
-
-
 def _run_chunk(jobs, encoder=None):
     """Prepare a chunk of images and, given an encoder, encode them at once.
 
@@ -178,14 +171,27 @@ def _run_chunk(jobs, encoder=None):
     return vectors, records
 
 
-def _run_worker_chunk(jobs):
-    return _run_chunk(jobs, _WORKER['encoder'])
+def _start_worker(encoder):
+    """Start a worker process: keep its encoder in the per-process cache, and run torch on one thread.
+
+    One process per core: torch must not start a thread per core in each (``conf.num_threads``,
+    when set, still wins, as in any process). No configuration is written.
+    """
+    keep_encoder(encoder)
+    import torch
+    torch.set_num_threads(1)
+
+
+def _run_worker_chunk(jobs, key=None):
+    """`_run_chunk` in a worker process, with the encoder it keeps in the per-process cache."""
+    return _run_chunk(jobs, None if key is None else cached_encoder(None, key))
 
 
 def _map_chunks(jobs, workers, progress, encoder=None):
     """`_run_chunk` over chunks of the jobs, in ``workers`` processes, results in input order.
 
-    Each process holds its own encoder (a copy made once when it starts), so encoding runs
+    Each process holds its own encoder (a copy kept once when it starts, in the per-process
+    cache of ``utils/_encoders.py``), so encoding runs
     beside preparation in every process instead of after it in this one.
     """
     if progress is None:
@@ -197,8 +203,10 @@ def _map_chunks(jobs, workers, progress, encoder=None):
             # chunks small enough that no process waits idle at the end
             size = max(1, min(batch if encoder is not None else 16, len(jobs) // (8 * workers)))
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
-                for part in pool.map(_run_worker_chunk, chunks):
+            key = None if encoder is None else encoder_key(encoder)
+            with ProcessPoolExecutor(workers, initializer=None if encoder is None else _start_worker,
+                                     initargs=() if encoder is None else (encoder,)) as pool:
+                for part in pool.map(functools.partial(_run_worker_chunk, key=key), chunks):
                     parts.append(part)
                     bar.update(len(part[1]))
         else:

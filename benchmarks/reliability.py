@@ -9,7 +9,7 @@ prints what happened, as counts and times.
 * kills during saves: ``kill -9`` of a process saving a large database over an existing one,
   at random moments; whether the file still loads (FITS checksums verified) and whether the
   temporary file is gone after the next save;
-* kills during builds: ``kill -9`` of ``astro-galsim build`` after its first saved chunk, then
+* kills during builds: ``kill -9`` of ``astro-galsim build`` after its first saved partition, then
   the same command again, against an uninterrupted build;
 * concurrency: threads querying and embedding one `SimilaritySearch` at once, against the
   same calls made one after another; two processes saving the same file at once;
@@ -51,6 +51,7 @@ from astropy.table import QTable, Table  # noqa: E402
 
 from astro_galsim import SimilaritySearch, conf, read_image  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
+from astro_galsim.ingest import interpret_items  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 ENCODER = {'name': 'benchmark', 'sha256': '3f' * 32}
@@ -61,7 +62,7 @@ def positions():
     index = Table.read(folder / 'index.csv', format='ascii.csv')
     good = index[index['wcs_consistent_with_name'] == 'True']
     search = SimilaritySearch()
-    coords = search._images_of([folder / p for p in good['path']])[3]
+    coords = interpret_items([folder / p for p in good['path']])[2]
     sep = coords.separation(SkyCoord(good['center_ra'], good['center_dec'], unit='deg')).to(u.arcsec)
     print(f'FITS paths with a WCS: {int(np.isfinite(sep).sum())} of {len(good)} positions stored; '
           f'largest offset from the WCS centre {np.nanmax(sep):.3f}')
@@ -116,28 +117,33 @@ def kills_during_saves(trials=10, n=230_000):
 
 
 def kills_during_builds(n=30, chunk=10):
+    from astro_galsim.shards import read_shard
     labels = Table.read(DATA / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / 'images'
         source.mkdir()
         for p in labels['path'][:n]:
             (source / Path(p).name).symlink_to(DATA / 'sdss_gz1_eggochi' / p)
-        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--chunk-size', str(chunk),
+        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--partition-size', str(chunk),
                    '--output']
         killed = Path(tmp) / 'killed.fits'
+        shards = Path(f'{killed}.shards')
         with subprocess.Popen(command + [str(killed)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) as build:
-            while not killed.exists():
+            while not list(shards.glob('part-*.parquet')):
                 time.sleep(0.05)
             os.kill(build.pid, signal.SIGKILL)
             build.wait()
-        saved = len(GalaxyDatabase.load(killed))
+        # the build's record is its shards: the database file is written when the build ends or stops
+        saved = sum(len(read_shard(path)[0]) for path in shards.glob('part-*.parquet'))
+        database_left = killed.exists()
         subprocess.run(command + [str(killed)], check=True, capture_output=True)
         fresh = Path(tmp) / 'fresh.fits'
         subprocess.run(command + [str(fresh)], check=True, capture_output=True)
         a, b = GalaxyDatabase.load(killed), GalaxyDatabase.load(fresh)
         rows = b.lookup_ids(a.ids)
-        print(f'kill -9 of a build of {n} images after its first chunk: {saved} galaxies kept; the rerun '
+        print(f'kill -9 of a build of {n} images after its first saved partition: {saved} galaxies kept in '
+              f'its shards (a database file left: {database_left}); the rerun '
               f'ended with {len(a)} galaxies against {len(b)} for an uninterrupted build, same ids: '
               f'{sorted(a.ids) == sorted(b.ids)}, largest vector difference '
               f'{np.abs(a.vectors - b.vectors[rows]).max():.1e}')

@@ -71,7 +71,7 @@ def test_fits_paths_store_their_wcs_positions(frames, tmp_path):
     source.mkdir()
     for p in rows['path']:
         (source / p.split('/')[-1]).symlink_to(folder / p)
-    built, _ = build_database(source, tmp_path / 'db.fits', chunk_size=2)
+    built, _ = build_database(source, tmp_path / 'db.fits', partition_size=2)
     assert np.isfinite(built.database.coords.ra.deg).all()
 
 
@@ -195,7 +195,8 @@ def test_build_refuses_a_chunk_size_below_one(shared_data, tmp_path, size, capsy
     output = tmp_path / 'db.fits'
     assert main(['build', str(shared_data / 'sdss_gz1_eggochi'), '--output', str(output),
                  '--chunk-size', size]) == 1
-    assert 'chunk_size must be a whole number' in capsys.readouterr().err
+    err = capsys.readouterr().err   # the deprecated name still works, and says what replaces it
+    assert 'partition_size must be a whole number' in err and '--chunk-size is deprecated' in err
     assert not output.exists()
 
 

@@ -1,9 +1,33 @@
-"""Checks of image inputs shared by reading and preparing: is it a galaxy image at all, is its WCS usable."""
+"""Checks shared by the modules, one rule and one message each: plain arguments, and image inputs
+(is it a galaxy image at all, is its WCS usable)."""
+import numbers
 import re
 
 import numpy as np
 
-__all__ = ['image_content_problem', 'image_input_problem', 'wcs_problem', 'header_wcs_problem']
+__all__ = ['positive_integer', 'image_content_problem', 'image_input_problem', 'wcs_problem', 'header_wcs_problem']
+
+
+def positive_integer(value, name):
+    """``value`` as an int if it is a whole number of at least 1, else a ValueError naming ``name``.
+
+    Booleans are refused (``True`` is no count); numpy integers are taken.
+
+    Examples
+    --------
+    >>> from astro_galsim.utils._checks import positive_integer
+    >>> positive_integer(3, 'k')
+    3
+    >>> positive_integer(0, 'k')
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be a whole number of at least 1 (a positive integer); got 0.
+    """
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            and value >= 1:
+        return int(value)
+    raise ValueError(f'{name} must be a whole number of at least 1 (a positive integer); got {value!r}.')
+
 
 # more than this fraction of the pixels of every plane at one exact value, the background...
 _BACKGROUND_FRACTION = 0.5

@@ -7,7 +7,7 @@ from astropy.nddata import Cutout2D, NDData
 
 from ..io import FITS_SUFFIXES, fits_geometry, fits_meta, image_from_hdu, image_stem, read_fits_near
 from ._checks import wcs_problem
-from ._coords import sky_coords
+from ._coords import known_positions, sky_coords
 
 __all__ = ['image_items', 'as_image', 'pixel_position', 'image_id', 'image_coords', 'image_positions', 'wcs_and_shape']
 
@@ -133,7 +133,7 @@ def image_positions(images, coords=None, geometry=None):
     coords = coords.reshape((1,)) if coords.isscalar else coords
     if len(coords) != len(images):
         raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
-    unknown = np.flatnonzero(~(np.isfinite(coords.icrs.ra.deg) & np.isfinite(coords.icrs.dec.deg)))
+    unknown = np.flatnonzero(~known_positions(coords.icrs))
     if unknown.size:
         coords = coords.icrs.copy()
         coords[unknown] = image_coords([images[i] for i in unknown], [geometry[i] for i in unknown])
