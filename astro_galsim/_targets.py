@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from .ingest import is_source_catalog, source_cutouts, table_positions
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .utils._coords import coord_id, nan_coords, parse_position
+from .utils._coords import coord_id, known_positions, nan_coords, parse_position
 from .utils._images import image_items
 
 __all__ = ['NOT_STORED', 'target_vectors', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
@@ -105,9 +105,10 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             # several galaxies placed in one frame are told apart by their positions
             labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
             measured[i] = table[j:j + 1]
-            if not accepted[j]:
+            if not accepted[j]:   # relaxing the selection helps only where a galaxy was found
                 reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
-                              'SimilaritySearch(selection=...) to relax it)')
+                              'SimilaritySearch(selection=...) to relax it)') if table['found'][j] else \
+                    f'not described: {table["reason"][j]}'
     for i, (kind, value) in enumerate(items):
         if kind == 'error':
             labels[i], reasons[i] = f'target{i}', value
@@ -183,6 +184,11 @@ def text_target(text, database):
 def place_targets(items, coords):
     """Targets and positions for ``coords=``: one image and many positions gives one query per position."""
     coords = coords.ravel() if not coords.isscalar else coords.reshape((1,))
+    unknown = np.flatnonzero(~known_positions(coords))
+    if unknown.size:
+        raise ValueError(f'coords holds {unknown.size} position(s) that are not valid (NaN or masked, first at '
+                         f'index {unknown[0]}): give finite RA and Dec, or leave coords out to describe the '
+                         'galaxy at the image centre')
     if len(items) == 1 and items[0][0] == 'image':
         return items * len(coords), coords
     if len(items) != len(coords):

@@ -9,11 +9,11 @@ import numpy as np
 from astropy import log
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyDeprecationWarning
+from astropy.utils.exceptions import AstropyDeprecationWarning, AstropyUserWarning
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, image_stem
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, file_kind, image_stem
 from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
 from .search import SimilaritySearch
 from .utils._checks import positive_integer
@@ -46,6 +46,7 @@ def read_source(source):
             items = [source / p for p in table['path']]
         else:
             items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
+            items = [p for p in items if p.is_file() or not p.exists() or _skipped(p)]   # a FIFO blocks reads
             table = Table({'path': [str(p) for p in items]})
         if not items:
             raise ValueError(f'no images (FITS, JPEG, PNG) found in folder {str(source)!r}')
@@ -74,6 +75,12 @@ def read_source(source):
     if items is None:
         items = coords
     return items, ids, coords
+
+
+def _skipped(path):
+    """Warn that a path which is not a regular file (a FIFO...) is left out of a build; False."""
+    warnings.warn(f'{str(path)!r} is skipped: it is not a regular file ({file_kind(path)})', AstropyUserWarning)
+    return False
 
 
 def build_database(source, output, *, partition_size=500, resume=True, search=None, provenance=None,

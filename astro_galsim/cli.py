@@ -1,5 +1,6 @@
 """The ``astro-galsim`` command line."""
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,9 @@ def _where(conditions):
                              "(e.g. --where 'ellipticity<0.4')")
         name, op, value = match.groups()
         number = float(value) if value.lstrip('+-').replace('.', '', 1).isdigit() else value
+        if op not in ('=', '==') and isinstance(number, str):
+            raise ValueError(f'--where {text!r}: {value!r} is not a number; {op} compares with a number '
+                             "(e.g. --where 'r50_arcsec>3'); use = for text")
         low, high = where.get(name, (None, None)) if isinstance(where.get(name), tuple) else (None, None)
         where[name] = number if op in ('=', '==') else (number, high) if '>' in op else (low, number)
     return where
@@ -156,8 +160,12 @@ def cmd_build(args):
     if executor is not None:
         executor = int(executor) if executor.isdigit() else 'dask' if executor in ('dask', 'local') else executor
     with conf.set_temp('workers', args.workers):
-        build_database(args.source, args.output, partition_size=partition_size, resume=not args.restart,
-                       provenance=provenance, executor=executor)
+        search, _ = build_database(args.source, args.output, partition_size=partition_size, resume=not args.restart,
+                                   provenance=provenance, executor=executor)
+    if len(search) == 0:   # an empty database is no success (offline, every download failed)
+        raise ValueError(f'no galaxy was stored in {args.output} (the reasons are in {args.output}.rejected.ecsv); '
+                         'downloads that failed for a reason that may pass (no network, a slow service) are '
+                         'tried again when the same command is run again')
 
 
 def cmd_train(args):
@@ -324,9 +332,16 @@ def main(argv=None):
             message = ('the encoder weights were refused: the file holds Python objects besides '
                        'tensors, which are never loaded (nothing in it was run); give weights '
                        'written by astro-galsim train')
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE and 'no space left' not in message:
+            message = (f'no space left ({message}: the disk or the quota is full, or the file size limit of '
+                       'ulimit -f was reached); the files written before are intact: free some space and run '
+                       'the command again')
         print(f'astro-galsim {args.command}: error: {" ".join(message.split())}', file=sys.stderr)
         return 1
     return 0
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, 'EDQUOT', errno.ENOSPC)}
 
 
 def _expected_errors():

@@ -8,6 +8,7 @@ checksums, the format name and version and the consistency of the HDUs.
 `~astro_galsim.database.GalaxyDatabase.save` and ``load`` are its users; see
 ``docs/search.rst`` for the format.
 """
+import errno
 import numbers
 import os
 import warnings
@@ -149,10 +150,26 @@ def write_database_file(path, hdulist, *, overwrite=False):
         If ``path`` exists and ``overwrite`` is False.
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
+    existed = os.path.exists(path)
+    if existed and not overwrite:
         raise FileExistsError(f'{path} exists; pass overwrite=True to replace it.')
-    with atomic_output(os.path.abspath(path), sync=True) as fh:
-        hdulist.writeto(fh, checksum=True)
+    try:
+        with atomic_output(os.path.abspath(path), sync=True) as fh:
+            hdulist.writeto(fh, checksum=True)
+    except (OSError, AttributeError) as exc:
+        # astropy's own note on a full disk fails on a file object (AttributeError) with the OSError behind it
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        # a short write ('65472 requested and 0 written', no errno) is a full disk or a file size limit too
+        if not isinstance(cause, OSError) or (cause.errno not in _NO_SPACE and cause.errno is not None):
+            raise
+        code = cause.errno or errno.ENOSPC
+        raise OSError(code, f'cannot write {path}: no space left ({cause}: the disk or '
+                      'the quota is full, or the file size limit of ulimit -f was reached); '
+                      + (f'the previous {path} is intact' if existed else 'nothing was written')
+                      + ': free some space and save again') from cause
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, 'EDQUOT', errno.ENOSPC)}
 
 
 def read_database_file(path):

@@ -110,15 +110,18 @@ def plan_partitions(ids, partition_size, shard_dir, *, encoder_sha256, normalisa
         path = shard_dir / f'part-{number:06d}-{key}.parquet'
         meta = shard_meta(path) if path.exists() else None
         saved = meta is not None and meta.get('key') == key and meta.get('n_rows') == rows.stop - rows.start
+        saved = saved and not meta.get('temporary_failures')   # downloads that failed are tried again
         plan.append(Partition(number, rows, key, path, saved))
     return plan
 
 
 def save_partition(partition, result, encoder, normalisation, selection):
     """Write the result of a partition (`compute_partition`, `partition_result`) as its shard, atomically."""
+    from .retrieval.core import is_temporary_failure
     meta = {'encoder_name': encoder.identity['name'], 'encoder_sha256': encoder.identity['sha256'],
             'normalisation': normalisation, 'selection': selection, 'partition': partition.number,
-            'key': partition.key}
+            'key': partition.key,
+            'temporary_failures': int(sum(is_temporary_failure(r) for r in result['reason']))}
     write_shard(partition.path, shard_table(result, meta))
 
 

@@ -17,6 +17,7 @@ from .config import conf
 from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 from .surveys import resolution_of, survey_of
+from .utils._checks import image_content_problem, image_input_problem
 from .utils._encoders import cached_encoder, encoder_key, keep_encoder
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
@@ -36,6 +37,9 @@ _MIN_SIDE = 16
 def _check_pixels(image):
     """Refuse, saying why, an image whose mask does not fit it or whose pixels are unusable."""
     data = np.asarray(image.data)
+    problem = image_input_problem(image, int(conf.max_image_pixels))   # before any pass over the pixels
+    if problem:
+        raise ValueError(problem)
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f'image data of type {data.dtype} are not numbers')
     if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
@@ -61,6 +65,9 @@ def _check_pixels(image):
     if min(data.shape[-2:]) < _MIN_SIDE:
         raise ValueError(f'the image is only {data.shape[-1]} x {data.shape[-2]} pixels: too small to find and '
                          f'measure a galaxy in; give a cutout of at least {_MIN_SIDE} pixels a side')
+    problem = image_content_problem(data, mask)   # the one test of "is this a galaxy image at all"
+    if problem:
+        raise ValueError(problem)
 
 
 def _sdss_stretch(image):
@@ -100,7 +107,7 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         `~astro_galsim.preprocessing.shown_bands`) and ``survey`` (whose resolution and colour
         rendering were assumed, `~astro_galsim.surveys.SURVEYS`).
     """
-    image = _as_image(image)
+    image = _as_image(image, target)   # a huge FITS file with a known position: a section around it
     _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
@@ -308,8 +315,8 @@ def describe(images, encoder, targets=None, *, normalisation=None, selection=Non
     >>> y, x = np.mgrid[:81, :81]
     >>> disc = np.exp(-np.hypot((x - 40) / 10, (y - 40) / 5))[None].repeat(3, 0)
     >>> vectors, table = describe([disc, np.zeros((81, 81))], load_pretrained())
-    >>> vectors.shape, np.isfinite(vectors).all(axis=1).tolist(), str(table['reason'][1])
-    ((2, 64), [True, False], 'no galaxy found near the target position')
+    >>> vectors.shape, np.isfinite(vectors).all(axis=1).tolist(), str(table['reason'][1]).split(' (')[0]
+    ((2, 64), [True, False], 'ValueError: not a galaxy image: every pixel holds 0')
     """
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     jobs = _jobs(images, targets, normalisation, selection)

@@ -227,16 +227,17 @@ class SimilaritySearch:
         vectors, report, ids, coords = describe_items(images, self.encoder, ids=ids, coords=coords,
                                                       selection=self.selection, cutout_options=self.cutout_options)
         user_columns = _checked_columns(user_columns, len(report))
-        # the one rule of every build: an id already stored is refused, a repeated one kept at its first
-        report['accepted'], report['reason'] = refuse_duplicate_ids(ids, report['accepted'], report['reason'],
-                                                                    stored=self.ids)
-        keep = np.asarray(report['accepted'], dtype=bool)
-        if keep.any():
-            rows = report[keep]
-            rows['coord'] = coords[keep]
-            for name, values in user_columns.items():
-                rows[name] = values[keep]
-            self.database.add(vectors[keep], rows)
+        with self.database.lock:   # the stored ids checked and the rows added at once, whatever other threads do
+            # the one rule of every build: an id already stored is refused, a repeated one kept at its first
+            report['accepted'], report['reason'] = refuse_duplicate_ids(ids, report['accepted'], report['reason'],
+                                                                        stored=self.ids)
+            keep = np.asarray(report['accepted'], dtype=bool)
+            if keep.any():
+                rows = report[keep]
+                rows['coord'] = coords[keep]
+                for name, values in user_columns.items():
+                    rows[name] = values[keep]
+                self.database.add(vectors[keep], rows)
         return report
 
     def query(self, target, k=10, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS,
