@@ -38,7 +38,7 @@ apart); a query without a galaxy found ranks last.
 Baseline, measured in the same run on the same queries and databases (``raw field``): a
 fixed 30" field about the image centre at the image's pixel scale (the survey's, the
 WCS's, or as above), the grey level (the mean of the three display planes; FITS through
-the package's SDSS stretch), minus the median of the image's border, log stretch
+the package's SDSS stretch), minus its median (the sky pedestal), log stretch
 ``log10(1 + grey / 0.02)`` of what is above zero, resized to 40x40 (area average), unit
 length, cosine similarity. It is the raw-pixel probe of the issue, which needs the pixel
 scale and nothing else.
@@ -54,6 +54,7 @@ Usage (from the repository root)::
 """
 import argparse
 import io
+import re
 import shlex
 import sys
 import time
@@ -91,7 +92,7 @@ TRAINING_SCALE = 0.396 * u.arcsec   # assumed: the training sample's JPEGs do no
 FIELD = 30 * u.arcsec
 FIELD_SIZE = 40
 FIELD_SOFTENING = 0.02
-BASELINE_VERSION = 'field-30arcsec-1'
+BASELINE_VERSION = 'field-30arcsec-2'
 TARGETS = {  # the "Done when" of the issue
     'hsc_r10': 0.9, 'hsc_r1': 0.7, 'hsc_r10_training': 0.7, 'accepted': 0.95, 'fits_within_10': 10,
     'recut_r1': {0.8: 0.9, 0.6: 0.85}, 'rerender_r1': 0.9, 'degraded_r10': 0.8, 'auc': 0.65}
@@ -106,11 +107,9 @@ def field_vector(image, pixel_scale):
     else:
         data = np.asarray(image.data if isinstance(image, NDData) else image, dtype=np.float32)
         grey = data.mean(axis=0) / (255.0 if data.max() > 1 else 1.0)
-    border = max(1, min(grey.shape) // 20)
-    sky = np.median(np.concatenate([grey[:border].ravel(), grey[-border:].ravel(),
-                                    grey[:, :border].ravel(), grey[:, -border:].ravel()]))
     side = (FIELD / u.Quantity(pixel_scale, u.arcsec)).to_value(u.one) / np.array(grey.shape)
     crop = framing.centre_crop(grey, float(min(1.0, side.min())))
+    sky = np.median(crop)
     level = np.log10(1 + np.maximum(crop - sky, 0) / FIELD_SOFTENING).astype(np.float32)
     small = np.asarray(Image.fromarray(level).resize((FIELD_SIZE, FIELD_SIZE), Image.BOX), dtype=np.float64)
     norm = np.linalg.norm(small)
@@ -435,7 +434,7 @@ def main(argv=None):
     print()
     print(f'Invariance benchmark: --n {args.n} (seed {args.seed}); {n_cruise} cross-survey galaxies of the test '
           f'split; {time.perf_counter() - start:.0f} s in all')
-    print(f'Baseline "raw field": {FIELD.value:g}" about the centre, grey minus the border median, '
+    print(f'Baseline "raw field": {FIELD.value:g}" about the centre, grey minus its median, '
           f'log10(1 + grey / {FIELD_SOFTENING}), {FIELD_SIZE}x{FIELD_SIZE}, cosine. Ranks: 1 = first.')
     columns = [('set', 'set', '{}'), ('variant', 'variant', '{}'), ('method', 'method', '{}'), ('n', 'n', '{}'),
                ('database', 'database', '{}'), ('recall@1', 'recall@1', '{:.3f}'),
@@ -474,9 +473,8 @@ def main(argv=None):
 
 
 def _reason_kind(reason):
-    """A refusal reason without its numbers, so that like reasons count together."""
-    words = [w for w in str(reason).replace(':', ' :').split() if not any(ch.isdigit() for ch in w)]
-    return ' '.join(words)[:70]
+    """A refusal reason with its numbers as '#', so that like reasons count together."""
+    return re.sub(r'\d+(\.\d+)?', '#', str(reason))
 
 
 def target_lines(rows, accepted, aucs, gz1, method, n_cruise, n_fits):
