@@ -147,9 +147,11 @@ def _fit(flux, shape):
 
 def _colour_image(rgb, meta, pixel_scale, seeing, quantise):
     data = np.floor(rgb * 255 + 0.5).clip(0, 255).astype(np.uint8) if quantise else rgb.astype(np.float32)
-    kept = {k: v for k, v in meta.items() if k in ('path', 'objid', 'name')}
-    return NDData(data, meta={**kept, 'bands': COLOUR_IMAGE_BANDS, 'kind': 'colour', 'survey': 'sdss',
-                              'pixel_scale': pixel_scale, 'seeing': seeing})
+    out = {k: v for k, v in meta.items() if k in ('path', 'objid', 'name')}
+    out.update(bands=COLOUR_IMAGE_BANDS, kind='colour', survey='sdss', seeing=seeing)
+    if np.isfinite(u.Quantity(pixel_scale).value):   # a scale nobody knows stays unknown
+        out['pixel_scale'] = pixel_scale
+    return NDData(data, meta=out)
 
 
 def degrade(image, *, seeing=1.4 * u.arcsec, pixel_scale=SDSS_PIXEL_SCALE, shrink=1.0, noise=SDSS_SKY_NOISE,
@@ -273,7 +275,8 @@ def rerender(image, *, nonlinearity=ASINH_NONLINEARITY, band_gains=(1.0, 1.0, 1.
     Returns
     -------
     rendered : `~astropy.nddata.NDData`
-        ``(3, ny, nx)`` display values; ``meta`` keeps the image's ``pixel_scale`` and ``seeing``.
+        ``(3, ny, nx)`` display values; ``meta`` keeps the image's ``pixel_scale`` (where known)
+        and ``seeing``.
 
     Examples
     --------

@@ -33,7 +33,7 @@ class Survey:
         it varies (``'unknown'``).
     seeing : `~astropy.units.Quantity`
         Typical FWHM of its point-spread function: galaxies whose half-light radius is
-        below it are not resolved (`~astro_galsim.selection.select_galaxy`).
+        below it are not resolved (`~astro_galsim.segmentation.select_galaxy`).
     tone_curve : tuple, optional
         The survey's colour images brought to the SkyServer SDSS stretch: for each channel
         (red, green, blue) a pair ``(levels, sdss_levels)``, the SDSS grey level at which SDSS

@@ -94,3 +94,10 @@ def test_degrade_refuses_what_is_not_a_colour_image():
         degrade(NDData(np.full((3, 32, 32), 300.0)))
     with pytest.raises(ValueError, match='three'):
         rerender(np.zeros((3, 32, 32)), band_gains=(1, 2))
+
+
+def test_rerender_leaves_an_unknown_pixel_scale_unknown(shared_data):
+    image = read_image(shared_data / TRAINING_IMAGE)
+    assert 'pixel_scale' not in rerender(image).meta
+    # a survey's scale is known, and kept
+    assert rerender(read_image(shared_data / CRUISE.format('sdss'), survey='sdss')).meta['pixel_scale'] == 0.396 * u.arcsec
