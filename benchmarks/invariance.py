@@ -15,12 +15,13 @@ the shipped one) and, with ``--previous-encoder``, a second one in the same run:
 * ``re-cut``: central crops to 80, 60 and 45 % of the side of ``--n`` training-sample
   images and ``--n`` NGC/IC ``test`` images (``sdss_ngc_ic_kavehsayeh``);
 * ``re-rendered``: the same images with another asinh stretch and colour balance
-  (`astro_galsim.degrade.rerender`, nonlinearity 2.4 instead of 2.82 and the blue (g) band
-  1.35 times brighter, chosen so that, as in later SkyServer JPEGs, the central 6" is about
-  16 % brighter in grey and 44 % in blue; the run prints what its sample got);
+  (`astro_galsim.degrade.degrade` with nothing blurred, resampled or added: nonlinearity 2.4
+  instead of 2.82 and the blue (g) band 1.35 times brighter, chosen so that, as in later
+  SkyServer JPEGs, the central 6" is about 16 % brighter in grey and 44 % in blue; the run
+  prints what its sample got);
 * ``degraded``: the same images seen further away and worse (`astro_galsim.degrade.degrade`:
-  the stretch inverted to surface brightness, the galaxy shrunk 3 times, seeing 1.4", 0.396"
-  pixels, the sky noise SDSS JPEGs show, stretched again). The training sample's pixel scale
+  the stretch inverted to flux, the galaxy shrunk 3 times, seeing 1.4", 0.396" pixels, its
+  default sky noise (that of SDSS JPEGs), stretched again). The training sample's pixel scale
   is not recorded: its JPEGs are taken to be at the native 0.396"/px; an NGC/IC image's is
   1.25 times its catalogued major axis over 256 px;
 * ``survey AUC``: how well a linear classifier (scikit-learn ``LogisticRegression`` on
@@ -72,7 +73,7 @@ from PIL import Image
 import framing  # noqa: E402  (benchmarks/ is on the path of a script run from it)
 import similarity  # noqa: E402
 from astro_galsim import __version__, read_image  # noqa: E402
-from astro_galsim.degrade import degrade, rerender  # noqa: E402
+from astro_galsim.degrade import degrade  # noqa: E402
 from astro_galsim.evaluation import evaluate  # noqa: E402
 from astro_galsim.io import atomic_output  # noqa: E402
 from astro_galsim.model import load_pretrained  # noqa: E402
@@ -86,7 +87,7 @@ CRUISE = DATA / 'galaxy_cruise_interacting'
 NGC = DATA / 'sdss_ngc_ic_kavehsayeh'
 
 CROPS = (0.8, 0.6, 0.45)
-RERENDER = {'nonlinearity': 2.4, 'band_gains': (1.0, 1.0, 1.35)}
+RERENDER = {'nonlinearity': 2.4, 'colour_balance': (1.0, 1.0, 1.35), 'noise': 0.0}
 DEGRADE = {'seeing': 1.4 * u.arcsec, 'pixel_scale': 0.396 * u.arcsec, 'shrink': 3.0}
 TRAINING_SCALE = 0.396 * u.arcsec   # assumed: the training sample's JPEGs do not record it
 FIELD = 30 * u.arcsec
@@ -373,13 +374,15 @@ def main(argv=None):
         originals = [read_image(p).data for p in paths]
         variants = [(f'crop {f:g}', [framing.as_jpeg_image(framing.centre_crop(a, f)) for a in originals], scales)
                     for f in CROPS]
-        rendered = [rerender(a, **RERENDER) for a in originals]
+        # the same galaxy, seeing and pixels (nothing blurred or resampled), another stretch and colour balance
+        rendered = [degrade(a, seeing=SURVEYS['sdss'].seeing, pixel_scale=s * u.arcsec, source_pixel_scale=s * u.arcsec,
+                            **RERENDER) for a, s in zip(originals, scales)]
         variants.append(('re-rendered', rendered, scales))
         ratio = central_ratio(originals, [r.data for r in rendered], TRAINING_SCALE if group == 'training sample'
                               else np.median(scales) * u.arcsec)
         notes.append(f'{group}, re-rendered: the central 6" is {ratio[0] - 1:+.0%} in grey, {ratio[1] - 1:+.0%} in '
                      'blue (median over the sample; the later SkyServer JPEGs: +16% / +44%)')
-        degraded = [degrade(a, input_pixel_scale=s * u.arcsec, rng=args.seed + i, **DEGRADE)
+        degraded = [degrade(a, source_pixel_scale=s * u.arcsec, seed=args.seed + i, **DEGRADE)
                     for i, (a, s) in enumerate(zip(originals, scales))]
         variants.append(('degraded', degraded, np.full(len(degraded), DEGRADE['pixel_scale'].value)))
         sizes = np.array([d.data.shape[-1] for d in degraded])

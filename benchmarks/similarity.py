@@ -396,6 +396,26 @@ def set_table(title, raw, groups, classes, described, k, seed):
     return table
 
 
+def degraded_to_side(rgb, pixel_scale, shrink, seed, side=SDSS_SIDE):
+    """A colour image (display bytes at ``pixel_scale`` arcsec) degraded to SDSS's look, ``shrink`` times
+    smaller, in a ``side`` x ``side`` frame at 0.396"/px: the source is first padded with its sky (each
+    channel's border median) where the copy would be smaller than the frame, so that the sky noise
+    covers the padding too, then the copy is cut about its centre."""
+    factor = pixel_scale / (0.396 * shrink)
+    need = int(np.ceil(side / factor)) + 2
+    ny, nx = rgb.shape[1:]
+    if min(ny, nx) < need:
+        border = np.concatenate([rgb[:, 0], rgb[:, -1], rgb[:, :, 0], rgb[:, :, -1]], axis=1)
+        sky = np.median(border, axis=1)
+        py, px = max(need - ny, 0), max(need - nx, 0)
+        rgb = np.stack([np.pad(plane, ((py // 2, py - py // 2), (px // 2, px - px // 2)), constant_values=level)
+                        for plane, level in zip(rgb, sky.astype(rgb.dtype))])
+    copy = degrade(rgb, shrink=shrink, source_pixel_scale=pixel_scale * u.arcsec, seed=seed)
+    ny, nx = copy.data.shape[1:]
+    y0, x0 = (ny - side) // 2, (nx - side) // 2
+    return NDData(np.ascontiguousarray(copy.data[:, y0:y0 + side, x0:x0 + side]), meta=dict(copy.meta))
+
+
 def morphology_line(what, table, method, k, goals):
     """PASS/FAIL of one row (euclidean) against the goals of the morphology issue."""
     row = table[(table['method'] == method) & (table['metric'] == 'euclidean')][0]
@@ -451,8 +471,8 @@ def morphology_sets(sets, encoders, args):
         rng = np.random.default_rng(seed)
         goal = rng.choice(cruise_r50[np.isfinite(cruise_r50)], size=len(ngc_images))
         shrink = np.where(np.isfinite(ngc_r50), np.maximum(ngc_r50 / goal, 1.0), 1.0)
-        far = [degrade(im, input_pixel_scale=s * u.arcsec, shrink=f, shape=(SDSS_SIDE, SDSS_SIDE), rng=seed + i)
-               for i, (im, s, f) in enumerate(zip(ngc_images, ngc_scales, shrink))]
+        far = [degraded_to_side(im.data, s, f, seed + i) for i, (im, s, f) in
+               enumerate(zip(ngc_images, ngc_scales, shrink))]
         groups = np.array(['interacting'] * len(cruise_images) + ['non-interacting'] * len(far))
         raw = small_from_arrays([im.data for im in cruise_images] + [im.data for im in far])
         merged = {}
