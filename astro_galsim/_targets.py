@@ -14,12 +14,13 @@ from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import Table
 
+from .ingest import is_source_catalog, source_cutouts, table_positions
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .utils._coords import coord_id, nan_coords, parse_position, table_coords
+from .utils._coords import coord_id, known_positions, nan_coords, parse_position
 from .utils._images import image_items
 
 __all__ = ['NOT_STORED', 'target_vectors', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
-           'is_source_catalog', 'source_cutouts', 'table_positions', 'raise_for_missing_ids']
+           'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
@@ -38,8 +39,9 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     """Vectors (NaN rows where failed), labels, positions, failure reasons, the carried catalogue and
     the measurements of the targets described here (None for stored ones).
 
-    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` and
-    returns their vectors, measurement table, default ids and positions.
+    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` (the
+    describe stage, `~astro_galsim.ingest.describe_items`) and returns their vectors, report,
+    default ids and positions.
     """
     carried = None
     if isinstance(target, Table):
@@ -103,9 +105,10 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             # several galaxies placed in one frame are told apart by their positions
             labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
             measured[i] = table[j:j + 1]
-            if not accepted[j]:
+            if not accepted[j]:   # relaxing the selection helps only where a galaxy was found
                 reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
-                              'SimilaritySearch(selection=...) to relax it)')
+                              'SimilaritySearch(selection=...) to relax it)') if table['found'][j] else \
+                    f'not described: {table["reason"][j]}'
     for i, (kind, value) in enumerate(items):
         if kind == 'error':
             labels[i], reasons[i] = f'target{i}', value
@@ -181,6 +184,11 @@ def text_target(text, database):
 def place_targets(items, coords):
     """Targets and positions for ``coords=``: one image and many positions gives one query per position."""
     coords = coords.ravel() if not coords.isscalar else coords.reshape((1,))
+    unknown = np.flatnonzero(~known_positions(coords))
+    if unknown.size:
+        raise ValueError(f'coords holds {unknown.size} position(s) that are not valid (NaN or masked, first at '
+                         f'index {unknown[0]}): give finite RA and Dec, or leave coords out to describe the '
+                         'galaxy at the image centre')
     if len(items) == 1 and items[0][0] == 'image':
         return items * len(coords), coords
     if len(items) != len(coords):
@@ -189,39 +197,3 @@ def place_targets(items, coords):
     if any(kind != 'image' for kind, _ in items):
         raise ValueError('coords places galaxies in images; the targets include ids or positions')
     return items, coords
-
-
-def is_source_catalog(target):
-    return type(target).__name__ == 'SourceCatalog' and type(target).__module__.startswith('photutils')
-
-
-def source_cutouts(catalog):
-    """One NDData cutout (with its WCS) per source of a photutils SourceCatalog, and the source positions."""
-    if catalog.wcs is None or not hasattr(catalog.wcs, 'deepcopy'):
-        raise ValueError('the SourceCatalog has no FITS WCS (SourceCatalog(..., wcs=...)): without one '
-                         'its sources have no sky positions to query')
-    extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
-    side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
-    try:
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
-    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
-    cutouts = [cutouts] if catalog.isscalar else cutouts
-    images = []
-    for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
-        wcs = catalog.wcs.deepcopy()
-        wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
-        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
-        outside[cutout.slices_cutout] = False
-        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
-                             meta={'objid': f'source{label}', 'kind': 'fits'}))
-    sky = catalog.sky_centroid
-    return images, (sky.reshape((1,)) if sky.isscalar else sky)
-
-
-def table_positions(table):
-    coords = table_coords(table)
-    if coords is None:
-        raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
-                         'add one to look galaxies up by position')
-    return coords

@@ -11,7 +11,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
-from .io import atomic_output
+from .utils._files import atomic_output
 from .utils._coords import sky_coords
 
 __all__ = ['read_shard', 'SHARD_FORMAT']

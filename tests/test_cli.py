@@ -15,7 +15,7 @@ needs_demo = pytest.mark.skipif(not DEMO_DATABASE.is_file(),
 COMMANDS = {
     'demo': ['--output', '--k', '--n'],
     'query': ['target', '--database', '--k', '--exclude-radius', '--output'],
-    'build': ['source', '--output', '--chunk-size', '--restart'],
+    'build': ['source', '--output', '--partition-size', '--executor', '--restart'],
     'train': ['data', '--output', '--epochs', '--contrastive-weight', '--seed', '--workers'],
     'evaluate': ['data', '--label-column', '--k', '--encoder'],
     'info': ['database'],
@@ -161,3 +161,22 @@ def test_evaluate_on_real_labelled_images_with_a_chosen_encoder(shared_data, tmp
 
     assert main(['evaluate', str(tmp_path), '--encoder', str(tmp_path / 'missing.pt')]) == 1
     assert 'missing.pt' in capsys.readouterr().err
+
+
+def test_build_executor_runs_local_processes_and_scheduler_is_a_deprecated_alias(shared_data, tmp_path, capsys):
+    from astro_galsim import SimilaritySearch
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for path in sorted((shared_data / 'sdss_galaxies_mikeedi' / 'images' / 'val').glob('*.jpg'))[:4]:
+        (folder / path.name).symlink_to(path)
+    assert main(['build', str(folder), '--output', str(tmp_path / 'a.fits'), '--executor', '2',
+                 '--partition-size', '2']) == 0
+    first = capsys.readouterr()
+    assert 'deprecated' not in first.err and len(list((tmp_path / 'a.fits.shards').glob('part-*'))) == 2
+    assert main(['build', str(folder), '--output', str(tmp_path / 'b.fits'), '--scheduler', '2',
+                 '--chunk-size', '2']) == 0
+    err = capsys.readouterr().err
+    assert '--scheduler is deprecated: use --executor' in err and '--chunk-size is deprecated' in err
+    a, b = SimilaritySearch.load(tmp_path / 'a.fits'), SimilaritySearch.load(tmp_path / 'b.fits')
+    assert len(a) >= 3 and list(a.ids) == list(b.ids)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
