@@ -27,6 +27,12 @@ from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 __all__ = ['SimilaritySearch']
 
 DEMO_DATABASE = 'demo_database.fits'
+#: Pixel scale of the SkyServer colour JPEGs of the training sample (Edukov 2018) and so of
+#: the demo database: one scale whatever the image size. Measured by registering the 12
+#: galaxies of the sample that also have SDSS r-band FITS cutouts with a WCS (0.396"/px):
+#: the JPEG scale that best matches each FITS image ranges over 0.3997-0.4003"/px, median
+#: 0.3999 (``benchmarks/jpeg_pixel_scale.py``).
+DEMO_PIXEL_SCALE = 0.400 * u.arcsec
 #: Separation within which a queried position is taken to be a galaxy already stored.
 SAME_GALAXY_RADIUS = 2 * u.arcsec
 
@@ -90,7 +96,7 @@ class SimilaritySearch:
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def load(cls, path, encoder=None, **kwargs):
+    def load(cls, path, encoder=None, *, pixel_scale=None, **kwargs):
         """Open a database saved with `save`; it must have been made by ``encoder``.
 
         Parameters
@@ -99,11 +105,14 @@ class SimilaritySearch:
             The database file.
         encoder : `~astro_galsim.model.GalaxyEncoder`, optional
             Default: the pretrained encoder.
+        pixel_scale : `~astropy.units.Quantity`, optional
+            Pixel scale of its images without a WCS, where the file does not record one:
+            sizes are then also given in arcsec (``r50_arcsec``...).
         **kwargs
             Passed to `SimilaritySearch`.
         """
         encoder = load_pretrained() if encoder is None else encoder
-        database = GalaxyDatabase.load(path, encoder_id=encoder.identity)
+        database = GalaxyDatabase.load(path, encoder_id=encoder.identity, pixel_scale=pixel_scale)
         return cls(encoder, database, **kwargs)
 
     @classmethod
@@ -113,7 +122,9 @@ class SimilaritySearch:
         It holds the latent vectors, SDSS objids, positions and measurements (no images)
         of the 7,401 galaxies that the default selection accepts among the 7,505 SDSS DR14
         galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
-        can be queried by position offline. The file's SHA-256 is checked on loading.
+        can be queried by position offline. The file's SHA-256 is checked on loading. Its
+        images share one pixel scale, `DEMO_PIXEL_SCALE` (0.400"/px), so sizes are also
+        given in arcsec (``r50_arcsec``...).
 
         Examples
         --------
@@ -123,13 +134,15 @@ class SimilaritySearch:
         >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
         >>> len(result), str(result['query_id'][0])
         (5, '587722981740314629')
+        >>> demo.table['r50_arcsec'][0] / demo.table['r50'][0]   # doctest: +FLOAT_CMP
+        <Quantity 0.4 arcsec / pix>
         """
         path = package_data(DEMO_DATABASE)
         expected = path.with_name(path.name + '.sha256').read_text().strip()
         if file_sha256(path) != expected:
             raise DatabaseError(f'the shipped demo database {str(path)!r} does not match its checksum: '
                                 'the installation is damaged; reinstall astro_galsim')
-        return cls.load(path)
+        return cls.load(path, pixel_scale=DEMO_PIXEL_SCALE)
 
     def save(self, path, overwrite=False):
         """Write the database (vectors, catalogue, provenance, encoder identity) to FITS."""
