@@ -16,6 +16,8 @@ _CATALOGUE_FORMATS = {suffix: fmt for suffix, fmt in _TABLE_FORMATS.items() if s
 
 
 def _print_table(table, columns=('query_id', 'rank', 'id', 'distance', 'separation', 'r50', 'ellipticity')):
+    if 'r50_arcsec' in table.colnames and np.isfinite(table['r50_arcsec']).any():   # sizes in arcsec where known
+        columns = tuple('r50_arcsec' if c == 'r50' else c for c in columns)
     shown = table[[c for c in columns if c in table.colnames]]   # formats come with the result
     shown.pprint(max_lines=-1, max_width=-1)
 

@@ -15,7 +15,8 @@ from astropy.table import QTable, Table
 
 from .io import atomic_output
 
-__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'comparison', 'to_flat_table', 'write_result']
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'comparison', 'fitting_angle_unit', 'to_flat_table',
+           'write_result']
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -83,7 +84,7 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
         if known.any():
             separation = np.full(len(found), np.nan) * u.arcsec
             separation[known] = query_coord[known].separation(result['coord'][known]).to(u.arcsec)
-            result['separation'] = separation
+            result['separation'] = fitting_angle_unit(separation)
     if bands is not None:
         query_bands, neighbour_bands = bands
         result['comparison'] = [comparison(query_bands[t], b) for t, b in zip(target_of_row, neighbour_bands)]
@@ -102,6 +103,25 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
             result[name].info.format = fmt
     result.meta.update(found.meta)
     return result
+
+
+def fitting_angle_unit(angles):
+    """Angles in the unit that reads best for the largest: deg from 1 degree, arcmin from 1', else arcsec.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astro_galsim.results import fitting_angle_unit
+    >>> fitting_angle_unit([3.2, 608665.17] * u.arcsec).round(2)
+    <Quantity [8.9000e-04, 1.6907e+02] deg>
+    >>> fitting_angle_unit([1.5, 30.0] * u.arcsec).unit
+    Unit("arcsec")
+    """
+    angles = u.Quantity(angles, u.arcsec)
+    finite = angles[np.isfinite(angles)]
+    largest = finite.max() if finite.size else 0 * u.arcsec
+    unit = u.deg if largest >= 1 * u.deg else u.arcmin if largest >= 1 * u.arcmin else u.arcsec
+    return angles.to(unit)
 
 
 def explanation_table(label, own, found, query_coord, percentile):

@@ -100,3 +100,13 @@ def test_where_list_means_one_of(demo):
     sizes = QTable({'r50': [1.0, 2.0, 3.0] * u.pix})
     assert where_mask(sizes, {'r50': [2, 3] * u.pix}).tolist() == [False, True, True]
     assert where_mask(sizes, {'r50': [2 * u.pix, 3 * u.pix]}).tolist() == [False, True, True]
+
+
+# ---------------------------------------------------------------- separations
+def test_separations_in_a_unit_that_fits(demo):
+    result = demo.query('587722981740314629', k=5)
+    assert result['separation'].unit == u.deg   # neighbours across the sky, not 608665.17 arcsec
+    shown = '\n'.join(result[['separation']].pformat())
+    assert 'deg' in shown and 'arcsec' not in shown
+    np.testing.assert_allclose(result['separation'].to_value(u.arcsec),
+                               result['query_coord'].separation(result['coord']).arcsec)
