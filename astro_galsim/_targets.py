@@ -18,7 +18,7 @@ from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
 from .utils._coords import coord_id, nan_coords, parse_position, table_coords
 from .utils._images import image_items
 
-__all__ = ['NOT_STORED', 'target_vectors', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
+__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
            'is_source_catalog', 'source_cutouts', 'table_positions', 'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
@@ -49,7 +49,7 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
         target, coords = source_cutouts(target)
     positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
     if isinstance(target, SkyCoord):
-        positions_given = (target.reshape((1,)) if target.isscalar else target.ravel()).icrs
+        positions_given = plain_icrs(target.reshape((1,)) if target.isscalar else target.ravel())
         items = [('coord', None)] * len(positions_given)
     else:
         items = [classify_target(t, database) for t in as_target_list(target)]
@@ -72,7 +72,8 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             reasons[i] = '' if ok else NOT_STORED
     if (kinds == 'coord').any():
         where_c = np.flatnonzero(kinds == 'coord')
-        sky = positions_given if positions_given is not None else SkyCoord([items[i][1].icrs for i in where_c])
+        sky = positions_given if positions_given is not None else plain_icrs(
+            SkyCoord([plain_icrs(items[i][1]) for i in where_c]))
         positions[where_c] = sky
         rows = database.lookup_coords(sky, radius=match_radius)
         known = rows >= 0
@@ -97,7 +98,7 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
         described, table, ids, image_coords = describe([items[i][1] for i in where_im], given)
         accepted = np.asarray(table['accepted'], dtype=bool)
         vectors[where_im] = np.where(accepted[:, None], described, np.nan)
-        positions[where_im] = image_coords
+        positions[where_im] = plain_icrs(image_coords)
         shared = Counter(id(items[i][1]) for i in where_im)
         for j, i in enumerate(where_im):
             # several galaxies placed in one frame are told apart by their positions
@@ -115,6 +116,15 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             raise ValueError(f'names has {len(names)} entries for {n} query targets; give one per target')
         labels = names
     return vectors, labels, positions, reasons, carried, measured
+
+
+def plain_icrs(coord):
+    """``coord`` in ICRS, without the attributes of the frame it came from (``equinox``, ``obstime``).
+
+    A SkyCoord transformed from FK5 keeps ``equinox`` and cannot be stored into an ICRS array.
+    """
+    icrs = coord.icrs
+    return SkyCoord(icrs.ra, icrs.dec, frame='icrs')
 
 
 def classify_target(item, database):

@@ -138,7 +138,8 @@ def _coords_from(table, n):
         if not isinstance(coord, SkyCoord):
             raise TypeError("the 'coord' column must be a SkyCoord (use NaN for galaxies without "
                             f"a position); got {type(coord).__name__}.")
-        return coord.icrs if coord.frame.name != 'icrs' else coord
+        icrs = coord.icrs   # in a plain ICRS frame: FK5's equinox would not stack with other rows
+        return SkyCoord(icrs.ra, icrs.dec, frame='icrs')
     if has_radec:
         coord = sky_coords(table['ra'], table['dec'])
         table.remove_columns(['ra', 'dec'])

@@ -110,3 +110,17 @@ def test_separations_in_a_unit_that_fits(demo):
     assert 'deg' in shown and 'arcsec' not in shown
     np.testing.assert_allclose(result['separation'].to_value(u.arcsec),
                                result['query_coord'].separation(result['coord']).arcsec)
+
+
+# ---------------------------------------------------------------- input frames
+@pytest.mark.parametrize('frame', ['fk5', 'fk4', 'galactic', 'ecliptic-list'])
+def test_positions_in_any_frame(demo, frame):
+    from astropy.coordinates import SkyCoord
+    icrs = SkyCoord(180.481875, -1.06925, unit='deg')
+    target = [icrs.transform_to('fk5').transform_to('geocentricmeanecliptic')] if frame == 'ecliptic-list' \
+        else icrs.transform_to(frame)
+    result = demo.query(target, k=2)
+    assert list(result['query_id']) == ['587722981740314629'] * 2
+    assert result['query_coord'][0].separation(icrs) < 0.01 * u.arcsec
+    table = Table({'id': ['a'], 'coord': icrs.transform_to('fk5').reshape((1,))})
+    assert str(demo.query(table, k=1)['query_coord'].frame.name) == 'icrs'
