@@ -81,10 +81,10 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
         result['query_coord'] = query_coord
         known = (np.isfinite(query_coord.icrs.ra.deg) & np.isfinite(result['coord'].icrs.ra.deg)
                  if len(found) else np.zeros(0, bool))
+        separation = np.full(len(found), np.nan) * u.arcsec   # NaN where a position is unknown
         if known.any():
-            separation = np.full(len(found), np.nan) * u.arcsec
             separation[known] = query_coord[known].separation(result['coord'][known]).to(u.arcsec)
-            result['separation'] = fitting_angle_unit(separation)
+        result['separation'] = fitting_angle_unit(separation)
     if bands is not None:
         query_bands, neighbour_bands = bands
         result['comparison'] = [comparison(query_bands[t], b) for t, b in zip(target_of_row, neighbour_bands)]

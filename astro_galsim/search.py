@@ -5,6 +5,7 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
@@ -19,7 +21,7 @@ from .model import file_sha256, load_pretrained
 from ._targets import (is_source_catalog, raise_for_missing_ids, source_cutouts, table_positions,
                        target_vectors)
 from .results import build_result, explanation_table
-from .utils._coords import coord_id
+from .utils._coords import coord_id, nan_coords
 from .utils._data import package_data
 from .utils._ids import id_problem, refuse_duplicate_ids
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
@@ -379,7 +381,7 @@ class SimilaritySearch:
               ``query_<name>``; or a photutils ``SourceCatalog``, one cutout per source from
               its data and WCS.
         k : int, optional
-            Neighbours per target.
+            Neighbours per target (a warning says when the database holds fewer).
         coords : `~astropy.coordinates.SkyCoord`, optional
             Where the query galaxies are in the target image(s): with one image, one query per
             position in it; with several, one position per image. Positions come from the
@@ -391,7 +393,8 @@ class SimilaritySearch:
         match_radius : `~astropy.units.Quantity`, optional
             Separation within which a position is taken to be a stored galaxy.
         exclude_self : bool, optional
-            Leave the target itself out of its neighbours.
+            Leave the target itself out of its neighbours: the stored galaxy of its id, or,
+            for an image or a position, the stored galaxy within ``match_radius`` of it.
         exclude_radius : `~astropy.units.Quantity`, optional
             Also leave out galaxies within this angle of the target (overlapping cutouts).
         where : dict or callable, optional
@@ -448,15 +451,23 @@ class SimilaritySearch:
             raise_for_missing_ids(negative_ids, why)
             if not np.isfinite(negative_vectors).all():
                 raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
+        _warn_if_k_too_large(k, len(self))
         ok = np.setdiff1d(np.arange(len(labels)), failed)
-        found = self.database.search(vectors[ok], k=k, query_ids=[labels[i] for i in ok],
+        # the stored galaxy each target is (by id, or within match_radius of its position) is left out
+        self_ids = self._stored_selves(labels, query_coords, match_radius)
+        found = self.database.search(vectors[ok], k=k, query_ids=[self_ids[i] for i in ok],
                                      query_coords=query_coords[ok], exclude_self=exclude_self,
                                      exclude_radius=exclude_radius, where=where,
                                      negative_vectors=negative_vectors) if ok.size else \
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
         target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
+        return self._result(found, target_of_row, labels, query_coords, carried, measurements,
+                            self._query_bands(labels, measured), reasons)
+
+    def _result(self, found, target_of_row, labels, query_coords, carried, measurements, query_bands, reasons):
+        """The result table of `query` and `query_examples`: one layout."""
         result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
-                              bands=(self._query_bands(labels, measured), self._known_bands(
+                              bands=(query_bands, self._known_bands(
                                   found['bands'] if 'bands' in found.colnames else np.full(len(found), ''))))
         # plain lists, so that result.write() of any format keeps or drops them without error
         result.meta['targets'] = {'query_id': [str(label) for label in labels],
@@ -464,19 +475,72 @@ class SimilaritySearch:
                                   'reason': [str(r) for r in reasons]}
         return result
 
-    def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, **kwargs):
+    def _stored_selves(self, labels, coords, match_radius):
+        """Per target, the id of the stored galaxy it is: its own id if stored, else the galaxy
+        within ``match_radius`` of its position ('' where none)."""
+        labels = [str(label) for label in labels]
+        selves = np.array(labels, dtype=object)
+        unknown = np.flatnonzero(self.database.lookup_ids(labels) < 0) if labels else np.zeros(0, int)
+        selves[unknown] = ''
+        if unknown.size:
+            rows = np.atleast_1d(self.database.lookup_coords(coords[unknown], radius=match_radius))
+            selves[unknown[rows >= 0]] = self.ids[rows[rows >= 0]]
+        return [str(s) for s in selves]
+
+    def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, name='examples',
+                       match_radius=SAME_GALAXY_RADIUS, measurements=False, **kwargs):
         """Find galaxies like several examples at once (and unlike others).
 
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
-        the examples themselves are left out of the results.
+        the examples themselves (and the stored galaxies they are, by id or within
+        ``match_radius`` of their positions) are left out of the results.
+
+        Parameters
+        ----------
+        positives, negatives : as the ``target`` of `query`
+            Galaxies the results should look like, and unlike.
+        k : int, optional
+            Neighbours.
+        beta : float, optional
+            How far to move away from the negatives.
+        name : str, optional
+            ``query_id`` of the combined query.
+        match_radius : `~astropy.units.Quantity`, optional
+            As for `query`.
+        measurements : bool, optional
+            As for `query`.
+        **kwargs
+            ``where``, ``exclude_radius``... as for `~astro_galsim.database.GalaxyDatabase.search`.
+
+        Returns
+        -------
+        result : `~astropy.table.QTable`
+            The table `query` returns, one target: ``query_id`` (``name``), ``rank``, ``id``,
+            ``distance``, ``coord``, the concise measurements..., with ``meta['targets']``.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> like = demo.query_examples(['587722981740314629', '587722981742084144'], k=3)
+        >>> like.colnames == demo.query('587722981740314629', k=3).colnames
+        True
+        >>> sorted(set(like['query_id'])), '587722981742084144' in list(like['id'])
+        (['examples'], False)
         """
-        pos, pos_ids, _, reasons, _, _ = self._target_vectors(positives)
+        pos, pos_ids, pos_coords, reasons, _, measured = self._target_vectors(positives, match_radius=match_radius)
         raise_for_missing_ids(pos_ids, reasons)
-        neg = None if negatives is None else self._target_vectors(negatives)[0]
+        neg = None if negatives is None else self._target_vectors(negatives, match_radius=match_radius)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
+        _warn_if_k_too_large(k, len(self))
         query = rocchio_query(pos, neg, beta=beta)
-        return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
+        selves = [s for s in self._stored_selves(pos_ids, pos_coords, match_radius) if s]
+        found = self.database.search(query, k=k, query_ids=[str(name)], exclude_ids=list(pos_ids) + selves,
+                                     **kwargs)
+        bands = set(self._query_bands(pos_ids, measured))
+        return self._result(found, np.zeros(len(found), np.int64), [str(name)], nan_coords(1), None,
+                            measurements, [bands.pop() if len(bands) == 1 else ''], [''])
 
     def _known_bands(self, bands):
         """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
@@ -580,6 +644,13 @@ class SimilaritySearch:
         row = self.database.lookup_ids(labels[0])
         own = self.table[row:row + 1] if measured[0] is None else measured[0]
         return explanation_table(labels[0], own, found, coords[0], self.distance_percentile)
+
+
+def _warn_if_k_too_large(k, size):
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > size:
+        warnings.warn(f'k={k} neighbours asked for, but the database holds only {size} galaxies: each '
+                      f'target gets at most {size} (fewer once itself is left out)', AstropyUserWarning,
+                      stacklevel=3)
 
 
 def _query_numbers(rank):

@@ -124,3 +124,43 @@ def test_positions_in_any_frame(demo, frame):
     assert result['query_coord'][0].separation(icrs) < 0.01 * u.arcsec
     table = Table({'id': ['a'], 'coord': icrs.transform_to('fk5').reshape((1,))})
     assert str(demo.query(table, k=1)['query_coord'].frame.name) == 'icrs'
+
+
+# ---------------------------------------------------------------- one result layout, exclude_self, k
+def test_query_examples_returns_the_query_layout(demo):
+    ids = ['587722981740314629', '587722981742084144']
+    like = demo.query_examples(ids, k=4)
+    plain = demo.query(ids[0], k=4)
+    assert like.colnames == plain.colnames
+    assert type(like) is type(plain)
+    assert set(like['query_id']) == {'examples'} and like['rank'].tolist() == [1, 2, 3, 4]
+    assert not set(ids) & set(like['id'])
+    assert like.meta['targets'] == {'query_id': ['examples'], 'status': ['ok'], 'reason': ['']}
+    assert like['r50_arcsec'].unit == u.arcsec
+    # an example given by position (within match_radius of a stored galaxy) is left out too
+    by_position = demo.query_examples([demo.database.coords[0], ids[1]], k=50)
+    assert ids[0] not in list(by_position['id'])
+
+
+def test_exclude_self_for_an_image_at_a_stored_position(shared_data):
+    """A real FITS cutout of a galaxy of the demo database: the stored galaxy at its position is left out."""
+    from astro_galsim import read_image
+    pairs = Table.read(shared_data / 'sdss_fits_cutouts_pawlikmorph/same_galaxy_in_mikeedi.csv', format='ascii.csv')
+    row = pairs[pairs['kind'] == 'standard'][5]
+    demo = SimilaritySearch.load_demo()
+    image = read_image(shared_data / 'sdss_fits_cutouts_pawlikmorph' / row['fits_path'])
+    kept = demo.query(image, k=100, exclude_self=False)
+    assert str(row['objid']) in list(kept['id']), 'the FITS image should find its own JPEG among 100'
+    result = demo.query(image, k=100)
+    assert str(row['objid']) not in list(result['id'])
+
+
+def test_k_larger_than_the_database_warns(demo):
+    small = SimilaritySearch(database=demo.database.__class__(
+        demo.vectors[:5], Table(demo.table[:5]), encoder_id=demo.database.encoder_id))
+    with pytest.warns(UserWarning, match='holds only 5 galaxies'):
+        result = small.query(str(small.ids[0]), k=10)
+    assert len(result) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        small.query(str(small.ids[0]), k=4)
