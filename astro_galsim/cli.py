@@ -22,7 +22,7 @@ def _print_table(table, columns=('query_id', 'rank', 'id', 'distance', 'separati
     shown.pprint(max_lines=-1, max_width=-1)
 
 
-def _write_table(table, path):
+def _write_table(table, path, overwrite=False):
     from .results import write_result
     path = Path(path)
     if path.is_dir():
@@ -30,7 +30,9 @@ def _write_table(table, path):
                          f'as {path / "neighbours.ecsv"}')
     if path.suffix.lower() not in _TABLE_FORMATS:
         raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
-    write_result(table, path, overwrite=True)
+    if path.exists() and not overwrite:   # as astropy's writers: never replace a file unasked
+        raise FileExistsError(f'{path} exists; pass --overwrite to replace it, or give another --output')
+    write_result(table, path, overwrite=overwrite)
     print(f'wrote {path}')
 
 
@@ -101,7 +103,7 @@ def cmd_query(args):
         where = {name: tuple(None if v is None else v * _unit_of(search.table, name) for v in cond)
                  if isinstance(cond, tuple) else cond for name, cond in where.items()}
     result = search.query(target, k=args.k, exclude_radius=args.exclude_radius, where=where,
-                          on_error='skip', measurements=args.output is not None)
+                          on_error='skip', measurements=args.measurements)
     targets = result.meta['targets']
     failed = [(q, why) for q, status, why in zip(targets['query_id'], targets['status'], targets['reason'])
               if status != 'ok']
@@ -110,7 +112,7 @@ def cmd_query(args):
     if len(failed) == len(targets['status']):
         raise ValueError(f'no target could be described: {failed[0][1]}')
     if args.output:
-        _write_table(result, args.output)
+        _write_table(result, args.output, overwrite=args.overwrite)
     else:
         _print_table(result)
 
@@ -239,8 +241,11 @@ def _parser():
     p.add_argument('--where', action='append', default=[], metavar='CONDITION',
                    help="keep neighbours passing COLUMN<VALUE, COLUMN>VALUE or COLUMN=VALUE, in the column's "
                    "stored unit (repeatable), e.g. --where 'ellipticity<0.4'")
-    p.add_argument('--output', help='write the table with all measurements to this file (.ecsv, .csv, .vot, '
-                   '.fits; positions as ra/dec columns but in ECSV) instead of printing')
+    p.add_argument('--output', help='write the table (the columns SimilaritySearch.query returns) to this file '
+                   '(.ecsv, .csv, .vot, .fits; positions as ra/dec columns but in ECSV) instead of printing')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
+    p.add_argument('--measurements', action='store_true',
+                   help='every stored measurement, not only the concise set (query(..., measurements=True))')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser('build', help='build a database from a folder of images or a catalogue of positions',

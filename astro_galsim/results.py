@@ -33,8 +33,38 @@ class ResultTable(QTable):
 
     A QTable in every way; in a notebook it shows the columns that say who is like whom
     (ids, rank, distance, separation, positions and the concise measurements), at most
-    20 rows, and names the other columns.
+    20 rows, and names the other columns. `write` writes every format `write_result`
+    does, SkyCoord columns included.
     """
+
+    def write(self, *args, **kwargs):
+        """Write the table, as `astropy.table.Table.write` does, in any format.
+
+        ECSV keeps the SkyCoord columns (``coord``, ``query_coord``) and ``meta['targets']``;
+        formats that cannot hold a SkyCoord (VOTable, FITS, CSV, HTML...) get
+        ``ra``/``dec`` and ``query_ra``/``query_dec`` columns in degrees instead
+        (`to_flat_table`) and only the scalar meta.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from astro_galsim import SimilaritySearch
+        >>> result = SimilaritySearch.load_demo().query('587722981740314629', k=3)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result.write(pathlib.Path(tmp) / 'neighbours.vot', format='votable')
+        ...     back = QTable.read(pathlib.Path(tmp) / 'neighbours.vot')
+        >>> back.colnames[:6]
+        ['query_id', 'rank', 'id', 'distance', 'ra', 'dec']
+        """
+        fmt = kwargs.get('format')
+        output = args[0] if args else kwargs.get('output')
+        if fmt is None and isinstance(output, (str, Path)):
+            fmt = _WRITERS.get(Path(output).suffix.lower())
+            if fmt is not None:   # astropy does not know .vot by its name
+                kwargs['format'] = fmt
+        if fmt in ('ascii.ecsv', 'ecsv') or not any(isinstance(self[c], SkyCoord) for c in self.colnames):
+            return super().write(*args, **kwargs)
+        return Table(to_flat_table(self)).write(*args, **kwargs)
 
     def _repr_html_(self):
         keep = [c for c in ('query_id', 'rank', 'id', 'distance', 'separation', 'coord') + DEFAULT_COLUMNS

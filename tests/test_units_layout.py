@@ -164,3 +164,33 @@ def test_k_larger_than_the_database_warns(demo):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         small.query(str(small.ids[0]), k=4)
+
+
+# ---------------------------------------------------------------- writing results
+@pytest.mark.parametrize('name, fmt', [('x.vot', 'votable'), ('x.fits', 'fits'), ('x.csv', 'ascii.csv'),
+                                       ('x.ecsv', 'ascii.ecsv'), ('x.vot', None), ('x.html', 'html')])
+def test_result_write_any_format(demo, tmp_path, name, fmt):
+    result = demo.query(['587722981740314629', '587722981742084144'], k=3)
+    path = tmp_path / name
+    result.write(path, **({} if fmt is None else {'format': fmt}))
+    back = QTable.read(path, **({} if fmt is None else {'format': fmt}))
+    assert [str(i) for i in back['id']] == list(result['id'])
+    if fmt == 'ascii.ecsv':
+        assert back.meta['targets'] == result.meta['targets']
+        assert (back['query_coord'].separation(result['query_coord']) < 1e-6 * u.arcsec).all()
+    else:
+        np.testing.assert_allclose(np.asarray(back['query_ra'], float), result['query_coord'].ra.deg)
+    with pytest.raises(OSError):
+        result.write(path, **({} if fmt is None else {'format': fmt}))   # astropy's own overwrite rule
+
+
+def test_cli_output_refuses_to_overwrite(tmp_path, capsys):
+    from astro_galsim.cli import main
+    output = tmp_path / 'n.ecsv'
+    output.write_text('precious')
+    assert main(['query', '587722981740314629', '--k', '3', '--output', str(output)]) == 1
+    assert '--overwrite' in capsys.readouterr().err and output.read_text() == 'precious'
+    assert main(['query', '587722981740314629', '--k', '3', '--output', str(output), '--overwrite']) == 0
+    written = QTable.read(output)
+    expected = SimilaritySearch.load_demo().query('587722981740314629', k=3)
+    assert written.colnames == expected.colnames   # the file has the columns query returns
