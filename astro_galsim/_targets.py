@@ -41,11 +41,14 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     ``describe(inputs, coords=None)`` describes images or positions not in ``database`` and
     returns their vectors, measurement table, default ids and positions.
     """
-    carried = None
+    carried = source_labels = None
     if isinstance(target, Table):
         carried = target
         target = table_positions(target)
     elif is_source_catalog(target):
+        # the query_id of a source is its photutils label, with its type, so that results join back
+        source_labels = np.atleast_1d(target.labels)
+        carried = Table({'id': source_labels})
         target, coords = source_cutouts(target)
     positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
     if isinstance(target, SkyCoord):
@@ -110,6 +113,8 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     for i, (kind, value) in enumerate(items):
         if kind == 'error':
             labels[i], reasons[i] = f'target{i}', value
+    if source_labels is not None and names is None:
+        labels = [str(label) for label in source_labels]
     if names is not None:
         names = [str(name) for name in as_target_list(names)]
         if len(names) != n:

@@ -469,8 +469,11 @@ class SimilaritySearch:
         result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
                               bands=(query_bands, self._known_bands(
                                   found['bands'] if 'bands' in found.colnames else np.full(len(found), ''))))
-        # plain lists, so that result.write() of any format keeps or drops them without error
-        result.meta['targets'] = {'query_id': [str(label) for label in labels],
+        # plain lists, so that result.write() of any format keeps or drops them without error; the
+        # query_id of a catalogue's target is its own id, with its type, as in the rows
+        own = next((carried[c] for c in ('query_id', 'id') if carried is not None and c in carried.colnames), None)
+        result.meta['targets'] = {'query_id': [str(label) for label in labels] if own is None else
+                                  np.asarray(own).tolist(),
                                   'status': ['failed' if r else 'ok' for r in reasons],
                                   'reason': [str(r) for r in reasons]}
         return result

@@ -194,3 +194,25 @@ def test_cli_output_refuses_to_overwrite(tmp_path, capsys):
     written = QTable.read(output)
     expected = SimilaritySearch.load_demo().query('587722981740314629', k=3)
     assert written.colnames == expected.colnames   # the file has the columns query returns
+
+
+# ---------------------------------------------------------------- joining back
+def test_source_catalog_results_join_on_the_label(demo, shared_data):
+    from astropy.io import fits
+    from astropy.table import join
+    from astropy.wcs import WCS
+    from photutils.segmentation import SourceCatalog, detect_sources
+    path = sorted((shared_data / 'sdss_fits_cutouts_pawlikmorph' / 'large_cutouts').glob('*.fits.gz'))[3]
+    with fits.open(path) as hdul:
+        data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
+    data -= np.median(data)
+    catalog = SourceCatalog(data, detect_sources(data, 5 * 1.4826 * np.median(np.abs(data)), n_pixels=20), wcs=wcs)
+    result = demo.query(catalog, k=2, on_error='skip')
+    assert result['query_id'].dtype.kind == 'i'
+    joined = join(catalog.to_table(columns=['label', 'area']), result, keys_left='label', keys_right='query_id')
+    assert len(joined) == len(result) and set(joined['label']) == set(result['query_id'])
+    # a catalogue with its own id and ra/dec joins with table_names, not id_1/id_2
+    table = Table({'id': ['a', 'b'], 'ra': [180.481875, 184.535625], 'dec': [-1.06925, -1.0641111111111112]})
+    matches = demo.query(table, k=2)
+    both = join(table, matches, keys_left='id', keys_right='query_id', table_names=['cat', 'match'])
+    assert {'id_cat', 'id_match', 'query_ra', 'ra'} <= set(both.colnames) and len(both) == 4
