@@ -17,7 +17,7 @@ from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
 from .partitions import partition_result, plan_partitions, read_partitions, save_partition
 from .utils._coords import coord_id, nan_coords, table_coords
 
-__all__ = ['build_database', 'read_source']
+__all__ = ['build_database', 'read_source', 'source_columns']
 
 
 def read_source(source):
@@ -71,6 +71,70 @@ def read_source(source):
     if items is None:
         items = coords
     return items, ids, coords
+
+
+def source_columns(source):
+    """The columns of a build source's ``index.csv`` or catalogue that the database keeps, by id.
+
+    Every column but those that name or place the galaxies (``path``, ``objid``/``id``,
+    ``ra``/``dec``), as `read_source` reads them; None for a folder without an index.
+
+    Returns
+    -------
+    columns : `~astropy.table.Table` or None
+        ``id`` (as `read_source` gives it) then the kept columns.
+    """
+    source = Path(source)
+    path = source / 'index.csv' if source.is_dir() else source
+    if not path.is_file():
+        return None
+    table = Table.read(path, format='ascii.csv' if path.suffix.lower() == '.csv' else None)
+    _, ids, _ = read_source(source)
+    skip = {'path', 'objid', 'id', 'ra', 'dec'}
+    kept = [c for c in table.colnames if c.lower() not in skip and not isinstance(table[c], SkyCoord)
+            and getattr(table[c], 'ndim', 1) == 1]
+    if not kept:
+        return None
+    columns = Table(table[kept], copy=True)
+    columns.meta.clear()
+    columns.add_column(np.asarray(ids, dtype=str), name='id', index=0)
+    return columns
+
+
+def _attach_columns(search, columns):
+    """Add the source's own columns to the stored galaxies, by id.
+
+    A galaxy not in the source keeps the value a column already has, else a blank (NaN, '').
+    A column named like one the database makes (a measurement, ``accepted``...) is stored as
+    ``catalogue_<name>``.
+    """
+    from .segmentation import MEASUREMENT_COLUMNS
+    if columns is None or not len(search):
+        return
+    table = search.database.table
+    made = {n.lower() for n in MEASUREMENT_COLUMNS} | {'coord', 'accepted', 'reason', 'found', 'bands'} | {
+        n.lower() for n in table.colnames if n.endswith('_arcsec')}
+    rows = search.database.lookup_ids([str(i) for i in columns['id']])
+    found = rows >= 0
+    for name in columns.colnames[1:]:
+        out = f'catalogue_{name}' if name.lower() in made else name
+        values = columns[name]
+        mask = np.asarray(getattr(values, 'mask', np.zeros(len(values), bool)), dtype=bool) | ~found
+        data = np.asarray(getattr(values, 'data', values))
+        complete = not mask.any() and found.sum() == len(table) and out not in table.colnames
+        if data.dtype.kind in 'biu' and complete:
+            full = np.zeros(len(table), dtype=data.dtype)
+        elif data.dtype.kind in 'biuf':
+            full = np.full(len(table), np.nan)
+            data = data.astype(float)
+        else:
+            full, data = np.full(len(table), '', dtype=object), data.astype(str)
+        if out in table.colnames:   # an earlier build's values, for the galaxies not in this source
+            full = np.asarray(table[out]).astype(full.dtype)
+        full[rows[~mask]] = data[~mask]
+        table[out] = full.astype(str) if full.dtype == object else full
+        if getattr(values, 'unit', None) is not None:
+            table[out].unit = values.unit
 
 
 def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None,
@@ -131,6 +195,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         shutil.rmtree(shard_dir, ignore_errors=True)
     if executor is not None and not isinstance(executor, (int, np.integer)):
         search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search)
+        _attach_columns(search, source_columns(source))
+        search.save(output, overwrite=True)
         _summarise(report, output, len(search))
         return search, report
     if executor is not None:
@@ -166,8 +232,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         search.save(output, overwrite=True)
         bar.update(len(rows))
     bar.close()
-    if not todo:
-        search.save(output, overwrite=True)
+    _attach_columns(search, source_columns(source))   # the index's or catalogue's own columns, by id
+    search.save(output, overwrite=True)
     from astropy.table import vstack
     report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
     _summarise(report, output, len(search))

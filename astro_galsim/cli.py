@@ -152,8 +152,30 @@ def cmd_build(args):
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
     with conf.set_temp('workers', args.workers):
         executor = 'dask' if args.scheduler == 'local' else args.scheduler
-        build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
-                       provenance=provenance, executor=executor)
+        try:
+            build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
+                           provenance=provenance, executor=executor)
+        except KeyboardInterrupt:
+            raise BuildInterrupted(_where_build_stopped(args)) from None
+
+
+class BuildInterrupted(Exception):
+    """Ctrl-C during ``astro-galsim build``: its message says what is saved and how to resume."""
+
+
+def _where_build_stopped(args):
+    from astropy.io import fits
+    output, shards = Path(args.output), Path(f'{args.output}.shards')
+    try:
+        saved = f'{fits.getval(output, "NGALAXY")} galaxies saved in {output}' if output.is_file() else \
+            f'nothing saved in {output} yet'
+    except Exception:  # noqa: BLE001 - a half-read header must not hide the message
+        saved = f'{output} is being written'
+    parts = len(list(shards.glob('*.parquet'))) if shards.is_dir() else 0
+    again = f'build {args.source} --output {output} --chunk-size {args.chunk_size}' + (
+        f' --scheduler {args.scheduler}' if args.scheduler else '')   # the same partitions, without --restart
+    return (f'interrupted: {saved}, {parts} finished partition(s) in {shards}; run '
+            f'"astro-galsim {again}" again to resume where it stopped')
 
 
 def cmd_train(args):
@@ -309,6 +331,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         args.func(args)
+    except BuildInterrupted as exc:
+        print(f'\nastro-galsim {args.command}: {exc}', file=sys.stderr)
+        return 130   # the shell's code for a command stopped by Ctrl-C
     except Exception as exc:
         if not isinstance(exc, _expected_errors()):
             raise  # a bug: the traceback is wanted

@@ -161,3 +161,36 @@ def test_evaluate_on_real_labelled_images_with_a_chosen_encoder(shared_data, tmp
 
     assert main(['evaluate', str(tmp_path), '--encoder', str(tmp_path / 'missing.pt')]) == 1
     assert 'missing.pt' in capsys.readouterr().err
+
+
+def test_build_ctrl_c_says_where_it_stopped(shared_data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a real build: one message with what is saved and the command that resumes, no traceback."""
+    import shutil
+    from astropy.table import Table
+    from astro_galsim import SimilaritySearch
+    src = shared_data / 'sdss_galaxies_mikeedi'
+    index = Table.read(src / 'index.csv', format='ascii.csv')[:4]
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for row in index:
+        shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
+    index['path'] = [f'{objid}.jpg' for objid in index['objid']]
+    index.write(folder / 'index.csv', format='ascii.csv')
+    original, calls = SimilaritySearch.add, []
+
+    def interrupted(self, images, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, **kwargs)
+    monkeypatch.setattr(SimilaritySearch, 'add', interrupted)
+    output = tmp_path / 'db.fits'
+    assert main(['build', str(folder), '--output', str(output), '--chunk-size', '2']) == 130
+    err = capsys.readouterr().err
+    said = [line for line in err.replace('\r', '\n').splitlines() if line.strip() and not line.startswith('building')]
+    assert 'Traceback' not in err and len(said) == 1 and said[0].startswith('astro-galsim build: interrupted')
+    assert f'interrupted: 2 galaxies saved in {output}, 1 finished partition(s)' in err
+    assert f'astro-galsim build {folder} --output {output} --chunk-size 2' in err
+    monkeypatch.setattr(SimilaritySearch, 'add', original)
+    assert main(['build', str(folder), '--output', str(output), '--chunk-size', '2']) == 0
+    assert len(SimilaritySearch.load(output)) == 4
