@@ -24,6 +24,13 @@ def _print_table(table, columns=('query_id', 'rank', 'id', 'distance', 'separati
 
 def _write_table(table, path, overwrite=False):
     from .results import write_result
+    path = _output_path(path, overwrite)
+    write_result(table, path, overwrite=overwrite)
+    print(f'wrote {path}')
+
+
+def _output_path(path, overwrite=False):
+    """The --output file, refused before any work if it cannot be written."""
     path = Path(path)
     if path.is_dir():
         raise SystemExit(f'astro-galsim: cannot write {path}: it is a directory; give a file name such '
@@ -32,8 +39,7 @@ def _write_table(table, path, overwrite=False):
         raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
     if path.exists() and not overwrite:   # as astropy's writers: never replace a file unasked
         raise FileExistsError(f'{path} exists; pass --overwrite to replace it, or give another --output')
-    write_result(table, path, overwrite=overwrite)
-    print(f'wrote {path}')
+    return path
 
 
 def _parse_target(text):
@@ -96,6 +102,8 @@ def cmd_demo(args):
 
 def cmd_query(args):
     from .search import SimilaritySearch
+    if args.output:
+        _output_path(args.output, args.overwrite)   # before the work, not after it
     search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
     target = _parse_target(args.target)
     where = _where(args.where) if args.where else None
