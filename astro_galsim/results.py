@@ -143,7 +143,7 @@ def fitting_angle_unit(angles):
     >>> import astropy.units as u
     >>> from astro_galsim.results import fitting_angle_unit
     >>> fitting_angle_unit([3.2, 608665.17] * u.arcsec).round(2)
-    <Quantity [8.9000e-04, 1.6907e+02] deg>
+    <Quantity [  0.  , 169.07] deg>
     >>> fitting_angle_unit([1.5, 30.0] * u.arcsec).unit
     Unit("arcsec")
     """

@@ -216,3 +216,18 @@ def test_source_catalog_results_join_on_the_label(demo, shared_data):
     matches = demo.query(table, k=2)
     both = join(table, matches, keys_left='id', keys_right='query_id', table_names=['cat', 'match'])
     assert {'id_cat', 'id_match', 'query_ra', 'ra'} <= set(both.colnames) and len(both) == 4
+
+
+# ---------------------------------------------------------------- clustering on the front
+def test_cluster_on_the_front_groups_every_galaxy(demo):
+    groups = demo.cluster()
+    assert list(groups['id']) == list(demo.ids)
+    assert (groups['cluster'] >= 0).all()
+    # HDBSCAN itself calls most of this continuum noise; those were given their nearest neighbour's group
+    plain = demo.database.cluster()
+    assert np.array_equal(groups['core'], plain >= 0)
+    assert np.array_equal(groups['cluster'][groups['core']], plain[plain >= 0])
+    left = demo.cluster(assign_noise=False)
+    assert np.array_equal(left['cluster'], plain)
+    few = demo.cluster(method='agglomerative', n_clusters=8)
+    assert sorted(set(few['cluster'])) == list(range(8)) and few['core'].all()
