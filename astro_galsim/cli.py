@@ -187,24 +187,17 @@ def _where_build_stopped(args):
 
 
 def cmd_train(args):
-    import numpy as np
     from .pipeline import DEFAULT_NORMALISATION
-    from .training import (TrainingLabels, gz2_labels_of, load_labelled_images, load_training_images,
-                           train_autoencoder)
-    arrays, ids, is_val = load_training_images(args.data, DEFAULT_NORMALISATION, workers=args.workers)
-    labels = None
-    if args.gz1 or args.gz2_sample:
-        # labelled galaxies join the training split; the training sample's own GZ2 labels come along
-        extra, extra_labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=args.gz1,
-                                                      gz2_sample=args.gz2_sample, workers=args.workers)
-        labels = TrainingLabels.concatenate([gz2_labels_of(args.data, ids), extra_labels])
-        arrays = np.concatenate([arrays, extra])
-        is_val = np.concatenate([is_val, np.zeros(len(extra), bool)])
+    from .training import load_training_set, train_autoencoder
+    arrays, labels, is_val, partners = load_training_set(
+        args.data, DEFAULT_NORMALISATION, gz1=args.gz1, gz2_sample=args.gz2_sample, ngc_ic=args.ngc_ic,
+        interacting=args.interacting, degraded=args.degraded, seed=args.seed, workers=args.workers)
     card = train_autoencoder(arrays, args.output, normalisation=dict(DEFAULT_NORMALISATION), is_val=is_val,
                              epochs=args.epochs, contrastive_weight=args.contrastive_weight, seed=args.seed,
                              training_data=str(args.data), labels=labels, label_weight=args.label_weight,
                              init=args.init, learning_rate=args.learning_rate,
-                             labelled_per_step=args.labelled_per_step)
+                             labelled_per_step=args.labelled_per_step, partners=partners,
+                             group_per_class=args.group_per_class, max_steps=args.max_steps)
     print(f'wrote {args.output} (best epoch {card["training"]["best_epoch"]}, '
           f'validation loss {card["metrics"]["best_val_loss"]:.4f})')
 
@@ -314,6 +307,15 @@ def _parser():
     p.add_argument('--labelled-per-step', type=int, default=32,
                    help='labelled galaxies added to each batch, drawn evenly from the classes')
     p.add_argument('--init', metavar='WEIGHTS', help='start from these weights (same architecture)')
+    p.add_argument('--ngc-ic', metavar='FOLDER', help='NGC/IC folder with Hubble types (index.csv: file, split, '
+                   'hubble_coarse): its train split joins the training; the test split is never read')
+    p.add_argument('--interacting', metavar='FOLDER', help='interacting galaxies in SDSS and HSC (index.csv: split, '
+                   'sdss_file, hsc_file, label): the train split joins, each image paired with the other survey\'s')
+    p.add_argument('--degraded', type=float, default=0.0, metavar='FRACTION',
+                   help='fraction of the training sample and NGC/IC images paired with a physically degraded copy')
+    p.add_argument('--group-per-class', type=int, default=8,
+                   help='galaxies of each class of each further label group (Hubble type, interaction) per step')
+    p.add_argument('--max-steps', type=int, help='stop after this many steps')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='retrieval quality on a labelled image folder',

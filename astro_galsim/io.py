@@ -107,7 +107,7 @@ def image_stem(path):
     return name
 
 
-def read_image(path):
+def read_image(path, survey=None):
     """Read a galaxy image (FITS, JPEG or PNG) into an `~astropy.nddata.NDData`.
 
     Parameters
@@ -115,6 +115,11 @@ def read_image(path):
     path : str or `~pathlib.Path`
         A FITS file (the first HDU holding a 2-D or 3-D image is read), or a colour
         JPEG/PNG cutout such as the SDSS SkyServer ones.
+    survey : str, optional
+        The survey the image comes from, one of `~astro_galsim.surveys.SURVEYS` (for
+        example ``'hsc'``), stored in ``meta['survey']``: its pixel scale, seeing and colour
+        rendering are then known (`~astro_galsim.surveys.resolution_of`). Default: SDSS's
+        seeing and colour rendering, the pixel scale from the WCS only.
 
     Returns
     -------
@@ -143,11 +148,16 @@ def read_image(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'image file {str(path)!r} does not exist')
+    if survey is not None:
+        from .surveys import survey_of
+        survey = survey_of({'survey': survey}).name   # an unknown name fails before the file is read
     name = path.name.lower()
-    if name.endswith(FITS_SUFFIXES):
-        return _read_fits(path)
-    if name.endswith(COLOUR_SUFFIXES):
-        return _read_colour(path)
+    image = (_read_fits(path) if name.endswith(FITS_SUFFIXES)
+             else _read_colour(path) if name.endswith(COLOUR_SUFFIXES) else None)
+    if image is not None:
+        if survey is not None:
+            image.meta['survey'] = survey
+        return image
     raise ValueError(f'cannot read {str(path)!r}: unsupported file type; give a FITS '
                      f'({", ".join(FITS_SUFFIXES)}) or colour ({", ".join(COLOUR_SUFFIXES)}) image')
 

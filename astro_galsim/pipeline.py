@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .config import conf
 from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
+from .surveys import resolution_of, survey_of
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
@@ -62,8 +63,9 @@ def _check_pixels(image):
 
 def _sdss_stretch(image):
     """Whether an image's colour form has the SDSS colour-image stretch (SDSS bands, or none named)."""
-    bands = (image.meta or {}).get('bands')
-    return bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)
+    meta = image.meta or {}
+    bands = meta.get('bands')
+    return (bands is None or set(bands) <= set(SDSS_BAND_WEIGHTS)) and survey_of(meta).name == 'sdss'
 
 
 def _pixel_scale(image):
@@ -99,10 +101,14 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
-    scale = _pixel_scale(image)
+    meta = image.meta or {}
+    # the pixel scale is known from the WCS, the meta or a named survey; where it is not (NaN), the
+    # resolution limit assumes SDSS's native scale (select_galaxy) and angular limits are refused
+    scale, seeing = resolution_of(meta, _pixel_scale(image))
     selection = dict(selection or {})
     if np.isfinite(scale):
         selection.setdefault('pixel_scale', scale)
+    selection.setdefault('seeing', seeing)
     if not _sdss_stretch(image):   # a saturated core means a star only in SDSS's colour stretch
         selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)

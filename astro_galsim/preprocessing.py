@@ -22,6 +22,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
 from .io import COLOUR_IMAGE_BANDS, nanomaggy
+from .surveys import survey_of
 
 __all__ = ['to_colour', 'shown_bands', 'sdss_asinh_rgb', 'calibrate_counts', 'sky_level', 'SDSS_BAND_WEIGHTS',
            'ASINH_NONLINEARITY', 'SDSS_PIXEL_SCALE']
@@ -232,6 +233,8 @@ def to_colour(image):
         data = data[0]
     if data.ndim == 3 and data.shape[0] == 3 and _display_colour(data, meta):
         rgb = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else max(float(data.max()), 1.0))
+        # another survey's colour rendering brought to SDSS's: one surface brightness, one grey level
+        rgb = survey_of(meta).to_sdss_colour(rgb)
     elif data.ndim == 3 and 'bands' not in meta:
         # a FITS cube holds fluxes, not display values: each plane as a single-band image
         warnings.warn(f'{meta.get("path", "a FITS cube")}: the bands of its {data.shape[0]} planes are not '

@@ -7,18 +7,37 @@
 import numpy as np
 from astropy import units as u
 
+from .surveys import SURVEYS
+
 __all__ = ['select_galaxy', 'SELECTION_DEFAULTS']
 
-_MIN_R50 = 10.0          # default selection limits, from the mikeedi sample (docs/segmentation.rst)
-_MIN_SNR = 40.0
+_MIN_SNR = 40.0          # default selection limits, from the mikeedi sample (docs/segmentation.rst)
 _MIN_GINI = 0.05
 
 #: Default acceptance criteria of `select_galaxy`, chosen on the 7,505 galaxies of the
-#: original work's sample (``sdss_galaxies_mikeedi``; see the segmentation docs).
-SELECTION_DEFAULTS = {'min_r50': _MIN_R50 * u.pix, 'min_snr': _MIN_SNR, 'min_gini': _MIN_GINI,
+#: original work's sample (``sdss_galaxies_mikeedi``; see the segmentation docs); the smallest
+#: galaxy is set by the resolution: a half-light radius of one seeing FWHM.
+SELECTION_DEFAULTS = {'min_r50': 'seeing', 'min_snr': _MIN_SNR, 'min_gini': _MIN_GINI,
                       'min_smoothness': None, 'max_centre_offset': None, 'max_offset_ratio': 0.6,
                       'max_ellipticity': 0.9, 'max_peak_level': 0.92, 'min_scale_ratio': 0.2,
                       'reject_point_sources': True}
+
+
+# below this a galaxy covers too few pixels for any structure, whatever the scale
+_MIN_R50_PIXELS = 2.0
+
+
+def _resolution_limit(pixel_scale, seeing):
+    """The smallest resolved half-light radius, in pixels, and the scale and seeing it came from."""
+    sdss = SURVEYS['sdss']
+    scale = sdss.pixel_scale if pixel_scale is None else u.Quantity(pixel_scale)
+    if scale.unit.physical_type != 'angle':
+        scale = scale * u.pix
+    scale = scale.to(u.arcsec)
+    if not (np.isfinite(scale.value) and scale.value > 0):
+        scale = sdss.pixel_scale
+    seeing = sdss.seeing if seeing is None else u.Quantity(seeing, u.arcsec)
+    return max(float(seeing / scale), _MIN_R50_PIXELS), scale, seeing
 
 
 def _as_pixels(value, pixel_scale, name):
@@ -46,7 +65,7 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
                   max_ellipticity=SELECTION_DEFAULTS['max_ellipticity'],
                   max_peak_level=SELECTION_DEFAULTS['max_peak_level'],
                   min_scale_ratio=SELECTION_DEFAULTS['min_scale_ratio'],
-                  reject_point_sources=SELECTION_DEFAULTS['reject_point_sources'], pixel_scale=None):
+                  reject_point_sources=SELECTION_DEFAULTS['reject_point_sources'], pixel_scale=None, seeing=None):
     """Decide whether a measured galaxy is resolved, bright and structured enough.
 
     The defaults accept about 98% of the original work's sample of galaxies "with
@@ -57,9 +76,12 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
     ----------
     measurement : `GalaxyMeasurement` or dict
         From `measure_galaxy` (a row of `measurements_table` turned into a dict works too).
-    min_r50 : float or `~astropy.units.Quantity`, optional
-        Smallest half-light radius: a number or Quantity in pixels of the measured image,
-        or an angle (then ``pixel_scale`` is needed). None disables the test.
+    min_r50 : 'seeing', float or `~astropy.units.Quantity`, optional
+        Smallest half-light radius. ``'seeing'`` (the default): the galaxy must be resolved,
+        its half-light radius at least the seeing FWHM (``seeing``, from ``pixel_scale``
+        into pixels; SDSS's 1.4" and 0.396"/px where not given) and at least 2 pixels.
+        Else a number or Quantity in pixels of the measured image, or an angle (then
+        ``pixel_scale`` is needed). None disables the test.
     min_snr : float, optional
         Smallest signal-to-noise ratio of the galaxy's segment. None disables the test.
     min_gini : float, optional
@@ -94,7 +116,10 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
         diffraction spikes, in any colour stretch (none of 839 real SDSS galaxies checked
         is such a source; the Hubble Deep Field's two spiked stars are).
     pixel_scale : `~astropy.units.Quantity`, optional
-        Angle per pixel (``arcsec`` or ``arcsec / pix``); needed only for angular limits.
+        Angle per pixel (``arcsec`` or ``arcsec / pix``); needed for angular limits.
+    seeing : `~astropy.units.Quantity`, optional
+        FWHM of the image's point-spread function, for ``min_r50='seeing'``
+        (`~astro_galsim.surveys.resolution_of` finds it for an image).
 
     Returns
     -------
@@ -112,8 +137,10 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
     >>> from astropy import units as u
     >>> m = {'found': True, 'r50': 4.0, 'snr': 120.0, 'gini': 0.45, 'smoothness': 0.05,
     ...      'centre_offset': 1.0}
-    >>> select_galaxy(m)
-    (False, 'half-light radius 4.0 pix is below the minimum 10.0 pix')
+    >>> select_galaxy(m, pixel_scale=0.396 * u.arcsec)
+    (True, '')
+    >>> select_galaxy(m, pixel_scale=0.396 * u.arcsec, seeing=2.0 * u.arcsec)[1]
+    'half-light radius 1.58" (4.0 pix) is below the seeing FWHM 2.00" (5.1 pix): the galaxy is not resolved'
     >>> select_galaxy(m, min_r50=1.5 * u.arcsec, pixel_scale=0.396 * u.arcsec)
     (True, '')
     """
@@ -123,12 +150,20 @@ def select_galaxy(measurement, *, min_r50=SELECTION_DEFAULTS['min_r50'],
     if 'scale_radius' in measurement and not scale > 0:
         return False, ('the galaxy overflows its cutout: its isophote lies too far beyond the frame '
                        'to be measured; give a wider cutout')
-    min_r50 = _as_pixels(min_r50, pixel_scale, 'min_r50')
     max_centre_offset = _as_pixels(max_centre_offset, pixel_scale, 'max_centre_offset')
     reasons = []
     r50 = float(measurement['r50'])
-    if min_r50 is not None and not r50 >= min_r50:
-        reasons.append(f'half-light radius {r50:.1f} pix is below the minimum {min_r50:.1f} pix')
+    if isinstance(min_r50, str):
+        if min_r50 != 'seeing':
+            raise ValueError(f"min_r50={min_r50!r}: give 'seeing', a number of pixels, a Quantity or None")
+        limit, arcsec_per_pixel, seeing = _resolution_limit(pixel_scale, seeing)
+        if not r50 >= limit:
+            reasons.append(f'half-light radius {r50 * arcsec_per_pixel.value:.2f}" ({r50:.1f} pix) is below the seeing FWHM '
+                           f'{seeing.to_value(u.arcsec):.2f}" ({limit:.1f} pix): the galaxy is not resolved')
+    else:
+        min_r50 = _as_pixels(min_r50, pixel_scale, 'min_r50')
+        if min_r50 is not None and not r50 >= min_r50:
+            reasons.append(f'half-light radius {r50:.1f} pix is below the minimum {min_r50:.1f} pix')
     snr = float(measurement['snr'])
     if min_snr is not None and not snr >= min_snr:
         reasons.append(f'signal-to-noise {snr:.1f} is below the minimum {min_snr}')

@@ -22,40 +22,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from astropy import log
-from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .config import conf
 from .io import atomic_output
 from .model import file_sha256
 from .network import ConvAutoencoder
+# the training data live in their own module; their names stay importable from here
+from .training_data import (LABEL_GROUPS, MORPHOLOGY_CLASSES, TrainingLabels, context_normalisation,  # noqa: F401
+                            degraded_copies, gz2_labels_of, load_hubble_types, load_interacting_pairs,
+                            load_labelled_images, load_training_images, load_training_set)
 
-__all__ = ['train_autoencoder', 'augment', 'context_normalisation', 'load_training_images',
-           'load_labelled_images', 'gz2_labels_of', 'TrainingLabels', 'MORPHOLOGY_CLASSES']
-
-
-def context_normalisation(normalisation, context=1.5):
-    """The normalisation of the training images: the same pixel scale, a wider field."""
-    size = int(round(normalisation['size'] * context / 16)) * 16
-    return dict(normalisation, size=size, radius_scale=normalisation['radius_scale'] * size / normalisation['size'])
-
-
-def load_training_images(folder, normalisation, workers=2):
-    """Prepare the images of a training folder (an ``index.csv`` with ``path`` and ``split``).
-
-    Returns the context-sized arrays (float16), their ids and a boolean array marking the
-    validation split.
-    """
-    from .pipeline import prepare
-    folder = Path(folder)
-    index = Table.read(folder / 'index.csv', format='ascii.csv')
-    paths = [folder / p for p in index['path']]
-    arrays, table = prepare(paths, normalisation=context_normalisation(normalisation), workers=workers,
-                            progress=conf.show_progress)
-    keep = np.asarray(table['found']) & arrays.any(axis=(1, 2, 3))  # found, and with a scale to normalise to
-    log.info(f'{keep.sum()} of {len(keep)} training images have a central galaxy')
-    is_val = np.asarray(index['split']) == 'val' if 'split' in index.colnames else np.zeros(len(index), bool)
-    return arrays[keep].astype(np.float16), np.asarray(index['objid'])[keep].astype(str), is_val[keep]
+__all__ = ['train_autoencoder', 'augment']
 
 
 def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.25, noise=0.06):
@@ -123,7 +101,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
                       refine_from=2, epochs=40, batch_size=128, learning_rate=2e-3, contrastive_weight=1.0,
                       temperature=0.2, zoom=(0.67, 1.5), colour=0.1, grey=0.25, noise=0.06, patience=10, seed=0, bf16=True,
                       training_data='', progress=None, labels=None, label_weight=1.0, label_temperature=0.1,
-                      labelled_per_step=32, init=None):
+                      labelled_per_step=32, init=None, partners=None, group_per_class=8, max_steps=None):
     """Train a `~astro_galsim.network.ConvAutoencoder` and save it with its model card.
 
     Parameters
@@ -164,6 +142,17 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     init : str or `~pathlib.Path`, optional
         Weights file of the same architecture to start from (for example a
         self-supervised encoder to fine-tune with labels).
+    partners : `~numpy.ndarray` of int, optional
+        For each image, the row of another image of the same galaxy (another survey's, a
+        degraded copy; -1 where none): the second view of such a galaxy is drawn from its
+        partner, so that the contrastive term pulls the two images together.
+    group_per_class : int, optional
+        With ``labels`` that have label groups (`~astro_galsim.training_data.LABEL_GROUPS`),
+        galaxies of each class of each group added to every step, with a supervised
+        contrastive term per group.
+    max_steps : int, optional
+        Stop after this many steps (the epoch in progress is then the last), for a
+        training that must fit a time budget.
 
     Returns
     -------
@@ -177,8 +166,13 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         torch.set_num_threads(conf.num_threads)
     if is_val is None or not np.any(is_val):
         is_val = rng.random(len(arrays)) < 0.1
-    train = torch.from_numpy(np.asarray(arrays[~is_val], dtype=np.float32))
-    val = torch.from_numpy(np.asarray(arrays[is_val], dtype=np.float32))
+    is_val = np.asarray(is_val, bool)
+    # rows index the whole array (labels and partners are aligned with it); float16 is kept until a batch is drawn
+    data = torch.from_numpy(np.asarray(arrays, dtype=np.float16))
+    train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    partners = np.full(len(arrays), -1) if partners is None else np.asarray(partners, dtype=int)
+    if len(partners) != len(arrays) or partners.max(initial=-1) >= len(arrays):
+        raise ValueError('partners: give one row index (or -1) per image')
     size = normalisation['size']
     # channels_last with bf16 hit a slow path for transposed convolutions on our CPUs (10x)
     model = ConvAutoencoder(latent_dim=latent_dim, size=size, widths=widths, refine_from=refine_from)
@@ -187,29 +181,36 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     heads = _LabelHeads(latent_dim) if labels is not None else None
     parameters = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
     optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
+    by_group = {}
     if labels is not None:
-        labels = labels.subset(~is_val)
-        by_class = [np.flatnonzero(labels.classes == c) for c in range(len(MORPHOLOGY_CLASSES))]
+        by_class = [np.flatnonzero((labels.classes == c) & ~is_val) for c in range(len(MORPHOLOGY_CLASSES))]
+        by_group = {name: [np.flatnonzero((labels.groups[name] == c) & ~is_val) for c in range(len(classes))]
+                    for name, classes in LABEL_GROUPS.items()}
+        by_group = {name: rows for name, rows in by_group.items() if min(len(r) for r in rows) > 0}
         if min(len(b) for b in by_class) == 0:
             raise ValueError('labels: every class of MORPHOLOGY_CLASSES needs training galaxies; '
                              f'counts {[len(b) for b in by_class]}')
         soft = torch.from_numpy(np.nan_to_num(labels.soft, nan=-1.0)).float()
         spiral = torch.from_numpy(np.nan_to_num(labels.spiral, nan=-1.0)).float()
-    steps = epochs * math.ceil(len(train) / batch_size)
+    steps = epochs * (len(train) // batch_size)
+    steps = steps if max_steps is None else min(steps, int(max_steps))
+    done = 0
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps)
     progress = conf.show_progress if progress is None else progress
 
-    def loss_of(batch, gen, rows=None, n_classed=0):
-        v1, v2 = (augment(batch, size, gen, zoom, colour, grey, noise) for _ in range(2))
+    def loss_of(rows, gen, n_classed=0, segments=(), labelled=True):
+        pair = np.where(partners[rows] >= 0, partners[rows], rows)
+        v1 = augment(data[rows].float(), size, gen, zoom, colour, grey, noise)
+        v2 = augment(data[pair].float(), size, gen, zoom, colour, grey, noise)
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             x = torch.cat([v1, v2])
             recon, z = model(x)
             rec = F.mse_loss(recon.float(), x)
             con = _nt_xent(*model.projection(z).float().chunk(2), temperature) if contrastive_weight else 0 * rec
         loss = rec + contrastive_weight * con
-        if rows is not None:
+        if labels is not None and labelled:
             loss = loss + label_weight * _label_loss(z.float(), heads, rows, n_classed, labels, soft, spiral,
-                                                     label_temperature)
+                                                     label_temperature, segments)
         return loss, rec, con
 
     def make_card():
@@ -229,7 +230,10 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
                 'seed': seed, 'bf16': bf16,
                 'labels': None if labels is None else {
                     **labels.provenance, 'classes': list(MORPHOLOGY_CLASSES), 'label_weight': label_weight,
-                    'label_temperature': label_temperature, 'labelled_per_step': labelled_per_step},
+                    'label_temperature': label_temperature, 'labelled_per_step': labelled_per_step,
+                    'groups': {name: list(LABEL_GROUPS[name]) for name in by_group},
+                    'group_per_class': group_per_class},
+                'pairs': int((partners >= 0).sum()), 'steps': done,
                 'init': None if init is None else {'file': Path(init).name, 'sha256': file_sha256(init)},
                 'seconds': round(time.time() - started, 1), 'torch': torch.__version__,
                 'date': datetime.date.today().isoformat(),
@@ -241,27 +245,35 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     started = time.time()
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
+        order = train[torch.randperm(len(train), generator=generator).numpy()]
         bar = tqdm(range(0, len(train) - batch_size + 1, batch_size), disable=not progress,
                    desc=f'epoch {epoch + 1}/{epochs}', leave=False)
         for start in bar:
-            rows = order[start:start + batch_size].numpy()
+            rows = order[start:start + batch_size]
             if labels is None:
-                loss, rec, con = loss_of(train[rows], generator)
+                loss, rec, con = loss_of(rows, generator)
             else:  # the batch, then galaxies drawn evenly from the classes (rare ones repeat)
                 per = max(1, labelled_per_step // len(by_class))
                 classed = np.concatenate([b[rng.integers(0, len(b), per)] for b in by_class])
-                rows = np.concatenate([classed, rows])
-                loss, rec, con = loss_of(train[rows], generator, rows, len(classed))
+                drawn, segments = [classed], []
+                for name, group in by_group.items():   # each label group: its classes evenly
+                    start = sum(len(d) for d in drawn)
+                    drawn += [b[rng.integers(0, len(b), group_per_class)] for b in group]
+                    segments.append((name, start, sum(len(d) for d in drawn)))
+                rows = np.concatenate(drawn + [rows])
+                loss, rec, con = loss_of(rows, generator, len(classed), segments)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
+            done += 1
             bar.set_postfix(rec=f'{rec.item():.4f}', con=f'{float(con.detach()):.3f}')
+            if done >= steps:
+                break
         model.eval()
         val_gen = torch.Generator().manual_seed(seed + 1)  # the same validation views every epoch
         with torch.no_grad():
-            parts = [loss_of(val[s:s + 256], val_gen) for s in range(0, len(val), 256)]
+            parts = [loss_of(val[s:s + 256], val_gen, labelled=False) for s in range(0, len(val), 256)]
         val_loss = float(np.mean([p[0].item() for p in parts]))
         val_rec = float(np.mean([p[1].item() for p in parts]))
         history.append({'epoch': epoch + 1, 'val_loss': val_loss, 'val_reconstruction': val_rec})
@@ -275,56 +287,10 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         elif epoch + 1 - best_epoch >= patience:
             log.info(f'early stop: no better validation loss since epoch {best_epoch}')
             break
+        if done >= steps:
+            break
 
     return card
-
-
-#: The morphology classes of the label terms: the Galaxy Zoo 1 similarity groups of
-#: ``sdss_gz1_eggochi`` without ``dont_know`` (stars, artefacts).
-MORPHOLOGY_CLASSES = ('elliptical', 'spiral_face_on', 'spiral_edge_on', 'merger')
-
-
-class TrainingLabels:
-    """Morphology labels aligned with an array of training images.
-
-    Parameters
-    ----------
-    classes : `~numpy.ndarray` of int
-        Index into `MORPHOLOGY_CLASSES` per image, -1 where unknown.
-    soft : `~numpy.ndarray`, shape (n, 4)
-        Class probabilities (vote fractions) per image, NaN rows where unknown.
-    spiral : `~numpy.ndarray`
-        Probability that the galaxy is a spiral, NaN where unknown.
-    provenance : dict, optional
-        Which label sets and how many galaxies of each (for the model card).
-    """
-
-    def __init__(self, classes, soft, spiral, provenance=None):
-        self.classes = np.asarray(classes, dtype=int)
-        self.soft = np.asarray(soft, dtype=np.float32).reshape(len(self.classes), len(MORPHOLOGY_CLASSES))
-        self.spiral = np.asarray(spiral, dtype=np.float32)
-        if not len(self.soft) == len(self.spiral) == len(self.classes):
-            raise ValueError('labels: classes, soft and spiral need one entry per image')
-        self.provenance = dict(provenance or {})
-
-    def __len__(self):
-        return len(self.classes)
-
-    def subset(self, keep):
-        return TrainingLabels(self.classes[keep], self.soft[keep], self.spiral[keep], self.provenance)
-
-    @classmethod
-    def unlabelled(cls, n, provenance=None):
-        """Labels of ``n`` images about which nothing is known."""
-        return cls(np.full(n, -1), np.full((n, len(MORPHOLOGY_CLASSES)), np.nan), np.full(n, np.nan), provenance)
-
-    @classmethod
-    def concatenate(cls, parts):
-        provenance = {}
-        for part in parts:
-            provenance.update(part.provenance)
-        return cls(np.concatenate([p.classes for p in parts]), np.concatenate([p.soft for p in parts]),
-                   np.concatenate([p.spiral for p in parts]), provenance)
 
 
 class _LabelHeads(torch.nn.Module):
@@ -347,13 +313,21 @@ def _supervised_contrastive(z, classes, temperature):
     return -(log_prob * positives).sum(1).div(positives.sum(1).clamp(min=1)).mean()
 
 
-def _label_loss(z, heads, rows, n_classed, labels, soft, spiral, temperature):
-    """Label terms of one step; ``z`` holds two views of each of ``rows`` (view 1, then view 2)."""
+def _label_loss(z, heads, rows, n_classed, labels, soft, spiral, temperature, segments=()):
+    """Label terms of one step; ``z`` holds two views of each of ``rows`` (view 1, then view 2).
+
+    The first ``n_classed`` rows were drawn by Galaxy Zoo class, each ``(group, start, stop)``
+    of ``segments`` by the classes of that label group.
+    """
     n = len(rows)
     both = np.concatenate([rows, rows])
     classes = torch.from_numpy(labels.classes[rows[:n_classed]])
     classed = torch.cat([z[:n_classed], z[n:n + n_classed]])
     loss = _supervised_contrastive(classed, torch.cat([classes, classes]), temperature)
+    for name, start, stop in segments:
+        classes = torch.from_numpy(labels.groups[name][rows[start:stop]])
+        grouped = torch.cat([z[start:stop], z[n + start:n + stop]])
+        loss = loss + _supervised_contrastive(grouped, torch.cat([classes, classes]), temperature)
     target = soft[both]
     known = target[:, 0] >= 0
     if known.any():
@@ -364,99 +338,6 @@ def _label_loss(z, heads, rows, n_classed, labels, soft, spiral, temperature):
     if known.any():
         loss = loss + F.binary_cross_entropy_with_logits(heads.spiral(z[known])[:, 0], target[known])
     return loss
-
-
-def load_labelled_images(normalisation, *, gz1=None, gz2_sample=None, workers=2):
-    """Prepare labelled training galaxies: the Galaxy Zoo 1 *train* split and Galaxy Zoo 2 images.
-
-    Parameters
-    ----------
-    normalisation : dict
-        The encoder's normalisation (the images are prepared with its `context_normalisation`).
-    gz1 : str or `~pathlib.Path`, optional
-        A folder like ``sdss_gz1_eggochi``: ``labels.csv`` (``path``, ``objid``,
-        ``similarity_group``) and ``split.csv`` (``objid``, ``split``). Only the galaxies of
-        the ``train`` split are read; the ``test`` split is never touched.
-    gz2_sample : str or `~pathlib.Path`, optional
-        A folder like ``sdss_gz2_kaggle_sample``: ``labels.csv`` (``path``, ``label``
-        ``spiral`` or ``non_spiral``).
-
-    Returns
-    -------
-    arrays : `~numpy.ndarray`, float16
-    labels : `TrainingLabels`
-    ids : `~numpy.ndarray` of str
-        The image of each row (GZ1 objid, or GZ2 file name).
-    """
-    from .pipeline import prepare
-    parts, label_parts, id_parts = [], [], []
-    if gz1 is not None:
-        gz1 = Path(gz1)
-        table = Table.read(gz1 / 'labels.csv', format='ascii.csv')
-        split = Table.read(gz1 / 'split.csv', format='ascii.csv')
-        train_ids = {str(o) for o, s in zip(split['objid'], split['split']) if s == 'train'}
-        table = table[[str(o) in train_ids for o in table['objid']]]
-        groups = np.asarray(table['similarity_group']).astype(str)
-        classes = np.array([MORPHOLOGY_CLASSES.index(g) if g in MORPHOLOGY_CLASSES else -1 for g in groups])
-        soft = np.full((len(table), len(MORPHOLOGY_CLASSES)), np.nan, dtype=np.float32)
-        soft[classes >= 0] = np.eye(len(MORPHOLOGY_CLASSES))[classes[classes >= 0]]
-        spiral = np.full(len(table), np.nan, dtype=np.float32)
-        spiral[groups == 'spiral_face_on'] = 1.0
-        spiral[groups == 'elliptical'] = 0.0
-        parts.append([gz1 / p for p in table['path']])
-        id_parts.append(np.asarray(table['objid']).astype(str))
-        label_parts.append(TrainingLabels(classes, soft, spiral,
-                                          {'gz1_train': {'folder': gz1.name, 'split': 'train', 'n': len(table)}}))
-    if gz2_sample is not None:
-        gz2_sample = Path(gz2_sample)
-        table = Table.read(gz2_sample / 'labels.csv', format='ascii.csv')
-        spiral = (np.asarray(table['label']).astype(str) == 'spiral').astype(np.float32)
-        parts.append([gz2_sample / p for p in table['path']])
-        id_parts.append(np.array([Path(p).name for p in table['path']]))
-        label_parts.append(TrainingLabels(np.full(len(table), -1), np.full((len(table), 4), np.nan), spiral,
-                                          {'gz2_sample': {'folder': gz2_sample.name, 'n': len(table)}}))
-    if not parts:
-        raise ValueError('load_labelled_images: give gz1 and/or gz2_sample')
-    arrays, keep = [], []
-    for paths in parts:
-        prepared, table = prepare(paths, normalisation=context_normalisation(normalisation), workers=workers,
-                                  progress=conf.show_progress)
-        ok = np.asarray(table['found']) & prepared.any(axis=(1, 2, 3))
-        arrays.append(prepared[ok].astype(np.float16))
-        keep.append(ok)
-    labels = TrainingLabels.concatenate([lab.subset(ok) for lab, ok in zip(label_parts, keep)])
-    ids = np.concatenate([i[ok] for i, ok in zip(id_parts, keep)])
-    return np.concatenate(arrays), labels, ids
-
-
-def gz2_labels_of(folder, ids):
-    """Galaxy Zoo 2 class probabilities of training-sample galaxies (``gz2_labels/`` of the folder).
-
-    ``gz2_classes_iaifi.csv`` gives smooth, edge-on, features and merger probabilities by
-    objid: elliptical = smooth, edge-on = edge-on, face-on spiral = features not edge-on,
-    merger = merger (renormalised); spiral = ``spiral_prob``. Galaxies without labels get NaN.
-    """
-    path = Path(folder) / 'gz2_labels' / 'gz2_classes_iaifi.csv'
-    n = len(ids)
-    if not path.exists():
-        return TrainingLabels.unlabelled(n)
-    table = Table.read(path, format='ascii.csv')
-    row_of = {str(o): i for i, o in enumerate(table['objid'])}
-    soft = np.full((n, len(MORPHOLOGY_CLASSES)), np.nan, dtype=np.float32)
-    spiral = np.full(n, np.nan, dtype=np.float32)
-    for i, objid in enumerate(ids):
-        j = row_of.get(str(objid))
-        if j is None:
-            continue
-        r = table[j]
-        edge = float(r['edgeon_prob'])
-        p = np.array([float(r['smooth_prob']), float(r['features_prob']) * (1 - edge), edge,
-                      float(r['merger_prob'])], dtype=np.float32)
-        if p.sum() > 0:
-            soft[i] = p / p.sum()
-        spiral[i] = float(r['spiral_prob'])
-    found = int(np.isfinite(spiral).sum())
-    return TrainingLabels(np.full(n, -1), soft, spiral, {'gz2_training_sample': {'file': path.name, 'n': found}})
 
 
 def _save_atomically(state, card, output):

@@ -593,6 +593,8 @@ def test_skyserver_jpeg(reals, archive, isolated):
     assert cutout.data.shape == (3, 100, 120) and cutout.data.dtype == np.uint8
     assert cutout.meta['bands'] == ['i', 'r', 'g'] and cutout.meta['source'] == 'skyserver'
     assert cutout.meta['data_release'] == 17 and cutout.unit is None
+    # SkyServer's own rendering: the colour form takes it as it is (astro_galsim.surveys)
+    assert cutout.meta['survey'] == 'sdss'
     # no identifiers of an SDSS object: an id taken from meta would be 'None' for every galaxy
     assert not {'objid', 'run', 'field'} & set(cutout.meta)
     # Rows flipped into FITS order (row 0 = south), channels R, G, B.
@@ -630,6 +632,7 @@ def test_hips2fits_jpeg(reals, archive):
     assert all(isinstance(c, NDData) for c in out)
     assert out[0].data.shape == (3, 64, 64) and out[0].meta['source'] == 'hips2fits'
     assert out[0].meta['hips'] == 'CDS/P/SDSS9/color'
+    assert out[0].meta['survey'] == 'unknown'   # a linear grey stretch: its sky is measured, not assumed
     assert np.abs(out[0].data - np.moveaxis(rgb[::-1], 2, 0).astype(float)).mean() < 3
     sent = [params for kind, _, params, _ in archive.requests if kind == 'hips2fits']
     assert len(sent) == 2
@@ -657,6 +660,10 @@ def test_legacysurvey_dr10_colour_cutouts(reals, archive, isolated):
     assert cutout.meta['hips'] == 'CDS/P/DESI-Legacy-Surveys/DR10/color'
     assert cutout.meta['data_release'] == 10 and cutout.meta['pixel_scale'] == 0.262 * u.arcsec
     assert 'objid' not in cutout.meta  # no SDSS identifiers on another survey's images
+    # its colour rendering and resolution are the Legacy Surveys', not SDSS's
+    assert cutout.meta['survey'] == 'legacysurvey'
+    from astro_galsim.surveys import resolution_of
+    assert resolution_of(cutout.meta) == (0.262 * u.arcsec, 1.3 * u.arcsec)
     assert np.abs(cutout.data - np.moveaxis(rgb[::-1], 2, 0).astype(float)).mean() < 3
     # The request: the survey's HiPS on a TAN grid at its native 0.262"/px, centred on the position;
     # no SDSS catalogue or frame request.

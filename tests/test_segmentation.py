@@ -403,7 +403,52 @@ def test_selection_defaults_accept_most_of_the_training_sample(shared_data):
     paths = [shared_data / 'sdss_galaxies_mikeedi' / p for p in index['path'][::75]]
     accepted = [select_galaxy(measure_galaxy(_colour(p)))[0] for p in paths]
     assert len(paths) == 101 and np.mean(accepted) >= 0.93
-    assert SELECTION_DEFAULTS['min_r50'].unit == u.pix
+    # the smallest accepted galaxy is set by the resolution, not by the training sample's pixels
+    assert SELECTION_DEFAULTS['min_r50'] == 'seeing'
+
+
+def test_resolution_limit_is_the_seeing_in_arcsec():
+    m = {'found': True, 'r50': 3.0, 'snr': 100.0, 'gini': 0.4, 'centre_offset': 0.0}
+    # SDSS: 3 px at 0.396"/px is 1.19", below the 1.4" seeing
+    accepted, reason = select_galaxy(m, pixel_scale=0.396 * u.arcsec)
+    assert not accepted and '1.19"' in reason and 'seeing FWHM 1.40"' in reason and 'not resolved' in reason
+    # at HSC's 0.168"/px and 0.7" seeing, 3 px (0.50") are not resolved and 4.5 px (0.76") are
+    assert not select_galaxy(m, pixel_scale=0.168 * u.arcsec, seeing=0.7 * u.arcsec)[0]
+    assert select_galaxy(dict(m, r50=4.5), pixel_scale=0.168 * u.arcsec, seeing=0.7 * u.arcsec)[0]
+    # and 8.6 px at SDSS's scale (refused by the old 10-pixel minimum) is well resolved
+    assert select_galaxy(dict(m, r50=8.6), pixel_scale=0.396 * u.arcsec)[0]
+    # never fewer than 2 pixels, whatever the scale
+    assert not select_galaxy(dict(m, r50=1.9), pixel_scale=2 * u.arcsec, seeing=1 * u.arcsec)[0]
+    with pytest.raises(ValueError, match="'seeing'"):
+        select_galaxy(m, min_r50='psf')
+
+
+def test_native_resolution_sdss_images_are_accepted(shared_data):
+    # 96-pixel SkyServer JPEGs at SDSS's native 0.396"/px: ordinary galaxies a position query fetches
+    folder = shared_data / 'galaxy_cruise_interacting'
+    index = Table.read(folder / 'index.csv', format='ascii.csv')
+    index = index[index['split'] == 'test'][::2]
+    from astro_galsim.pipeline import prepare
+    _, table = prepare([read_image(folder / p, survey='sdss') for p in index['sdss_file']])
+    assert len(table) == 104 and np.mean(table['accepted']) >= 0.95, list(table['reason'])
+    assert np.allclose(table['r50_arcsec'].to_value(u.arcsec), table['r50'].value * 0.396, equal_nan=True)
+
+
+def test_hsc_and_sdss_images_of_a_galaxy_agree_on_its_scale(shared_data):
+    # HSC colour images render a surface brightness much brighter than SDSS's: its tone curve
+    # brings them to SDSS's, so that the isophotal scale is the galaxy's, not the survey's
+    folder = shared_data / 'galaxy_cruise_interacting'
+    index = Table.read(folder / 'index.csv', format='ascii.csv')
+    index = index[index['split'] == 'test'][1::4]
+    from astro_galsim.pipeline import prepare
+    _, sdss = prepare([read_image(folder / p, survey='sdss') for p in index['sdss_file']])
+    _, hsc = prepare([read_image(folder / p, survey='hsc') for p in index['hsc_file']])
+    ratio = (hsc['scale_radius_arcsec'] / sdss['scale_radius_arcsec']).value
+    assert len(ratio) == 52 and np.mean(np.abs(np.log(ratio)) < np.log(1.2)) >= 0.9
+    # as SDSS-rendered images they disagree (the old behaviour): the survey matters
+    _, untoned = prepare([read_image(folder / p) for p in index['hsc_file']])
+    ratio = untoned['scale_radius'].value * 0.168 / sdss['scale_radius_arcsec'].value
+    assert np.median(ratio) > 1.5
 
 
 def test_spiked_stars_of_the_hubble_deep_field_are_rejected_in_its_own_stretch():

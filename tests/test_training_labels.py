@@ -77,3 +77,77 @@ def test_label_training_runs_and_records_its_labels(small_gz1, tmp_path):
     assert card['training']['labels']['classes'] == list(MORPHOLOGY_CLASSES)
     assert card['training']['labels']['gz1_train']['split'] == 'train'
     assert (tmp_path / 'labelled.pt').exists() and (tmp_path / 'labelled.json').exists()
+
+
+def _small_index(source, name, rows, tmp_path_factory, path_columns):
+    """A copy of a labelled folder's index.csv with ``rows``, its image paths made absolute."""
+    folder = tmp_path_factory.mktemp(name)
+    with open(folder / 'index.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (str(source / v) if k in path_columns else v) for k, v in r.items()})
+    return folder
+
+
+@pytest.fixture(scope='module')
+def small_interacting(shared_data, tmp_path_factory):
+    source = shared_data / 'galaxy_cruise_interacting'
+    with open(source / 'index.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    chosen = [r for r in rows if r['split'] == 'train'][:6] + [r for r in rows if r['split'] == 'test'][:4]
+    return _small_index(source, 'interacting', chosen, tmp_path_factory, ('sdss_file', 'hsc_file')), chosen
+
+
+def test_interacting_pairs_come_from_the_train_split_paired_across_surveys(small_interacting):
+    from astro_galsim.training import LABEL_GROUPS, load_interacting_pairs
+    folder, chosen = small_interacting
+    arrays, labels, ids, partners = load_interacting_pairs(folder, DEFAULT_NORMALISATION, workers=1)
+    train = {r['object_id']: r['label'] for r in chosen if r['split'] == 'train'}
+    assert set(ids) <= set(train) and len(ids) == 2 * len(set(ids)) >= 10
+    n = len(ids) // 2
+    assert (partners[partners] == np.arange(2 * n)).all() and (ids[partners] == ids).all()
+    assert (labels.groups['interacting'] == 1).all()
+    kinds = LABEL_GROUPS['interaction_type']
+    assert [kinds[k] for k in labels.groups['interaction_type']] == [train[i] for i in ids]
+    # the SDSS and HSC images of one galaxy are prepared at one scale: their inputs look alike
+    sdss, hsc = arrays[:n].astype(np.float32), arrays[n:].astype(np.float32)
+    same = [np.corrcoef(a.mean(0).ravel(), b.mean(0).ravel())[0, 1] for a, b in zip(sdss, hsc)]
+    other = [np.corrcoef(a.mean(0).ravel(), b.mean(0).ravel())[0, 1] for a, b in zip(sdss, np.roll(hsc, 1, 0))]
+    assert np.median(same) > np.median(other)
+
+
+def test_hubble_types_come_from_the_train_split(shared_data, tmp_path_factory):
+    from astro_galsim.training import LABEL_GROUPS, load_hubble_types
+    source = shared_data / 'sdss_ngc_ic_kavehsayeh'
+    with open(source / 'index.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    chosen = [r for r in rows if r['split'] == 'train'][:6] + [r for r in rows if r['split'] == 'test'][:4]
+    folder = _small_index(source / 'images', 'ngc', chosen, tmp_path_factory, ('file',))
+    arrays, labels, names, scales = load_hubble_types(folder, DEFAULT_NORMALISATION, workers=1)
+    train = {r['name']: r['hubble_coarse'] for r in chosen if r['split'] == 'train'}
+    assert set(names) <= set(train) and len(names) >= 5
+    assert [LABEL_GROUPS['hubble'][k] for k in labels.groups['hubble']] == [train[n] for n in names]
+    assert (labels.groups['interacting'] == 0).all() and scales.unit == 'arcsec'
+
+
+def test_training_with_pairs_and_label_groups_records_them(small_gz1, small_interacting, tmp_path):
+    from astro_galsim.training import load_interacting_pairs
+    folder, _, _ = small_gz1
+    arrays, labels, _ = load_labelled_images(DEFAULT_NORMALISATION, gz1=folder, workers=1)
+    pairs, pair_labels, _, partners = load_interacting_pairs(small_interacting[0], DEFAULT_NORMALISATION, workers=1)
+    arrays = np.concatenate([arrays, pairs])
+    labels = TrainingLabels.concatenate([labels, pair_labels])
+    partners = np.concatenate([np.full(len(arrays) - len(pairs), -1), partners + len(arrays) - len(pairs)])
+    is_val = np.zeros(len(arrays), bool)
+    is_val[0] = True
+    card = train_autoencoder(arrays, tmp_path / 'paired.pt', normalisation=dict(DEFAULT_NORMALISATION),
+                             is_val=is_val, epochs=3, batch_size=8, labels=labels, partners=partners,
+                             group_per_class=2, max_steps=2, progress=False, bf16=False)
+    assert card['training']['pairs'] == len(pairs) and card['training']['steps'] == 2
+    groups = card['training']['labels']['groups']
+    # a group trains only where each of its classes has galaxies: no Hubble types were given
+    assert groups['interacting'] == ['not_interacting', 'interacting'] and 'hubble' not in groups
+    with pytest.raises(ValueError, match='partners'):
+        train_autoencoder(arrays, tmp_path / 'bad.pt', normalisation=dict(DEFAULT_NORMALISATION),
+                          partners=np.arange(3), epochs=1, progress=False, bf16=False)

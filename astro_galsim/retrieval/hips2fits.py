@@ -30,7 +30,8 @@ class HiPSColour(CutoutSource):
     """
 
     survey = 'SDSS'
-    meta = {'data_release': 9}
+    # a linear grey stretch between percentiles: not SkyServer's rendering (astro_galsim.surveys)
+    meta = {'data_release': 9, 'survey': 'unknown'}
 
     def cache_key(self, options):
         return [self.conf.hips]

@@ -43,7 +43,7 @@ class LegacySurveyDR10(HiPSColour):
     pixel_scale = 0.262 * u.arcsec
     conf = conf
     survey = 'Legacy Surveys DR10'
-    meta = {'data_release': 10}
+    meta = {'data_release': 10, 'survey': 'legacysurvey'}
 
 
 register_source(LegacySurveyDR10())

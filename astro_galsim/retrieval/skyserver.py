@@ -35,7 +35,7 @@ class SkyServerJPEG(CutoutSource):
         what = f'SkyServer DR{dr} ImgCutout at {coord.to_string("decimal")}'
         response = http_get(url, what, params=params)
         check_status(response, what)
-        meta = {'data_release': dr, 'source': self.name}
+        meta = {'data_release': dr, 'source': self.name, 'survey': 'sdss'}
         return rgb_cutout(decode_jpeg(response.content, what), coord, shape, scale, what,
                           bands=self.bands, survey='SDSS', meta=meta)
 

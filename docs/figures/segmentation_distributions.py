@@ -25,6 +25,7 @@ from astropy.table import QTable, Table  # noqa: E402
 
 from astro_galsim.config import conf  # noqa: E402
 from astro_galsim.segmentation import SELECTION_DEFAULTS, select_galaxy  # noqa: E402
+from astro_galsim.surveys import SURVEYS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / 'shared' / 'data' / 'sdss_galaxies_mikeedi'
@@ -51,7 +52,9 @@ def main(path=None):
     table = QTable(table)
     table['scale_ratio'] = table['scale_radius'] / table['r50']
     table['offset_ratio'] = table['centre_offset'] / table['scale_radius']
-    panels = [('r50', 'half-light radius r50 [pix]', ('min', SELECTION_DEFAULTS['min_r50'].value), True),
+    # the resolution limit (min_r50='seeing') at SDSS's seeing and native pixel scale
+    seeing_limit = float(SURVEYS['sdss'].seeing / SURVEYS['sdss'].pixel_scale)
+    panels = [('r50', 'half-light radius r50 [pix]', ('min', seeing_limit), True),
               ('snr', 'signal-to-noise', ('min', SELECTION_DEFAULTS['min_snr']), True),
               ('gini', 'Gini', ('min', SELECTION_DEFAULTS['min_gini']), False),
               ('scale_radius', 'isophotal scale radius [pix]', None, True),
