@@ -26,7 +26,7 @@ from .utils._data import package_data
 from .utils._ids import id_problem, refuse_duplicate_ids
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 
-__all__ = ['SimilaritySearch']
+__all__ = ['SimilaritySearch', 'DEMO_PIXEL_SCALE']
 
 DEMO_DATABASE = 'demo_database.fits'
 #: Pixel scale of the SkyServer colour JPEGs of the training sample (Edukov 2018) and so of
