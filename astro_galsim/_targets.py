@@ -5,6 +5,7 @@ table or photutils ``SourceCatalog`` of them. `classify_target` sorts one into
 ``('id', str)``, ``('coord', SkyCoord)`` or ``('image', image)``; `target_vectors` turns a
 batch into vectors: stored galaxies give theirs, the others are described.
 """
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
 from .utils._coords import coord_id, nan_coords, parse_position, table_coords
-from .utils._images import image_items
+from .utils._images import image_items, wcs_and_shape
 
-__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
+__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'stored_selves', 'warn_if_k_too_large', 'check_target_pixels',
+           'classify_target', 'as_target_list', 'text_target', 'place_targets',
            'is_source_catalog', 'source_cutouts', 'table_positions', 'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
@@ -132,6 +135,27 @@ def plain_icrs(coord):
     return SkyCoord(icrs.ra, icrs.dec, frame='icrs')
 
 
+def stored_selves(database, labels, coords, match_radius):
+    """Per target, the id of the stored galaxy it is: its own id if stored, else the galaxy
+    within ``match_radius`` of its position ('' where none)."""
+    labels = [str(label) for label in labels]
+    selves = np.array(labels, dtype=object)
+    unknown = np.flatnonzero(database.lookup_ids(labels) < 0) if labels else np.zeros(0, int)
+    selves[unknown] = ''
+    if unknown.size:
+        rows = np.atleast_1d(database.lookup_coords(coords[unknown], radius=match_radius))
+        selves[unknown[rows >= 0]] = database.ids[rows[rows >= 0]]
+    return [str(s) for s in selves]
+
+
+def warn_if_k_too_large(k, size):
+    """Warn when more neighbours are asked for than a database of ``size`` galaxies holds."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > size:
+        warnings.warn(f'k={k} neighbours asked for, but the database holds only {size} galaxies: each '
+                      f'target gets at most {size} (fewer once itself is left out)', AstropyUserWarning,
+                      stacklevel=3)
+
+
 def classify_target(item, database):
     """One query target as ('id', str), ('coord', SkyCoord) or ('image', image)."""
     if isinstance(item, (bool, np.bool_)):
@@ -240,3 +264,38 @@ def table_positions(table):
         raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
                          'add one to look galaxies up by position')
     return coords
+
+
+def check_target_pixels(images, targets, vectors, table, geometry=None, *, selection, normalisation):
+    """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
+
+    A position outside the image cannot be described there (the nearest source would
+    be); a position on no galaxy while the image centre holds one points to a wrong WCS.
+    ``vectors`` (NaN) and ``table`` (``found``, ``accepted``, ``reason``) are changed in place.
+    """
+    from .pipeline import prepare_one
+    reasons = table['reason'].astype(object)
+    for i, (image, target) in enumerate(zip(images, targets)):
+        wcs, shape = wcs_and_shape(image) if geometry is None else geometry[i]
+        if wcs is None or not np.isfinite(target.ra.deg):
+            continue
+        x, y = (float(v) for v in wcs.world_to_pixel(target))
+        ny, nx = shape[-2:]
+        outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
+        at_centre = abs(x - (nx - 1) / 2) < 1 and abs(y - (ny - 1) / 2) < 1  # the WCS can't be blamed
+        if table['found'][i] and not outside or at_centre:
+            continue
+        where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
+                 f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
+                                            else 'where no galaxy was found'))
+        try:
+            centre = prepare_one(image, selection=selection, normalisation=normalisation)[1]['found']
+        except Exception:  # noqa: BLE001 - only the explanation depends on it
+            centre = False
+        if centre:
+            where += ('; the image centre holds a galaxy: the WCS is probably wrong. Correct the '
+                      'header, or drop the WCS to describe the galaxy at the centre')
+        vectors[i] = np.nan
+        table['found'][i] = table['accepted'][i] = False
+        reasons[i] = where
+    table['reason'] = reasons.astype(str)

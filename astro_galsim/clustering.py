@@ -23,7 +23,7 @@ from scipy.sparse import csgraph
 
 from .utils._knn import exact_knn, normalise_rows
 
-__all__ = ['cluster', 'assign_noise']
+__all__ = ['cluster', 'assign_noise', 'group_galaxies']
 
 
 def cluster(index, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None):
@@ -72,6 +72,20 @@ def cluster(index, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=N
     else:
         raise ValueError(f"method must be 'hdbscan' or 'agglomerative'; got {method!r}.")
     return _renumber(labels)
+
+
+def group_galaxies(database, *, assign_noise=True, **options):
+    """The table of `SimilaritySearch.cluster <astro_galsim.SimilaritySearch.cluster>`.
+
+    ``database.cluster(**options)``, HDBSCAN's noise given its nearest clustered
+    neighbour's group if ``assign_noise``, as a QTable of ``id``, ``cluster`` and ``core``.
+    """
+    from astropy.table import QTable
+    labels = database.cluster(**options)
+    core = labels >= 0
+    if assign_noise and not core.all():
+        labels = _assign(labels, database.neighbor_graph(options.get('k', 15)))
+    return QTable({'id': database.ids, 'cluster': labels, 'core': core})
 
 
 def assign_noise(labels, graph):
@@ -179,3 +193,6 @@ def _renumber(labels):
         mapping[np.unique(labels[good])[order]] = np.arange(order.size)
         out[good] = mapping[labels[good]]
     return out
+
+
+_assign = assign_noise   # group_galaxies has a keyword of that name

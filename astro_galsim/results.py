@@ -15,8 +15,8 @@ from astropy.table import QTable, Table
 
 from .io import atomic_output
 
-__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'comparison', 'fitting_angle_unit', 'to_flat_table',
-           'write_result']
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'query_result', 'query_bands', 'query_numbers',
+           'neighbour_distances', 'comparison', 'fitting_angle_unit', 'to_flat_table', 'write_result']
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -133,6 +133,64 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
             result[name].info.format = fmt
     result.meta.update(found.meta)
     return result
+
+
+def query_result(database, found, target_of_row, labels, coords, carried, measurements, bands, reasons):
+    """The result of `SimilaritySearch.query <astro_galsim.SimilaritySearch.query>` and of
+    ``query_examples``: one layout, with ``meta['targets']``.
+
+    ``database`` is the `~astro_galsim.database.GalaxyDatabase` searched, ``bands`` the
+    bands of each target (`query_bands`), ``reasons`` why each target failed ('' if not);
+    the others are as for `build_result`.
+    """
+    neighbour = found['bands'] if 'bands' in found.colnames else np.full(len(found), '')
+    result = build_result(found, target_of_row, labels, coords, carried, measurements,
+                          bands=(bands, _known_bands(database, neighbour)))
+    # plain lists, so that result.write() of any format keeps or drops them without error; the
+    # query_id of a catalogue's target is its own id, with its type, as in the rows
+    own = next((carried[c] for c in ('query_id', 'id') if carried is not None and c in carried.colnames), None)
+    result.meta['targets'] = {'query_id': [str(label) for label in labels] if own is None else
+                              np.asarray(own).tolist(),
+                              'status': ['failed' if r else 'ok' for r in reasons],
+                              'reason': [str(r) for r in reasons]}
+    return result
+
+
+def _known_bands(database, bands):
+    """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
+    default = str(database.provenance.get('bands', ''))
+    bands = np.asarray(bands, dtype=str)
+    return np.where(bands != '', bands, default).astype(object)
+
+
+def query_bands(database, labels, measured):
+    """The bands of each query target: of the image described (``measured``, a table or None per
+    target), else of the stored galaxy of that id, else the database's provenance ``bands``."""
+    table = database.table
+    if 'bands' not in table.colnames or not len(labels):
+        bands = _known_bands(database, np.full(len(labels), ''))
+    else:
+        rows = database.lookup_ids([str(i) for i in labels])
+        bands = _known_bands(database, np.where(rows >= 0, np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)],
+                                                ''))
+    for i, own in enumerate(measured):
+        if own is not None and 'bands' in own.colnames:
+            bands[i] = str(own['bands'][0])
+    return bands
+
+
+def query_numbers(rank):
+    """For each result row, the number of its query among those searched (ranks restart at 1)."""
+    return np.cumsum(np.asarray(rank) == 1) - 1
+
+
+def neighbour_distances(database, n=2000, k=10):
+    """Sorted distances of up to ``n`` stored galaxies (a fixed random sample) to their ``k`` nearest
+    neighbours: the scale of `SimilaritySearch.distance_percentile
+    <astro_galsim.SimilaritySearch.distance_percentile>`."""
+    rows = np.random.default_rng(0).permutation(len(database))[:n]
+    found = database.search(database.vectors[rows], k=min(k, len(database) - 1), query_ids=list(database.ids[rows]))
+    return np.sort(np.asarray(found['distance'], dtype=float))
 
 
 def fitting_angle_unit(angles):

@@ -5,7 +5,6 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,14 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
-from astropy.utils.exceptions import AstropyUserWarning
 
+from .clustering import group_galaxies
 from .config import conf
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
-from ._targets import (is_source_catalog, raise_for_missing_ids, source_cutouts, table_positions,
-                       target_vectors)
-from .results import build_result, explanation_table
+from ._targets import (check_target_pixels, is_source_catalog, raise_for_missing_ids, source_cutouts,
+                       stored_selves, table_positions, target_vectors, warn_if_k_too_large)
+from .results import explanation_table, neighbour_distances, query_bands, query_numbers, query_result
 from .utils._coords import coord_id, nan_coords
 from .utils._data import package_data
 from .utils._ids import id_problem, refuse_duplicate_ids
@@ -29,11 +28,9 @@ from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 __all__ = ['SimilaritySearch', 'DEMO_PIXEL_SCALE']
 
 DEMO_DATABASE = 'demo_database.fits'
-#: Pixel scale of the SkyServer colour JPEGs of the training sample (Edukov 2018) and so of
-#: the demo database: one scale whatever the image size. Measured by registering the 12
-#: galaxies of the sample that also have SDSS r-band FITS cutouts with a WCS (0.396"/px):
-#: the JPEG scale that best matches each FITS image ranges over 0.3997-0.4003"/px, median
-#: 0.3999 (``benchmarks/jpeg_pixel_scale.py``).
+#: Pixel scale of the training sample's SkyServer JPEGs (Edukov 2018), so of the demo database,
+#: whatever the image size: registered on the 12 galaxies that are also SDSS FITS frames, each
+#: JPEG's scale is 0.3997-0.4003"/px, median 0.3999 (``benchmarks/jpeg_pixel_scale.py``).
 DEMO_PIXEL_SCALE = 0.400 * u.arcsec
 #: Separation within which a queried position is taken to be a galaxy already stored.
 SAME_GALAXY_RADIUS = 2 * u.arcsec
@@ -108,8 +105,7 @@ class SimilaritySearch:
         encoder : `~astro_galsim.model.GalaxyEncoder`, optional
             Default: the pretrained encoder.
         pixel_scale : `~astropy.units.Quantity`, optional
-            Pixel scale of its images without a WCS, where the file does not record one:
-            sizes are then also given in arcsec (``r50_arcsec``...).
+            Pixel scale of its images without a WCS, if the file does not record it (sizes in arcsec).
         **kwargs
             Passed to `SimilaritySearch`.
         """
@@ -125,8 +121,7 @@ class SimilaritySearch:
         of the 7,401 galaxies that the default selection accepts among the 7,505 SDSS DR14
         galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
         can be queried by position offline. The file's SHA-256 is checked on loading. Its
-        images share one pixel scale, `DEMO_PIXEL_SCALE` (0.400"/px), so sizes are also
-        given in arcsec (``r50_arcsec``...).
+        images' pixel scale is `DEMO_PIXEL_SCALE` (0.400"/px): sizes are in arcsec too.
 
         Examples
         --------
@@ -231,42 +226,9 @@ class SimilaritySearch:
         workers = conf.workers if len(images) >= 100 else 1
         vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
         if targets is not None:
-            self._check_target_pixels(images, targets, vectors, table, geometry)
+            check_target_pixels(images, targets, vectors, table, geometry, selection=self.selection,
+                                normalisation=self.encoder.normalisation)
         return vectors, table
-
-    def _check_target_pixels(self, images, targets, vectors, table, geometry=None):
-        """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
-
-        A position outside the image cannot be described there (the nearest source would
-        be); a position on no galaxy while the image centre holds one points to a wrong WCS.
-        """
-        from .pipeline import prepare_one
-        reasons = table['reason'].astype(object)
-        for i, (image, target) in enumerate(zip(images, targets)):
-            wcs, shape = wcs_and_shape(image) if geometry is None else geometry[i]
-            if wcs is None or not np.isfinite(target.ra.deg):
-                continue
-            x, y = (float(v) for v in wcs.world_to_pixel(target))
-            ny, nx = shape[-2:]
-            outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
-            at_centre = abs(x - (nx - 1) / 2) < 1 and abs(y - (ny - 1) / 2) < 1  # the WCS can't be blamed
-            if table['found'][i] and not outside or at_centre:
-                continue
-            where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
-                     f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
-                                                else 'where no galaxy was found'))
-            try:
-                centre = prepare_one(image, selection=self.selection,
-                                     normalisation=self.encoder.normalisation)[1]['found']
-            except Exception:  # noqa: BLE001 - only the explanation depends on it
-                centre = False
-            if centre:
-                where += ('; the image centre holds a galaxy: the WCS is probably wrong. Correct the '
-                          'header, or drop the WCS to describe the galaxy at the centre')
-            vectors[i] = np.nan
-            table['found'][i] = table['accepted'][i] = False
-            reasons[i] = where
-        table['reason'] = reasons.astype(str)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):
@@ -451,75 +413,40 @@ class SimilaritySearch:
             raise_for_missing_ids(negative_ids, why)
             if not np.isfinite(negative_vectors).all():
                 raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
-        _warn_if_k_too_large(k, len(self))
+        warn_if_k_too_large(k, len(self))
         ok = np.setdiff1d(np.arange(len(labels)), failed)
-        # the stored galaxy each target is (by id, or within match_radius of its position) is left out
-        self_ids = self._stored_selves(labels, query_coords, match_radius)
+        self_ids = stored_selves(self.database, labels, query_coords, match_radius)   # by id or position
         found = self.database.search(vectors[ok], k=k, query_ids=[self_ids[i] for i in ok],
                                      query_coords=query_coords[ok], exclude_self=exclude_self,
                                      exclude_radius=exclude_radius, where=where,
                                      negative_vectors=negative_vectors) if ok.size else \
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
-        target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
-        return self._result(found, target_of_row, labels, query_coords, carried, measurements,
-                            self._query_bands(labels, measured), reasons)
-
-    def _result(self, found, target_of_row, labels, query_coords, carried, measurements, query_bands, reasons):
-        """The result table of `query` and `query_examples`: one layout."""
-        result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
-                              bands=(query_bands, self._known_bands(
-                                  found['bands'] if 'bands' in found.colnames else np.full(len(found), ''))))
-        # plain lists, so that result.write() of any format keeps or drops them without error; the
-        # query_id of a catalogue's target is its own id, with its type, as in the rows
-        own = next((carried[c] for c in ('query_id', 'id') if carried is not None and c in carried.colnames), None)
-        result.meta['targets'] = {'query_id': [str(label) for label in labels] if own is None else
-                                  np.asarray(own).tolist(),
-                                  'status': ['failed' if r else 'ok' for r in reasons],
-                                  'reason': [str(r) for r in reasons]}
-        return result
-
-    def _stored_selves(self, labels, coords, match_radius):
-        """Per target, the id of the stored galaxy it is: its own id if stored, else the galaxy
-        within ``match_radius`` of its position ('' where none)."""
-        labels = [str(label) for label in labels]
-        selves = np.array(labels, dtype=object)
-        unknown = np.flatnonzero(self.database.lookup_ids(labels) < 0) if labels else np.zeros(0, int)
-        selves[unknown] = ''
-        if unknown.size:
-            rows = np.atleast_1d(self.database.lookup_coords(coords[unknown], radius=match_radius))
-            selves[unknown[rows >= 0]] = self.ids[rows[rows >= 0]]
-        return [str(s) for s in selves]
+        target_of_row = ok[query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
+        return query_result(self.database, found, target_of_row, labels, query_coords, carried, measurements,
+                            query_bands(self.database, labels, measured), reasons)
 
     def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, name='examples',
                        match_radius=SAME_GALAXY_RADIUS, measurements=False, **kwargs):
         """Find galaxies like several examples at once (and unlike others).
 
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
-        the examples themselves (and the stored galaxies they are, by id or within
-        ``match_radius`` of their positions) are left out of the results.
+        the examples (the stored galaxies they are, by id or position) are left out.
 
         Parameters
         ----------
         positives, negatives : as the ``target`` of `query`
             Galaxies the results should look like, and unlike.
-        k : int, optional
-            Neighbours.
-        beta : float, optional
-            How far to move away from the negatives.
-        name : str, optional
-            ``query_id`` of the combined query.
-        match_radius : `~astropy.units.Quantity`, optional
+        k, match_radius, measurements
             As for `query`.
-        measurements : bool, optional
-            As for `query`.
+        beta, name : float, str, optional
+            How far to move away from the negatives; the ``query_id`` of the combined query.
         **kwargs
             ``where``, ``exclude_radius``... as for `~astro_galsim.database.GalaxyDatabase.search`.
 
         Returns
         -------
         result : `~astropy.table.QTable`
-            The table `query` returns, one target: ``query_id`` (``name``), ``rank``, ``id``,
-            ``distance``, ``coord``, the concise measurements..., with ``meta['targets']``.
+            The table `query` returns, for one target named ``name``.
 
         Examples
         --------
@@ -536,66 +463,38 @@ class SimilaritySearch:
         neg = None if negatives is None else self._target_vectors(negatives, match_radius=match_radius)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
-        _warn_if_k_too_large(k, len(self))
+        warn_if_k_too_large(k, len(self))
         query = rocchio_query(pos, neg, beta=beta)
-        selves = [s for s in self._stored_selves(pos_ids, pos_coords, match_radius) if s]
-        found = self.database.search(query, k=k, query_ids=[str(name)], exclude_ids=list(pos_ids) + selves,
-                                     **kwargs)
-        bands = set(self._query_bands(pos_ids, measured))
-        return self._result(found, np.zeros(len(found), np.int64), [str(name)], nan_coords(1), None,
+        selves = [s for s in stored_selves(self.database, pos_ids, pos_coords, match_radius) if s]
+        found = self.database.search(query, k=k, query_ids=[str(name)], exclude_ids=list(pos_ids) + selves, **kwargs)
+        bands = set(query_bands(self.database, pos_ids, measured))
+        return query_result(self.database, found, np.zeros(len(found), np.int64), [str(name)], nan_coords(1), None,
                             measurements, [bands.pop() if len(bands) == 1 else ''], [''])
-
-    def _known_bands(self, bands):
-        """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
-        default = str(self.database.provenance.get('bands', ''))
-        bands = np.asarray(bands, dtype=str)
-        return np.where(bands != '', bands, default).astype(object)
-
-    def _stored_bands(self, ids):
-        """The bands each stored galaxy was described from ('' where the database does not say)."""
-        table = self.database.table
-        if 'bands' not in table.colnames or not len(ids):
-            return self._known_bands(np.full(len(ids), ''))
-        rows = self.database.lookup_ids([str(i) for i in ids])
-        return self._known_bands(np.where(rows >= 0, np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)], ''))
-
-    def _query_bands(self, labels, measured):
-        """The bands of each query target: of the image described, else of the stored galaxy."""
-        bands = self._stored_bands(labels)
-        for i, table in enumerate(measured):
-            if table is not None and 'bands' in table.colnames:
-                bands[i] = str(table['bands'][0])
-        return bands
 
     def _target_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
         return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
                               match_radius=match_radius)
 
-    def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None,
-                assign_noise=True):
+    def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None, assign_noise=True):
         """Group the stored galaxies by their k-nearest-neighbour graph.
 
-        Galaxy morphology is mostly a continuum, so a density-based method finds few dense
-        groups and calls the galaxies between them noise (HDBSCAN leaves 60% of the demo
-        database's galaxies unclustered with the defaults). By default each of those is
-        then given the group of its nearest clustered neighbour, so that every galaxy has
-        a group and ``core`` says which HDBSCAN placed itself.
+        Galaxy shapes are mostly a continuum: HDBSCAN finds few dense groups and calls 60%
+        of the demo database noise. By default each noise galaxy takes the group of its
+        nearest clustered neighbour (`~astro_galsim.clustering.assign_noise`), and ``core``
+        says which galaxies HDBSCAN placed itself.
 
         Parameters
         ----------
         method, k, min_cluster_size, min_samples, n_clusters
-            As for `~astro_galsim.database.GalaxyDatabase.cluster` (``'agglomerative'``
-            with ``n_clusters`` gives that many groups and no noise).
+            As for `~astro_galsim.database.GalaxyDatabase.cluster`.
         assign_noise : bool, optional
-            Give HDBSCAN's noise galaxies the group of their nearest clustered neighbour
-            (`~astro_galsim.clustering.assign_noise`); False leaves them at -1.
+            False leaves noise galaxies at -1.
 
         Returns
         -------
         groups : `~astropy.table.QTable`
-            ``id``, ``cluster`` (0, 1, ...; -1 for noise left alone) and ``core`` (placed
-            by the clustering itself, not by its nearest neighbour), one row per stored
-            galaxy in the order of `ids`; joins the catalogue on ``id``.
+            ``id``, ``cluster`` (0, 1, ...; -1 for noise) and ``core``, one row per stored
+            galaxy in the order of `ids`.
 
         Examples
         --------
@@ -605,13 +504,8 @@ class SimilaritySearch:
         >>> bool((groups['cluster'] >= 0).all()), 0.3 < float(groups['core'].mean()) < 0.5
         (True, True)
         """
-        from .clustering import assign_noise as assign
-        labels = self.database.cluster(method=method, k=k, min_cluster_size=min_cluster_size,
-                                       min_samples=min_samples, n_clusters=n_clusters)
-        core = labels >= 0
-        if assign_noise and not core.all():
-            labels = assign(labels, self.database.neighbor_graph(k))
-        return QTable({'id': self.ids, 'cluster': labels, 'core': core})
+        return group_galaxies(self.database, method=method, k=k, min_cluster_size=min_cluster_size,
+                              min_samples=min_samples, n_clusters=n_clusters, assign_noise=assign_noise)
 
     def distance_percentile(self, distance):
         """Where a distance falls among those between stored galaxies and their neighbours.
@@ -640,10 +534,7 @@ class SimilaritySearch:
         if len(self) < 2:
             raise ValueError('distances have no scale in a database of fewer than 2 galaxies')
         if self._distance_scale is None or self._distance_scale[1] != len(self):
-            rows = np.random.default_rng(0).permutation(len(self))[:2000]
-            found = self.database.search(self.vectors[rows], k=min(10, len(self) - 1),
-                                         query_ids=list(self.ids[rows]))
-            self._distance_scale = (np.sort(np.asarray(found['distance'], dtype=float)), len(self))
+            self._distance_scale = (neighbour_distances(self.database), len(self))
         scale = self._distance_scale[0]
         return 100.0 * np.searchsorted(scale, np.asarray(distance, dtype=float), side='right') / len(scale)
 
@@ -678,29 +569,18 @@ class SimilaritySearch:
         >>> bool(why['distance_percentile'][1] <= why['distance_percentile'][3])
         True
         """
-        vectors, labels, coords, reasons, _, measured = self._target_vectors(
-            target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
+        radius = kwargs.pop('match_radius', SAME_GALAXY_RADIUS)
+        vectors, labels, coords, reasons, _, measured = self._target_vectors(target, match_radius=radius)
         if len(labels) != 1:
             raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
         raise_for_missing_ids(labels, reasons)
         if reasons[0]:
             raise ValueError(f'{labels[0]}: {reasons[0]}')
-        found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
+        found = self.database.search(vectors, k=k, query_ids=stored_selves(self.database, labels, coords, radius),
+                                     query_coords=coords, **kwargs)
         row = self.database.lookup_ids(labels[0])
         own = self.table[row:row + 1] if measured[0] is None else measured[0]
         return explanation_table(labels[0], own, found, coords[0], self.distance_percentile)
-
-
-def _warn_if_k_too_large(k, size):
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > size:
-        warnings.warn(f'k={k} neighbours asked for, but the database holds only {size} galaxies: each '
-                      f'target gets at most {size} (fewer once itself is left out)', AstropyUserWarning,
-                      stacklevel=3)
-
-
-def _query_numbers(rank):
-    """For each result row, the number of its query among those searched (ranks restart at 1)."""
-    return np.cumsum(np.asarray(rank) == 1) - 1
 
 
 def _checked_columns(columns, n):
