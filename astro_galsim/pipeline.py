@@ -94,8 +94,9 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
     array : `~numpy.ndarray` or None
         ``(3, size, size)`` float32 input for the encoder, None when no galaxy was found.
     record : dict
-        The public measurements, ``accepted``, ``reason``, ``pixel_scale`` and ``bands`` (see
-        `~astro_galsim.preprocessing.shown_bands`).
+        The public measurements, ``accepted``, ``reason``, ``pixel_scale``, ``bands`` (see
+        `~astro_galsim.preprocessing.shown_bands`) and ``survey`` (whose resolution and colour
+        rendering were assumed, `~astro_galsim.surveys.SURVEYS`).
     """
     image = _as_image(image)
     _check_pixels(image)
@@ -113,7 +114,9 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         selection.setdefault('max_peak_level', None)
     accepted, reason = select_galaxy(measurement, **selection)
     record = dict(measurement)
-    record.update(accepted=accepted, reason=reason, pixel_scale=scale, bands=shown_bands(image))
+    # which survey's resolution and colour rendering were assumed (astro_galsim.surveys)
+    record.update(accepted=accepted, reason=reason, pixel_scale=scale, bands=shown_bands(image),
+                  survey=survey_of(meta).name)
     radius = measurement.get(normalisation.get('scale', 'scale_radius'), np.nan)
     array = normalise_galaxy(rgb, measurement, **normalisation) if np.isfinite(radius) else None
     return array, record
@@ -203,6 +206,7 @@ def _records_table(records):
     table['accepted'] = np.array([r['accepted'] for r in records], dtype=bool)
     table['reason'] = np.array([r['reason'] for r in records], dtype=str)
     table['bands'] = np.array([r.get('bands', '') for r in records], dtype=str)
+    table['survey'] = np.array([r.get('survey', '') for r in records], dtype=str)
     return table
 
 
