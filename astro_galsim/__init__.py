@@ -7,13 +7,11 @@ central galaxy with photutils), `~astro_galsim.model` (the convolutional autoenc
 `~astro_galsim.index` and `~astro_galsim.database` (pynndescent search and the on-disk
 database), and `SimilaritySearch`, which ties them together.
 """
-try:
-    from ._version import version as __version__
-except ImportError:  # pragma: no cover - running from a source tree without an install
-    __version__ = '0.0.dev0'
-
 from .config import conf
 from .io import read_image
 from .search import SimilaritySearch
+from .utils._data import package_version
+
+__version__ = package_version()
 
 __all__ = ['conf', 'read_image', 'SimilaritySearch', '__version__']

@@ -16,13 +16,13 @@ from astropy.nddata import NDData
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .ingest import is_source_catalog, source_cutouts, table_positions
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
-from .utils._coords import coord_id, nan_coords, parse_position, table_coords
-from .utils._images import image_items, wcs_and_shape
+from .utils._coords import coord_id, known_positions, nan_coords, parse_position
+from .utils._images import image_items
 
-__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'stored_selves', 'warn_if_k_too_large', 'check_target_pixels',
-           'classify_target', 'as_target_list', 'text_target', 'place_targets',
-           'is_source_catalog', 'source_cutouts', 'table_positions', 'raise_for_missing_ids']
+__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'stored_selves', 'warn_if_k_too_large',
+           'classify_target', 'as_target_list', 'text_target', 'place_targets', 'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
@@ -41,8 +41,9 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     """Vectors (NaN rows where failed), labels, positions, failure reasons, the carried catalogue and
     the measurements of the targets described here (None for stored ones).
 
-    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` and
-    returns their vectors, measurement table, default ids and positions.
+    ``describe(inputs, coords=None)`` describes images or positions not in ``database`` (the
+    describe stage, `~astro_galsim.ingest.describe_items`) and returns their vectors, report,
+    default ids and positions.
     """
     carried = source_labels = None
     if isinstance(target, Table):
@@ -110,9 +111,10 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             # several galaxies placed in one frame are told apart by their positions
             labels[i] = coord_id(given[j]) if shared[id(items[i][1])] > 1 else ids[j]
             measured[i] = table[j:j + 1]
-            if not accepted[j]:
+            if not accepted[j]:   # relaxing the selection helps only where a galaxy was found
                 reasons[i] = (f'no galaxy the selection accepts: {table["reason"][j]} (pass '
-                              'SimilaritySearch(selection=...) to relax it)')
+                              'SimilaritySearch(selection=...) to relax it)') if table['found'][j] else \
+                    f'not described: {table["reason"][j]}'
     for i, (kind, value) in enumerate(items):
         if kind == 'error':
             labels[i], reasons[i] = f'target{i}', value
@@ -220,6 +222,11 @@ def text_target(text, database):
 def place_targets(items, coords):
     """Targets and positions for ``coords=``: one image and many positions gives one query per position."""
     coords = coords.ravel() if not coords.isscalar else coords.reshape((1,))
+    unknown = np.flatnonzero(~known_positions(coords))
+    if unknown.size:
+        raise ValueError(f'coords holds {unknown.size} position(s) that are not valid (NaN or masked, first at '
+                         f'index {unknown[0]}): give finite RA and Dec, or leave coords out to describe the '
+                         'galaxy at the image centre')
     if len(items) == 1 and items[0][0] == 'image':
         return items * len(coords), coords
     if len(items) != len(coords):
@@ -228,74 +235,3 @@ def place_targets(items, coords):
     if any(kind != 'image' for kind, _ in items):
         raise ValueError('coords places galaxies in images; the targets include ids or positions')
     return items, coords
-
-
-def is_source_catalog(target):
-    return type(target).__name__ == 'SourceCatalog' and type(target).__module__.startswith('photutils')
-
-
-def source_cutouts(catalog):
-    """One NDData cutout (with its WCS) per source of a photutils SourceCatalog, and the source positions."""
-    if catalog.wcs is None or not hasattr(catalog.wcs, 'deepcopy'):
-        raise ValueError('the SourceCatalog has no FITS WCS (SourceCatalog(..., wcs=...)): without one '
-                         'its sources have no sky positions to query')
-    extent = np.maximum(catalog.bbox_xmax - catalog.bbox_xmin, catalog.bbox_ymax - catalog.bbox_ymin) + 1
-    side = int(max(64, 2 * np.max(np.atleast_1d(extent)))) | 1  # odd: the source at the centre pixel
-    try:
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=np.nan)
-    except ValueError:   # integer data cannot hold NaN: pad with 0, masked below
-        cutouts = catalog.make_cutouts((side, side), mode='partial', fill_value=0)
-    cutouts = [cutouts] if catalog.isscalar else cutouts
-    images = []
-    for label, cutout in zip(np.atleast_1d(catalog.labels), cutouts):
-        wcs = catalog.wcs.deepcopy()
-        wcs.wcs.crpix = wcs.wcs.crpix - np.asarray(cutout.xyorigin, dtype=float)
-        outside = np.ones(cutout.data.shape, dtype=bool)   # the padding beyond the catalogue's image
-        outside[cutout.slices_cutout] = False
-        images.append(NDData(np.array(cutout.data), wcs=wcs, mask=outside,
-                             meta={'objid': f'source{label}', 'kind': 'fits'}))
-    sky = catalog.sky_centroid
-    return images, (sky.reshape((1,)) if sky.isscalar else sky)
-
-
-def table_positions(table):
-    coords = table_coords(table)
-    if coords is None:
-        raise ValueError(f'the table has no SkyCoord column and no ra/dec columns (columns: {table.colnames}); '
-                         'add one to look galaxies up by position')
-    return coords
-
-
-def check_target_pixels(images, targets, vectors, table, geometry=None, *, selection, normalisation):
-    """Reject galaxies whose WCS puts their position off the image or on no galaxy, saying why.
-
-    A position outside the image cannot be described there (the nearest source would
-    be); a position on no galaxy while the image centre holds one points to a wrong WCS.
-    ``vectors`` (NaN) and ``table`` (``found``, ``accepted``, ``reason``) are changed in place.
-    """
-    from .pipeline import prepare_one
-    reasons = table['reason'].astype(object)
-    for i, (image, target) in enumerate(zip(images, targets)):
-        wcs, shape = wcs_and_shape(image) if geometry is None else geometry[i]
-        if wcs is None or not np.isfinite(target.ra.deg):
-            continue
-        x, y = (float(v) for v in wcs.world_to_pixel(target))
-        ny, nx = shape[-2:]
-        outside = not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
-        at_centre = abs(x - (nx - 1) / 2) < 1 and abs(y - (ny - 1) / 2) < 1  # the WCS can't be blamed
-        if table['found'][i] and not outside or at_centre:
-            continue
-        where = (f'the image WCS puts {target.to_string("decimal", precision=5)} at pixel '
-                 f'({x:.0f}, {y:.0f}), ' + (f'outside the {nx} x {ny} image' if outside
-                                            else 'where no galaxy was found'))
-        try:
-            centre = prepare_one(image, selection=selection, normalisation=normalisation)[1]['found']
-        except Exception:  # noqa: BLE001 - only the explanation depends on it
-            centre = False
-        if centre:
-            where += ('; the image centre holds a galaxy: the WCS is probably wrong. Correct the '
-                      'header, or drop the WCS to describe the galaxy at the centre')
-        vectors[i] = np.nan
-        table['found'][i] = table['accepted'][i] = False
-        reasons[i] = where
-    table['reason'] = reasons.astype(str)

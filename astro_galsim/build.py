@@ -13,11 +13,14 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, atomic_output, image_stem
-from .partitions import partition_result, plan_partitions, read_partitions, save_partition
-from .utils._coords import coord_id, nan_coords, table_coords
+from .ingest import folder_images
+from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
+from .search import SimilaritySearch
+from .utils._checks import positive_integer
+from .utils._coords import coord_id, table_coords
+from .utils._files import atomic_output
 
-__all__ = ['build_database', 'read_source', 'source_columns']
+__all__ = ['build_database', 'read_source', 'source_columns', 'add_on_cluster']
 
 
 def read_source(source):
@@ -27,50 +30,27 @@ def read_source(source):
     ----------
     source : str or `~pathlib.Path`
         A folder of images (FITS/JPEG/PNG; an ``index.csv`` beside them with ``path`` and
-        optionally ``objid``, ``ra``, ``dec`` columns names and places them), or a table
+        optionally ``objid``, ``ra``, ``dec`` columns names and places them; read by
+        `~astro_galsim.ingest.folder_images`), or a table
         file (ECSV, CSV, FITS, VOTable) with ``ra``/``dec`` columns in degrees and
         optionally ``objid``/``id``, whose positions are fetched from SDSS.
     """
     source = Path(source)
     if source.is_dir():
-        index = source / 'index.csv'
-        if index.is_file():
-            table = Table.read(index, format='ascii.csv')
-            if 'path' not in table.colnames:
-                raise ValueError(f'{str(index)!r} has no path column (columns: {table.colnames}): a build '
-                                 'index lists the image files (path; optionally objid, ra, dec); fix it, '
-                                 'or move it away to build from every image in the folder')
-            items = [source / p for p in table['path']]
-        else:
-            items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
-            table = Table({'path': [str(p) for p in items]})
-        if not items:
-            raise ValueError(f'no images (FITS, JPEG, PNG) found in folder {str(source)!r}')
-    elif source.is_file():
-        table = Table.read(source, format='ascii.csv' if source.suffix.lower() == '.csv' else None)
-        items = None
-    else:
+        return folder_images(source)
+    if not source.is_file():
         raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
+    table = Table.read(source, format='ascii.csv' if source.suffix.lower() == '.csv' else None)
     names = {n.lower(): n for n in table.colnames}
-    if 'ra' in names and 'dec' in names:
-        try:
-            coords = table_coords(table)
-        except ValueError as exc:
-            raise ValueError(f'catalogue {str(source)!r}: {exc}') from exc
-    elif items is None:
+    if 'ra' not in names or 'dec' not in names:
         raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')
-    else:
-        coords = nan_coords(len(items))
+    try:
+        coords = table_coords(table)
+    except ValueError as exc:
+        raise ValueError(f'catalogue {str(source)!r}: {exc}') from exc
     id_col = names.get('objid') or names.get('id')
-    if id_col is not None:
-        ids = [str(v) for v in table[id_col]]
-    elif items is not None:
-        ids = [image_stem(p) for p in items]
-    else:
-        ids = [coord_id(c) for c in coords]
-    if items is None:
-        items = coords
-    return items, ids, coords
+    ids = [str(v) for v in table[id_col]] if id_col is not None else [coord_id(c) for c in coords]
+    return coords, ids, coords
 
 
 def source_columns(source):
@@ -137,15 +117,17 @@ def _attach_columns(search, columns):
             table[out].unit = values.unit
 
 
-def build_database(source, output, *, chunk_size=500, resume=True, search=None, provenance=None,
-                   executor=None, scheduler=None):
+def build_database(source, output, *, partition_size=500, resume=True, search=None, provenance=None,
+                   executor=None, scheduler=None, chunk_size=None):
     """Describe every galaxy of ``source`` and save the database to ``output``.
 
-    The catalogue is cut into partitions of ``chunk_size`` galaxies. Each finished partition
-    is saved at once as a Parquet shard in ``<output>.shards`` (`~astro_galsim.partitions`),
-    and, here, the database is saved (atomically) after it; a build that stops is resumed by
-    running it again: the partitions saved as shards are read back, not computed again,
-    whichever executor saved them.
+    The catalogue is cut into partitions of ``partition_size`` galaxies, each described by the
+    describe stage (`~astro_galsim.ingest.describe_items`) wherever it runs. Each finished
+    partition is saved at once as a Parquet shard in ``<output>.shards``
+    (`~astro_galsim.partitions`); the database file is written (atomically) once, from the
+    shards, when the build ends or stops, so a build writes bytes in proportion to its
+    catalogue. A build that stops is resumed by running it again: the partitions saved as
+    shards are read back, not computed again, whichever executor saved them.
 
     Parameters
     ----------
@@ -153,8 +135,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         See `read_source`.
     output : str or `~pathlib.Path`
         Database FITS file.
-    chunk_size : int, optional
-        Galaxies per partition: per saved step and per task.
+    partition_size : int, optional
+        Galaxies per partition: the unit of work, per saved shard and per task.
     resume : bool, optional
         Reuse the shards of an earlier run of the same build; False removes them and starts
         again.
@@ -171,6 +153,8 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         cluster of one worker process per core; or a scheduler address (``tcp://host:8786``).
     scheduler : str, optional
         Deprecated name of ``executor`` for a scheduler address, or ``'local'`` (``'dask'``).
+    chunk_size : int, optional
+        Deprecated name of ``partition_size``.
 
     Returns
     -------
@@ -179,9 +163,10 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
         One row per galaxy: id, accepted, reason (here, the galaxies described in this run;
         on Dask, every galaxy).
     """
-    from .search import SimilaritySearch
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f'chunk_size must be a whole number of galaxies of at least 1; got {chunk_size!r}')
+    if chunk_size is not None:
+        warnings.warn('build_database(chunk_size=...) is deprecated: use partition_size=', AstropyDeprecationWarning)
+        partition_size = chunk_size
+    partition_size = positive_integer(partition_size, 'partition_size')
     output = Path(output)
     if scheduler is not None:
         warnings.warn('build_database(scheduler=...) is deprecated: use executor=', AstropyDeprecationWarning)
@@ -194,62 +179,67 @@ def build_database(source, output, *, chunk_size=500, resume=True, search=None, 
     if not resume:
         shutil.rmtree(shard_dir, ignore_errors=True)
     if executor is not None and not isinstance(executor, (int, np.integer)):
-        search, report = _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search)
-        _attach_columns(search, source_columns(source))
-        search.save(output, overwrite=True)
+        search, report = _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search)
+        columns = source_columns(source)
+        if columns is not None:   # the index's or catalogue's own columns, by id
+            _attach_columns(search, columns)
+            search.save(output, overwrite=True)
         _summarise(report, output, len(search))
         return search, report
-    if executor is not None:
-        with conf.set_temp('workers', int(executor)):
-            return build_database(source, output, chunk_size=chunk_size, resume=resume, search=search,
-                                  provenance=provenance)
     search = SimilaritySearch(provenance=provenance) if search is None else search
-    encoder = search.encoder
-    normalisation = dict(encoder.normalisation)
-    plan = plan_partitions(ids, chunk_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
-                           normalisation=normalisation, selection=search.selection,
-                           cutout_options=search.cutout_options)
-    saved = [p for p in plan if p.saved]
-    if saved:
-        log.info(f'resuming: {len(saved)} of {len(plan)} partitions already in {shard_dir}')
-        _, vectors, rows = read_partitions(saved, stored=search.ids)
-        if len(rows):
-            search.database.add(vectors, rows)
-    todo = [p for p in plan if not p.saved]
-    reports = []
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=sum(p.rows.stop - p.rows.start for p in todo), disable=not conf.show_progress,
-               desc='building')
-    for partition in todo:
-        rows = np.arange(partition.rows.start, partition.rows.stop)
-        chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
-        with conf.set_temp('show_progress', False):   # one bar, the build's, not one per chunk beside it
-            report = search.add(chunk, ids=[ids[i] for i in rows],
-                                coords=None if isinstance(items, SkyCoord) else coords[rows])
-        save_partition(partition, _described(report, search, coords[rows]), encoder, normalisation,
-                       search.selection)
-        reports.append(Table(report[['id', 'accepted', 'reason']]))
-        search.save(output, overwrite=True)
-        bar.update(len(rows))
-    bar.close()
-    _attach_columns(search, source_columns(source))   # the index's or catalogue's own columns, by id
-    search.save(output, overwrite=True)
-    from astropy.table import vstack
-    report = vstack(reports) if reports else Table({'id': [], 'accepted': [], 'reason': []})
+    workers = conf.workers if executor is None else int(executor)
+    report = _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers=workers,
+                         columns=source_columns(source))
     _summarise(report, output, len(search))
     return search, report
 
 
-def _described(report, search, coords):
-    """The shard content of a partition described by ``search.add``: its report and the vectors stored."""
-    accepted = np.asarray(report['accepted'], dtype=bool)
-    vectors = np.full((len(report), search.database.dim), np.nan, dtype=np.float32)
-    rows = search.database.lookup_ids(list(np.asarray(report['id'])[accepted]))
-    vectors[accepted] = search.vectors[rows]
-    known = search.database.coords[rows]
-    coords = coords.copy()
-    coords[accepted] = known
-    return partition_result(report, vectors, coords)
+def _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers, columns=None):
+    """The build in this process: its partitions described as a Dask worker describes them, here.
+
+    Each finished partition is saved at once as its shard (the build's record, O(partition)
+    bytes); the database file is written once, from the shards, when the build ends or stops.
+    """
+    encoder = search.encoder
+    normalisation = dict(encoder.normalisation)
+    plan = plan_partitions(ids, partition_size, shard_dir, encoder_sha256=encoder.identity['sha256'],
+                           normalisation=normalisation, selection=search.selection,
+                           cutout_options=search.cutout_options)
+    saved = [p.number for p in plan if p.saved]
+    if saved:
+        log.info(f'resuming: {len(saved)} of {len(plan)} partitions already in {shard_dir}')
+    todo = [p for p in plan if not p.saved]
+    stored = search.ids   # refused, as repeats in the build are, by the one rule for colliding ids
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=sum(p.rows.stop - p.rows.start for p in todo), disable=not conf.show_progress,
+               desc='building')
+    computed = []
+    try:
+        for partition in todo:
+            rows = np.arange(partition.rows.start, partition.rows.stop)
+            chunk = items[rows] if isinstance(items, SkyCoord) else [items[i] for i in rows]
+            result = describe_partition(chunk, [ids[i] for i in rows], coords[rows], encoder, normalisation,
+                                        search.selection, search.cutout_options, workers=workers)
+            save_partition(partition, result, encoder, normalisation, search.selection)
+            computed.append(partition.number)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+        done = [p for p in plan if p.number in saved or p.number in computed]
+        if done:   # also when the build stops: the database holds what is described
+            report, vectors, rows = read_partitions(done, stored=stored)
+            search.database.add(vectors, rows)
+            _attach_columns(search, columns)   # the index's or catalogue's own columns, by id
+        if done or not todo:
+            search.save(output, overwrite=True)
+    if not done:
+        return Table({'id': [], 'accepted': [], 'reason': []})
+    sizes = [p.rows.stop - p.rows.start for p in done]
+    now = np.repeat([p.number in computed for p in done], sizes)
+    report = Table(report[now][['id', 'accepted', 'reason']])
+    report.meta.update(partitions=len(plan), partitions_computed=len(computed), partitions_reused=len(saved),
+                       shard_dir=str(shard_dir))
+    return report
 
 
 def _summarise(report, output, total):
@@ -273,9 +263,8 @@ def _summarise(report, output, total):
     print(f'  reasons for each rejected galaxy: {path}')
 
 
-def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance, search):
+def _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search):
     from .scaleout import build_distributed
-    from .search import SimilaritySearch
     client, own = (None, False) if executor == 'dask' else (executor, False)
     if isinstance(executor, str) and executor != 'dask':
         from distributed import Client
@@ -284,7 +273,7 @@ def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance,
                                              cutout_options=search.cutout_options, existing_ids=search.ids)
     try:
         database, report = build_distributed(items, ids, coords, output, client=client,
-                                             partition_size=chunk_size, provenance=provenance, **options)
+                                             partition_size=partition_size, provenance=provenance, **options)
     finally:
         if own:
             client.close()
@@ -293,3 +282,28 @@ def _build_on_dask(items, ids, coords, output, executor, chunk_size, provenance,
     elif len(database):
         search.database.add(database.vectors, database.table)
     return search, Table(report[['id', 'accepted', 'reason']])
+
+
+def add_on_cluster(search, items, ids=None, coords=None, *, client):
+    """Describe galaxies on a Dask cluster and add them to ``search``: what ``SimilaritySearch.add(client=)`` did.
+
+    Parameters
+    ----------
+    search : `~astro_galsim.SimilaritySearch`
+        Its encoder, selection and cutout options describe the galaxies; ids it holds are refused.
+    items, ids, coords
+        As for `~astro_galsim.scaleout.build_distributed`.
+    client : ``distributed.Client``
+
+    Returns
+    -------
+    report : `~astropy.table.QTable`
+        One row per galaxy, as `~astro_galsim.scaleout.build_distributed` gives it.
+    """
+    from .scaleout import build_distributed
+    built, report = build_distributed(items, ids, coords, client=client, encoder=search.encoder,
+                                      normalisation=search.encoder.normalisation, selection=search.selection,
+                                      cutout_options=search.cutout_options, existing_ids=search.ids)
+    if len(built):
+        search.database.add(built.vectors, built.table)
+    return report

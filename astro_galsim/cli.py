@@ -1,5 +1,6 @@
 """The ``astro-galsim`` command line."""
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def _where(conditions):
                              "(e.g. --where 'ellipticity<0.4')")
         name, op, value = match.groups()
         number = float(value) if value.lstrip('+-').replace('.', '', 1).isdigit() else value
+        if op not in ('=', '==') and isinstance(number, str):
+            raise ValueError(f'--where {text!r}: {value!r} is not a number; {op} compares with a number '
+                             "(e.g. --where 'r50_arcsec>3'); use = for text")
         low, high = where.get(name, (None, None)) if isinstance(where.get(name), tuple) else (None, None)
         where[name] = number if op in ('=', '==') else (number, high) if '>' in op else (low, number)
     return where
@@ -158,20 +162,32 @@ def cmd_build(args):
         if not sep:
             raise ValueError(f'--provenance {item!r} is not KEY=VALUE')
         provenance[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    executor, partition_size = args.executor, args.partition_size
+    for old, new, value in (('--scheduler', '--executor', args.scheduler), ('--chunk-size', '--partition-size',
+                                                                            args.chunk_size)):
+        if value is not None:
+            print(f'astro-galsim build: {old} is deprecated: use {new}', file=sys.stderr)
+    executor = args.scheduler if args.scheduler is not None else executor
+    partition_size = args.chunk_size if args.chunk_size is not None else partition_size
+    if executor is not None:
+        executor = int(executor) if executor.isdigit() else 'dask' if executor in ('dask', 'local') else executor
     with conf.set_temp('workers', args.workers):
-        executor = 'dask' if args.scheduler == 'local' else args.scheduler
         try:
-            build_database(args.source, args.output, chunk_size=args.chunk_size, resume=not args.restart,
-                           provenance=provenance, executor=executor)
+            search, _ = build_database(args.source, args.output, partition_size=partition_size,
+                                       resume=not args.restart, provenance=provenance, executor=executor)
         except KeyboardInterrupt:
-            raise BuildInterrupted(_where_build_stopped(args)) from None
+            raise BuildInterrupted(_where_build_stopped(args, partition_size)) from None
+    if len(search) == 0:   # an empty database is no success (offline, every download failed)
+        raise ValueError(f'no galaxy was stored in {args.output} (the reasons are in {args.output}.rejected.ecsv); '
+                         'downloads that failed for a reason that may pass (no network, a slow service) are '
+                         'tried again when the same command is run again')
 
 
 class BuildInterrupted(Exception):
     """Ctrl-C during ``astro-galsim build``: its message says what is saved and how to resume."""
 
 
-def _where_build_stopped(args):
+def _where_build_stopped(args, partition_size):
     from astropy.io import fits
     output, shards = Path(args.output), Path(f'{args.output}.shards')
     try:
@@ -180,8 +196,9 @@ def _where_build_stopped(args):
     except Exception:  # noqa: BLE001 - a half-read header must not hide the message
         saved = f'{output} is being written'
     parts = len(list(shards.glob('*.parquet'))) if shards.is_dir() else 0
-    again = f'build {args.source} --output {output} --chunk-size {args.chunk_size}' + (
-        f' --scheduler {args.scheduler}' if args.scheduler else '')   # the same partitions, without --restart
+    executor = args.executor if args.scheduler is None else 'dask' if args.scheduler == 'local' else args.scheduler
+    again = f'build {args.source} --output {output} --partition-size {partition_size}' + (
+        f' --executor {executor}' if executor else '')   # the same partitions, without --restart
     return (f'interrupted: {saved}, {parts} finished partition(s) in {shards}; run '
             f'"astro-galsim {again}" again to resume where it stopped')
 
@@ -278,13 +295,17 @@ def _parser():
                        'An interrupted build resumes where it stopped.')
     p.add_argument('source', help='folder of images, or a table file (ECSV, CSV, FITS, VOTable) with ra/dec')
     p.add_argument('--output', required=True, help='database FITS file')
-    p.add_argument('--chunk-size', type=int, default=500, help='galaxies per saved step')
+    p.add_argument('--partition-size', type=int, default=500,
+                   help='galaxies per partition: the unit of work, saved at once in OUTPUT.shards and reused '
+                        'on a restart')
     p.add_argument('--restart', action='store_true', help='ignore a partial build and start again')
-    p.add_argument('--workers', type=int, default=1, help='processes preparing the images')
-    p.add_argument('--scheduler', metavar='ADDRESS', default=None,
-                   help="build on a Dask cluster: a scheduler address (tcp://host:8786), or 'local' for one "
-                        "worker process per core; partitions of --chunk-size galaxies are saved in "
-                        "OUTPUT.shards and reused on a restart (needs astro_galsim[dask])")
+    p.add_argument('--workers', type=int, default=1, help='processes preparing the images (here)')
+    p.add_argument('--executor', metavar='WHERE', default=None,
+                   help="where the galaxies are described: a number of local processes, 'dask' for a local "
+                        "Dask cluster of one worker process per core, or a Dask scheduler address "
+                        "(tcp://host:8786; needs astro_galsim[dask]). Default: here, with --workers processes")
+    p.add_argument('--chunk-size', type=int, default=None, help='deprecated: use --partition-size')
+    p.add_argument('--scheduler', metavar='ADDRESS', default=None, help='deprecated: use --executor')
     p.add_argument('--provenance', action='append', default=[], metavar='KEY=VALUE',
                    help='stored in a new database, e.g. --provenance survey=SDSS --provenance data_release=14')
     p.set_defaults(func=cmd_build)
@@ -352,9 +373,16 @@ def main(argv=None):
             message = ('the encoder weights were refused: the file holds Python objects besides '
                        'tensors, which are never loaded (nothing in it was run); give weights '
                        'written by astro-galsim train')
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE and 'no space left' not in message:
+            message = (f'no space left ({message}: the disk or the quota is full, or the file size limit of '
+                       'ulimit -f was reached); the files written before are intact: free some space and run '
+                       'the command again')
         print(f'astro-galsim {args.command}: error: {" ".join(message.split())}', file=sys.stderr)
         return 1
     return 0
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, 'EDQUOT', errno.ENOSPC)}
 
 
 def _expected_errors():

@@ -54,6 +54,10 @@ class Conf(_config.ConfigNamespace):
         'auto', 'Arithmetic of the encoder: "bfloat16" (about twice as fast on CPUs with native '
         'bfloat16, vectors within about 0.002 of float32), "float32", or "auto" (bfloat16 where the '
         'CPU has it natively).', cfgtype='option("auto", "bfloat16", "float32")')
+    max_image_pixels = _config.ConfigItem(
+        25_000_000, 'Largest image (pixels, all planes) read whole or described; a FITS file above it is '
+        'refused before its pixels are read, or, where the galaxy position is known, described from a '
+        'section around it. 0 means no limit.', cfgtype='integer')
     show_progress = _config.ConfigItem(
         True, 'Show tqdm progress bars on long work.', cfgtype='boolean')
 

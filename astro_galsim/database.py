@@ -28,6 +28,7 @@ False
 """
 import functools
 import os
+import threading
 
 import numpy as np
 import astropy.units as u
@@ -101,6 +102,7 @@ class GalaxyDatabase:
         self._encoder_id = check_encoder_id(encoder_id)
         self._provenance = check_provenance(provenance)
         self._index_options = dict(index_options or {})
+        self._lock = threading.RLock()   # add, search and save in several threads: never misaligned
         if 'metric' in self._index_options:
             raise ValueError("give the metric as GalaxyDatabase(metric=...), not in index_options.")
         if vectors is None:
@@ -125,6 +127,10 @@ class GalaxyDatabase:
     @property
     def table(self):
         """`~astropy.table.QTable`: One row per galaxy, in the order of `vectors`."""
+        with self._lock:
+            return self._joined_table()
+
+    def _joined_table(self):
         if len(self._tables) > 1:
             try:
                 self._tables = [vstack(self._tables, join_type='exact', metadata_conflicts='silent')]
@@ -217,6 +223,25 @@ class GalaxyDatabase:
         ValueError
             If the ids clash with stored ids, lengths differ or columns differ.
         """
+        with self._lock:   # the ids checked and the rows appended at once: threads never interleave them
+            self._add(vectors, table)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != '_lock'}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    @property
+    def lock(self):
+        """``threading.RLock``: held while the database changes, is searched or is saved.
+
+        Hold it to make several steps one (a check of stored ids, then `add`); it is reentrant.
+        """
+        return self._lock
+
+    def _add(self, vectors, table):
         vectors = np.asarray(vectors)
         if vectors.ndim == 1 and vectors.size == self.dim:
             vectors = vectors[np.newaxis]
@@ -249,11 +274,13 @@ class GalaxyDatabase:
         int or `~numpy.ndarray` of int
             Row numbers; -1 for ids not in the database.
         """
-        if self._id_lookup is None:
-            self._id_lookup = {key: i for i, key in enumerate(self.ids)}
+        with self._lock:
+            if self._id_lookup is None:
+                self._id_lookup = {key: i for i, key in enumerate(self.ids)}
+            lookup = self._id_lookup
         if isinstance(ids, str):
-            return self._id_lookup.get(ids, -1)
-        return np.array([self._id_lookup.get(str(key), -1) for key in ids], dtype=np.int64)
+            return lookup.get(ids, -1)
+        return np.array([lookup.get(str(key), -1) for key in ids], dtype=np.int64)
 
     def lookup_coords(self, coords, radius=1 * u.arcsec):
         """Row numbers of the stored galaxies nearest to sky positions.
@@ -332,10 +359,11 @@ class GalaxyDatabase:
             ``distance``, ``coord`` (if any stored position is known), then the stored
             columns.
         """
-        return search_database(self, query_vectors, k=k, query_ids=query_ids, query_coords=query_coords,
-                               exclude_self=exclude_self, exclude_radius=exclude_radius,
-                               exclude_ids=exclude_ids, where=where, negative_vectors=negative_vectors,
-                               negative_weight=negative_weight, metric=metric, epsilon=epsilon)
+        with self._lock:   # vectors and rows of one moment, whatever other threads add
+            return search_database(self, query_vectors, k=k, query_ids=query_ids, query_coords=query_coords,
+                                   exclude_self=exclude_self, exclude_radius=exclude_radius,
+                                   exclude_ids=exclude_ids, where=where, negative_vectors=negative_vectors,
+                                   negative_weight=negative_weight, metric=metric, epsilon=epsilon)
 
     # ------------------------------------------------------------------ graph / clusters
     def neighbor_graph(self, k=15):
@@ -402,9 +430,10 @@ class GalaxyDatabase:
             galaxies (``db.index.prepare()``): a reopened database then builds its index
             from it without running NN-descent again.
         """
-        return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
-                                provenance=self._provenance, metric=self.metric,
-                                graph=self._index.knn_graph)
+        with self._lock:   # a snapshot: later adds replace these arrays and tables, never change them
+            return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
+                                    provenance=self._provenance, metric=self.metric,
+                                    graph=self._index.knn_graph)
 
     def save(self, path, overwrite=False):
         """Write the database to a FITS file, atomically.

@@ -8,6 +8,7 @@ checksums, the format name and version and the consistency of the HDUs.
 `~astro_galsim.database.GalaxyDatabase.save` and ``load`` are its users; see
 ``docs/search.rst`` for the format.
 """
+import errno
 import numbers
 import os
 import warnings
@@ -20,6 +21,7 @@ from astropy.table import Column, QTable, Table
 
 from .io import atomic_output
 from .utils._coords import sky_coords
+from .utils._data import package_version
 
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'DatabaseError', 'database_hdulist', 'read_database_file',
            'write_database_file']
@@ -40,14 +42,6 @@ _HEADER_PROVENANCE = {
 
 class DatabaseError(Exception):
     """A database file or database content that cannot be used as it is."""
-
-
-def _version():
-    try:
-        from ._version import version
-    except ImportError:
-        version = 'unknown'
-    return version
 
 
 def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=None):
@@ -80,7 +74,7 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=No
     hdr = primary.header
     _set_card(hdr, 'FMTNAME', FORMAT_NAME, 'file format: astro_galsim galaxy database')
     _set_card(hdr, 'FMTVERS', FORMAT_VERSION, 'version of the file format')
-    _set_card(hdr, 'CREATOR', f'astro_galsim {_version()}'[:68], 'software that wrote the file')
+    _set_card(hdr, 'CREATOR', f'astro_galsim {package_version()}'[:68], 'software that wrote the file')
     _set_card(hdr, 'DATE', Time.now().utc.isot[:19], 'UTC date the file was written')
     _set_card(hdr, 'NGALAXY', len(vectors), 'number of galaxies (table rows, vectors)')
     _set_card(hdr, 'NDIM', vectors.shape[1], 'dimension of the latent vectors')
@@ -156,10 +150,26 @@ def write_database_file(path, hdulist, *, overwrite=False):
         If ``path`` exists and ``overwrite`` is False.
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
+    existed = os.path.exists(path)
+    if existed and not overwrite:
         raise FileExistsError(f'{path} exists; pass overwrite=True to replace it.')
-    with atomic_output(os.path.abspath(path), sync=True) as fh:
-        hdulist.writeto(fh, checksum=True)
+    try:
+        with atomic_output(os.path.abspath(path), sync=True) as fh:
+            hdulist.writeto(fh, checksum=True)
+    except (OSError, AttributeError) as exc:
+        # astropy's own note on a full disk fails on a file object (AttributeError) with the OSError behind it
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        # a short write ('65472 requested and 0 written', no errno) is a full disk or a file size limit too
+        if not isinstance(cause, OSError) or (cause.errno not in _NO_SPACE and cause.errno is not None):
+            raise
+        code = cause.errno or errno.ENOSPC
+        raise OSError(code, f'cannot write {path}: no space left ({cause}: the disk or '
+                      'the quota is full, or the file size limit of ulimit -f was reached); '
+                      + (f'the previous {path} is intact' if existed else 'nothing was written')
+                      + ': free some space and save again') from cause
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, 'EDQUOT', errno.ENOSPC)}
 
 
 def read_database_file(path):
@@ -301,7 +311,7 @@ def _check_format(header, path):
         raise DatabaseError(f'{path} has an invalid format version FMTVERS={version!r}.')
     if version > FORMAT_VERSION:
         raise DatabaseError(f'{path} uses database format version {version}, newer than this '
-                            f'astro_galsim ({_version()}) reads (version {FORMAT_VERSION}); '
+                            f'astro_galsim ({package_version()}) reads (version {FORMAT_VERSION}); '
                             'upgrade astro_galsim.')
     for key in ('NGALAXY', 'NDIM', 'METRIC', 'ENCNAME', 'ENCSHA'):
         if key not in header:

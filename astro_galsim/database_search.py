@@ -7,7 +7,6 @@ away from them (the Rocchio step, `move_away`). The answer is a long `~astropy.t
 one row per (query, match). `GalaxyDatabase.search <astro_galsim.database.GalaxyDatabase.search>`
 is the public face of `search_database`.
 """
-import numbers
 
 import numpy as np
 from astropy.coordinates import SkyCoord, search_around_sky
@@ -15,6 +14,7 @@ from astropy.table import QTable
 
 from .catalogue import where_mask
 from .index import exact_knn
+from .utils._checks import positive_integer
 from .utils._coords import checked_angle, known_positions
 
 __all__ = ['rocchio_query', 'move_away', 'search_database']
@@ -120,7 +120,7 @@ def search_database(database, query_vectors, *, k=10, query_ids=None, query_coor
         raise ValueError(f'query_vectors must have shape (m, {database.dim}); got '
                          f'{np.shape(query_vectors)}.')
     m = queries.shape[0]
-    k = _positive_int(k, 'k')
+    k = positive_integer(k, 'k')
     if query_ids is not None:
         query_ids = [query_ids] if isinstance(query_ids, str) else [str(q) for q in query_ids]
         if len(query_ids) != m:
@@ -219,11 +219,3 @@ def _result_table(database, rows_q, rows_i, rows_d, rows_r, query_ids):
         result[name] = matched[name]
     result.meta['metric'] = database.metric
     return result
-
-
-def _positive_int(value, name):
-    """``value`` as an int if it is a whole number of at least 1, else a ValueError naming ``name``."""
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
-            and value >= 1:
-        return int(value)
-    raise ValueError(f'{name} must be a whole number of at least 1; got {value!r}.')

@@ -32,6 +32,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
+from .utils._checks import positive_integer
 from .utils._distances import distance_block, nearest_others, prepare_space, row_chunks
 from .utils._knn import METRICS, check_metric
 # how much an embedding moves under flips and turns is measured in its own module; the name is
@@ -83,8 +84,7 @@ def _check_labels(labels, n, ignore):
 
 
 def _check_k(k, n):
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f'k must be a positive integer; got {k!r}.')
+    k = positive_integer(k, 'k')
     if k > n - 1:
         raise ValueError(f'k={k} is too large: each query has only {n - 1} other items to rank. '
                          f'Use k <= {n - 1}.')

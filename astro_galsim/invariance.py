@@ -9,6 +9,7 @@ from astropy.table import QTable
 from tqdm.auto import tqdm
 
 from .config import conf
+from .utils._checks import positive_integer
 from .utils._dihedral import dihedral_transform
 from .utils._distances import nearest_others, prepare_space
 from .utils._knn import check_metric
@@ -115,8 +116,7 @@ def invariance(embed, images, *, transforms='d4', angles=(30, 45) * u.deg, n_nei
     for i, im in enumerate(images):
         if im.ndim < 2:
             raise ValueError(f'images[{i}] has shape {im.shape}; images need at least two (spatial) axes.')
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise ValueError(f'n_neighbors must be a positive integer; got {n_neighbors!r}.')
+    n_neighbors = positive_integer(n_neighbors, 'n_neighbors')
     if n < n_neighbors + 1:
         raise ValueError(f'invariance needs at least n_neighbors + 1 = {n_neighbors + 1} images to '
                          f'define the neighbour-distance scale; got {n}.')

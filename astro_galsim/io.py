@@ -1,8 +1,7 @@
 """Reading galaxy images from disk into `~astropy.nddata.NDData`."""
-import contextlib
+import math
 import os
 import re
-import secrets
 import stat
 import warnings
 from contextlib import contextmanager
@@ -16,8 +15,11 @@ from astropy.nddata import NDData
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-__all__ = ['read_image', 'image_from_hdu', 'fits_meta', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS',
-           'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
+from .utils._checks import header_wcs_problem, wcs_problem
+from .utils._files import atomic_output  # noqa: F401 - where it lived; its home is utils/_files.py
+
+__all__ = ['read_image', 'read_fits_near', 'image_from_hdu', 'celestial_wcs', 'check_image_size', 'ImageSizeError',
+           'fits_meta', 'file_kind', 'image_stem', 'nanomaggy', 'COLOUR_IMAGE_BANDS', 'FITS_SUFFIXES', 'COLOUR_SUFFIXES']
 
 #: SDSS bands behind the red, green and blue channels of SkyServer colour cutouts.
 COLOUR_IMAGE_BANDS = ('i', 'r', 'g')
@@ -33,65 +35,12 @@ _UNIT_ALIASES = {'dns': u.adu, 'dn': u.adu, 'counts': u.count,
                  'nmgy': nanomaggy, 'nanomaggy': nanomaggy, 'nanomaggies': nanomaggy}
 
 
-@contextmanager
-def atomic_output(path, *, suffix='.tmp', sync=False):
-    """A binary file to write that takes the place of ``path`` only once it is complete.
-
-    Yields a file opened on a temporary name in the same directory
-    (``.<name>.<pid>-<random><suffix>``); when the block ends without error the file is
-    closed (and flushed to disk with ``sync``) and renamed over ``path``, else it is
-    removed. Readers never see a half-written ``path``. The new file keeps the permissions
-    of the file it replaces (or gets the usual ones for a new file, as the umask allows),
-    and temporary files left by killed writers of the same ``path`` on this machine are
-    removed.
-    """
-    path = Path(path)
-    _remove_stale_temporaries(path, suffix)
-    tmp, fd = _create_temporary(path, suffix)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            yield handle
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # collaborators keep their access
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _create_temporary(path, suffix):
-    """A new file ``.<name>.<pid>-<random><suffix>`` beside ``path``, mode 0666 less the umask."""
-    while True:
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}')
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _remove_stale_temporaries(path, suffix):
-    """Remove the temporary files of writers of ``path`` whose process no longer runs."""
-    pattern = re.compile(rf'^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(suffix)}$')
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(path.parent):
-            match = pattern.match(entry.name)
-            if match and not _process_alive(int(match.group(1))):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, owned by another user
-        return True
-    return True
+def file_kind(path):
+    """What a path that is not a regular file is, in words ('a FIFO (named pipe)', 'a folder'...)."""
+    mode = os.stat(path).st_mode
+    kinds = [(stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISDIR, 'a folder'), (stat.S_ISSOCK, 'a socket'),
+             (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')]
+    return next((name for test, name in kinds if test(mode)), 'not a regular file')
 
 
 def image_stem(path):
@@ -147,6 +96,8 @@ def read_image(path, survey=None):
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():   # a FIFO, a device or a folder: reading it could wait for ever
+            raise ValueError(f'{str(path)!r} is not a regular file ({file_kind(path)}): give an image file')
         raise FileNotFoundError(f'image file {str(path)!r} does not exist')
     if survey is not None:
         from .surveys import survey_of
@@ -179,14 +130,61 @@ def _read_fits(path):
             # a truncated image fails when its data are read, below, with the file named
             warnings.filterwarnings('ignore', message='File may have been truncated', category=AstropyUserWarning)
             with fits.open(path, memmap=False) as hdul:
-                hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim in (2, 3)),
-                           None)
+                # the header first: an image over conf.max_image_pixels is refused before its pixels are read
+                hdu = next((h for h in hdul if h.is_image and _holds_image(h.header)), None)
                 image = None if hdu is None else image_from_hdu(hdu, str(path))
+    except ImageSizeError:
+        raise
     except (OSError, ValueError, TypeError) as exc:  # a truncated file fails in numpy's reshape
         raise ValueError(f'cannot read {str(path)!r} as FITS: it is damaged or truncated ({exc})') from exc
     if hdu is None:
         raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
     return image
+
+
+class ImageSizeError(ValueError):
+    """An image larger than ``conf.max_image_pixels``."""
+
+
+def _holds_image(header):
+    naxis = header.get('NAXIS')
+    return naxis in (2, 3) and all((header.get(f'NAXIS{i}') or 0) > 0 for i in range(1, naxis + 1))
+
+
+def read_fits_near(path, target, side=2048):
+    """Read a FITS image, or only a section around ``target`` when it exceeds ``conf.max_image_pixels``.
+
+    The section is at most ``side`` pixels a side (less where the limit is lower), centred
+    on the target through the header's WCS, so that a galaxy at a known position in a huge
+    frame is described without reading the frame. Other files are read by `read_image`.
+    """
+    from .config import conf
+    path = Path(path)
+    if target is None or not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
+        return read_image(path)
+    limit = int(conf.max_image_pixels)
+    if limit <= 0 or (path.stat().st_size < limit and not path.name.lower().endswith(('.gz', '.fz'))):
+        return read_image(path)   # fewer bytes than the limit has pixels: no header to look at first
+    wcs, shape = fits_geometry(path)
+    if np.prod(shape) <= limit or wcs is None:
+        return read_image(path)   # small enough, or no WCS to place the target: the whole file (or its error)
+    half = (min(int(side), math.isqrt(limit // (shape[0] if len(shape) == 3 else 1))) - 1) // 2   # within the limit
+    x, y = (int(round(float(v))) for v in wcs.world_to_pixel(target))
+    ny, nx = shape[-2:]
+    if not (0 <= x < nx and 0 <= y < ny):
+        raise ValueError(f'{str(path)!r}: its WCS puts {target.to_string("decimal")} at pixel ({x}, {y}), '
+                         f'outside the {nx} x {ny} image')
+    x0, x1, y0, y1 = max(x - half, 0), min(x + half + 1, nx), max(y - half, 0), min(y + half + 1, ny)
+    with _quiet_header_warnings(), fits.open(path, memmap=False) as hdul:   # section reads only its rows
+        hdu = next(h for h in hdul if h.is_image and _holds_image(h.header))
+        data = np.array(hdu.section[..., y0:y1, x0:x1])
+        header = hdu.header.copy()
+    header['NAXIS1'], header['NAXIS2'] = x1 - x0, y1 - y0
+    header['CRPIX1'] = header.get('CRPIX1', 0.0) - x0
+    header['CRPIX2'] = header.get('CRPIX2', 0.0) - y0
+    meta = fits_meta(header, path)
+    meta['section'] = (slice(y0, y1), slice(x0, x1))
+    return NDData(data, wcs=wcs[y0:y1, x0:x1], unit=_parse_unit(header.get('BUNIT'), path), meta=meta)
 
 
 def image_from_hdu(hdu, path=None):
@@ -212,10 +210,9 @@ def image_from_hdu(hdu, path=None):
     """
     with _quiet_header_warnings():
         header = hdu.header.copy()
+        check_image_size(header, path or 'the HDU')
         data = np.array(hdu.data)
-        wcs = WCS(header).celestial
-    if not wcs.has_celestial:
-        wcs = None
+        wcs = celestial_wcs(header, path or 'the HDU')
     unit = _parse_unit(header.get('BUNIT'), path or 'the HDU')
     return NDData(data, wcs=wcs, unit=unit, meta=fits_meta(header, path))
 
@@ -250,9 +247,52 @@ def fits_geometry(path):
                           None)
         if header is None:
             raise ValueError(f'FITS file {str(path)!r} holds no 2-D or 3-D image HDU')
-        wcs = WCS(fits.Header([card for card in header.cards if _WCS_CARD.match(card.keyword)])).celestial
+        wcs = celestial_wcs(fits.Header([card for card in header.cards if _WCS_CARD.match(card.keyword)]), path,
+                            warn=False)
     shape = tuple(header[f'NAXIS{i}'] for i in range(header['NAXIS'], 0, -1))
-    return (wcs if wcs.has_celestial else None), shape
+    return wcs, shape
+
+
+def celestial_wcs(header, path, *, warn=True):
+    """The celestial WCS of a FITS header, or None without one or with an unusable one (warned).
+
+    A WCS whose values cannot be read or are not finite (``CRVAL1 = NAN``), or whose pixel
+    scale is zero (``CDELT1 = 0``), would put the image at a made-up position: the image is
+    read without it, its position unknown, with an `~astropy.utils.exceptions.AstropyUserWarning`.
+    """
+    problem = header_wcs_problem(header)
+    wcs = None
+    if problem is None:
+        try:
+            wcs = WCS(header).celestial
+        except Exception as exc:  # noqa: BLE001 - wcslib refuses a singular matrix and the like
+            problem = wcs_problem(None, exc)
+    if wcs is not None and not wcs.has_celestial:
+        return None
+    if problem is None:
+        problem = wcs_problem(wcs)
+    if problem is None:
+        return wcs
+    if warn:
+        warnings.warn(f'{str(path)!r}: the FITS WCS {problem}; the image is read without it, its sky '
+                      'position unknown: correct the header, or give the position (coords=)', AstropyUserWarning)
+    return None
+
+
+def check_image_size(header, path):
+    """Refuse, before its pixels are read, an image larger than ``conf.max_image_pixels``."""
+    from .config import conf
+    if not isinstance(header, fits.Header):
+        return
+    naxis = int(header.get('NAXIS', 0) or 0)
+    pixels = int(np.prod([int(header.get(f'NAXIS{i}', 0) or 0) for i in range(1, naxis + 1)])) if naxis else 0
+    limit = int(conf.max_image_pixels)
+    if limit > 0 and pixels > limit:
+        shape = ' x '.join(str(header.get(f'NAXIS{i}')) for i in range(naxis, 0, -1))
+        raise ImageSizeError(f'{str(path)!r} holds a {shape} image ({pixels:,} pixels), more than '
+                             f'astro_galsim.conf.max_image_pixels = {limit:,}: a galaxy cutout is far smaller. '
+                             'Cut out the galaxy (astropy.nddata.Cutout2D), give a WCS or position to describe '
+                             'it from a section of the file, or raise conf.max_image_pixels')
 
 
 def _parse_unit(bunit, path):
@@ -271,9 +311,21 @@ def _parse_unit(bunit, path):
 
 def _read_colour(path):
     from PIL import Image, UnidentifiedImageError
+
+    from .config import conf
+    limit = int(conf.max_image_pixels)
     try:
-        with Image.open(path) as im:
-            rgb, alpha = _display_planes(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)   # the limit below says it
+            with Image.open(path) as im:
+                if limit > 0 and im.size[0] * im.size[1] > limit:
+                    raise Image.DecompressionBombError(f'{im.size[0]} x {im.size[1]} pixels')
+                rgb, alpha = _display_planes(im)
+    except Image.DecompressionBombError as exc:
+        raise ImageSizeError(f'{str(path)!r} is too large to be a galaxy cutout ({exc}; more than '
+                             f'astro_galsim.conf.max_image_pixels = {limit:,} pixels, or than '
+                             'the decompression-bomb limit of Pillow): cut out the galaxy, or raise '
+                             'conf.max_image_pixels if the image is genuine') from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f'cannot read {str(path)!r} as a colour image: {exc}') from exc
     # fully transparent pixels hold no image: they are masked (and shown as clipped sky)

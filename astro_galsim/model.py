@@ -13,12 +13,12 @@ galaxy's major axis is horizontal, which covers the other angles).
 """
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .config import conf
+from .utils._data import package_data
 
 __all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16']
 
@@ -94,12 +94,9 @@ class AutoencoderEncoder(GalaxyEncoder):
     def model(self):
         """The `~astro_galsim.network.ConvAutoencoder` (loaded on first use, weights only)."""
         if self._model is None:
-            import torch
             from .network import ConvAutoencoder
-            # weights_only: loading never runs code from the file
-            state = torch.load(self.path, map_location='cpu', weights_only=True)
             model = ConvAutoencoder(**self.card['architecture'])
-            model.load_state_dict(state)
+            model.load_state_dict(_checked_weights(self.path, model))
             self._model = model.eval()
         return self._model
 
@@ -167,6 +164,46 @@ class AutoencoderEncoder(GalaxyEncoder):
         return out
 
 
+def _checked_weights(path, model):
+    """The tensors of a weights file, or a ValueError naming the file and what is wrong with it."""
+    import pickle
+    import re
+
+    import torch
+    where = f'encoder weights {str(path)!r}'
+    try:
+        # weights_only: loading never runs code from the file
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r'GLOBAL (\S+)', str(exc))
+        if found:   # a pickled object (a function, a class) where tensors belong
+            raise ValueError(f'the encoder weights were refused: {str(path)!r} holds Python objects besides '
+                             f'tensors (the unsupported global {found.group(1)}), which are never loaded (nothing '
+                             'in it was run); give weights written by astro-galsim train') from None
+        raise ValueError(f'{where}: the file is not a torch weights file (damaged, or another format: '
+                         f'{" ".join(str(exc).split()[-20:])[:160]}); retrain or reinstall astro_galsim') from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f'{where}: the file is not a torch weights file (damaged or truncated: '
+                         f'{" ".join(str(exc).split())[:120]}); retrain or reinstall astro_galsim') from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{where}: the file holds a {type(state).__name__}, not a dictionary of tensors')
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        found = [f'missing tensors {missing[:4]}' if missing else '',
+                 f'unexpected tensors {unexpected[:4]}' if unexpected else '',
+                 f'tensors of another shape {shapes[:4]}' if shapes else '']
+        raise ValueError(f'{where} do not fit the network of their model card: {"; ".join(t for t in found if t)} '
+                         '(the file was damaged, or belongs to another architecture)')
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f'{where}: {len(bad)} tensor(s) hold NaN or infinite values ({bad[:4]}): the training '
+                         'diverged or the file is damaged; retrain')
+    return state
+
+
 def uses_bfloat16():
     """Whether encoders compute in bfloat16 (``conf.encoder_precision``; ``'auto'``: where the CPU
     has native bfloat16 instructions, on which it is about twice as fast as float32)."""
@@ -204,7 +241,7 @@ def load_pretrained(path=None):
     ((3, 64, 64), 64)
     """
     if path is None:
-        path = Path(str(resources.files('astro_galsim') / 'data' / PRETRAINED_WEIGHTS))
+        path = package_data(PRETRAINED_WEIGHTS)
     path = Path(path)
     card_path = path.with_suffix('.json')
     if not path.is_file() or not card_path.is_file():

@@ -24,22 +24,17 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
-from astropy.nddata import NDData
 
+from .ingest import describe_items
 from .shards import read_shard, shard_meta, shard_table, write_shard
+from .utils._checks import positive_integer
 from .utils._coords import sky_coords
 from .utils._data import package_data
+from .utils._encoders import cached_encoder, encoder_loads as cached_encoder_loads
 from .utils._ids import refuse_duplicate_ids
 
 __all__ = ['Partition', 'plan_partitions', 'partition_size_for', 'save_partition', 'read_partitions',
-           'encoder_factory', 'encoder_loads', 'compute_partition', 'partition_result']
-
-# Per worker process: encoders by factory key, and the keys in the order they were made.
-# A worker makes each encoder once, however many partitions it computes.
-_ENCODERS = {}
-_ENCODER_LOADS = []
-
+           'encoder_factory', 'encoder_loads', 'compute_partition', 'describe_partition', 'partition_result']
 
 # ---------------------------------------------------------------------------- the plan
 Partition = namedtuple('Partition', ['number', 'rows', 'key', 'path', 'saved'])
@@ -105,9 +100,7 @@ def plan_partitions(ids, partition_size, shard_dir, *, encoder_sha256, normalisa
     >>> plan[1].path.name.startswith('part-000001-')
     True
     """
-    partition_size = int(partition_size)
-    if partition_size < 1:
-        raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
+    partition_size = positive_integer(partition_size, 'partition_size')
     settings = {'encoder': encoder_sha256, 'normalisation': normalisation, 'selection': selection,
                 'cutout_options': cutout_options}
     shard_dir, n, plan = Path(shard_dir), len(ids), []
@@ -117,15 +110,18 @@ def plan_partitions(ids, partition_size, shard_dir, *, encoder_sha256, normalisa
         path = shard_dir / f'part-{number:06d}-{key}.parquet'
         meta = shard_meta(path) if path.exists() else None
         saved = meta is not None and meta.get('key') == key and meta.get('n_rows') == rows.stop - rows.start
+        saved = saved and not meta.get('temporary_failures')   # downloads that failed are tried again
         plan.append(Partition(number, rows, key, path, saved))
     return plan
 
 
 def save_partition(partition, result, encoder, normalisation, selection):
     """Write the result of a partition (`compute_partition`, `partition_result`) as its shard, atomically."""
+    from .retrieval.core import is_temporary_failure
     meta = {'encoder_name': encoder.identity['name'], 'encoder_sha256': encoder.identity['sha256'],
             'normalisation': normalisation, 'selection': selection, 'partition': partition.number,
-            'key': partition.key}
+            'key': partition.key,
+            'temporary_failures': int(sum(is_temporary_failure(r) for r in result['reason']))}
     write_shard(partition.path, shard_table(result, meta))
 
 
@@ -224,25 +220,11 @@ def encoder_factory(encoder=None):
     return factory, f"{encoder.identity['name']}:{encoder.identity['sha256']}", encoder
 
 
-def _worker_encoder(factory, key):
-    """The encoder of this key, made once per process."""
-    encoder = _ENCODERS.get(key)
-    if encoder is None:
-        encoder = factory()
-        made = f"{encoder.identity['name']}:{encoder.identity['sha256']}"
-        if made != key:
-            raise ValueError(f'the encoder made on this worker is {made[:40]}..., not {key[:40]}... as on the '
-                             'client: give every machine the same weights file')
-        _ENCODERS[key] = encoder
-        _ENCODER_LOADS.append(key)
-    return encoder
-
-
 def encoder_loads():
     """The keys of the encoders this process has made for partitions, in the order it made them.
 
-    Each is made once per process; on a cluster, ``client.run(encoder_loads)`` tells which
-    worker made which encoder.
+    Each is made once per process (the one per-process encoder cache); on a cluster,
+    ``client.run(encoder_loads)`` tells which worker made which encoder.
 
     Examples
     --------
@@ -250,7 +232,7 @@ def encoder_loads():
     >>> isinstance(encoder_loads(), list)
     True
     """
-    return list(_ENCODER_LOADS)
+    return cached_encoder_loads()
 
 
 # ---------------------------------------------------------------------------- the work
@@ -317,18 +299,16 @@ def compute_partition(number, items, ids, ra, dec, factory, encoder_key, normali
     """
     if before is not None:
         before(number)
-    from .pipeline import describe
-    encoder = _worker_encoder(factory, encoder_key)
-    coords = sky_coords(ra, dec)
-    if isinstance(items, SkyCoord):
-        from .retrieval import get_cutouts
-        images = get_cutouts(items, **cutout_options)   # failed downloads stay as errors: rejected rows
-        targets = items
-    else:
-        images = list(items)
-        targets = coords if any(isinstance(im, NDData) and im.wcs is not None for im in images) else None
-    found_vectors, table = describe(images, encoder, targets, normalisation=normalisation, selection=selection,
-                                    progress=False)
-    out = partition_result(table, found_vectors, coords)
-    out['id'] = np.array(ids, dtype=str)
-    return out
+    return describe_partition(items, ids, sky_coords(ra, dec), cached_encoder(factory, encoder_key),
+                              normalisation, selection, cutout_options)
+
+
+def describe_partition(items, ids, coords, encoder, normalisation, selection, cutout_options, workers=1):
+    """The result of one partition (see `partition_result`), described by the describe stage.
+
+    `~astro_galsim.ingest.describe_items` with the partition's ids and positions: the work of
+    `compute_partition` on a worker, and of the serial build here (with ``workers`` processes).
+    """
+    described = describe_items(items, encoder, ids=ids, coords=coords, normalisation=normalisation,
+                               selection=selection, cutout_options=cutout_options, workers=workers, progress=False)
+    return partition_result(described.report, described.vectors, described.coords)

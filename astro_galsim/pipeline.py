@@ -4,6 +4,7 @@ Everything here is a pure function of its inputs (the sky draw used to fill mask
 neighbours is seeded), so the same path can be mapped over a catalogue by any
 parallel engine and give the same result.
 """
+import functools
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -16,6 +17,8 @@ from .config import conf
 from .preprocessing import SDSS_BAND_WEIGHTS, shown_bands, to_colour
 from .segmentation import measure_galaxy, measurements_table, normalise_galaxy, select_galaxy
 from .surveys import resolution_of, survey_of
+from .utils._checks import image_content_problem, image_input_problem
+from .utils._encoders import cached_encoder, encoder_key, keep_encoder
 from .utils._images import as_image as _as_image, pixel_position as _pixel_position
 
 __all__ = ['prepare', 'prepare_one', 'describe', 'DEFAULT_NORMALISATION']
@@ -34,6 +37,9 @@ _MIN_SIDE = 16
 def _check_pixels(image):
     """Refuse, saying why, an image whose mask does not fit it or whose pixels are unusable."""
     data = np.asarray(image.data)
+    problem = image_input_problem(image, int(conf.max_image_pixels))   # before any pass over the pixels
+    if problem:
+        raise ValueError(problem)
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f'image data of type {data.dtype} are not numbers')
     if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
@@ -59,6 +65,9 @@ def _check_pixels(image):
     if min(data.shape[-2:]) < _MIN_SIDE:
         raise ValueError(f'the image is only {data.shape[-1]} x {data.shape[-2]} pixels: too small to find and '
                          f'measure a galaxy in; give a cutout of at least {_MIN_SIDE} pixels a side')
+    problem = image_content_problem(data, mask)   # the one test of "is this a galaxy image at all"
+    if problem:
+        raise ValueError(problem)
 
 
 def _sdss_stretch(image):
@@ -98,7 +107,7 @@ def prepare_one(image, target=None, *, normalisation=DEFAULT_NORMALISATION, sele
         `~astro_galsim.preprocessing.shown_bands`) and ``survey`` (whose resolution and colour
         rendering were assumed, `~astro_galsim.surveys.SURVEYS`).
     """
-    image = _as_image(image)
+    image = _as_image(image, target)   # a huge FITS file with a known position: a section around it
     _check_pixels(image)
     rgb = to_colour(image)
     measurement = measure_galaxy(rgb, _pixel_position(image, target))
@@ -145,15 +154,6 @@ def _jobs(images, targets, normalisation, selection):
             for i, img in enumerate(images)]
 
 
-# the encoder of a worker process, set once when the process starts (see _map_chunks)
-_WORKER = {'encoder': None}
-
-
-def _start_worker(encoder):
-    _WORKER['encoder'] = encoder
-    conf.num_threads = 1   # one process per core: torch must not start a thread per core in each
-
-
 def _run_chunk(jobs, encoder=None):
     """Prepare a chunk of images and, given an encoder, encode them at once.
 
@@ -171,14 +171,27 @@ def _run_chunk(jobs, encoder=None):
     return vectors, records
 
 
-def _run_worker_chunk(jobs):
-    return _run_chunk(jobs, _WORKER['encoder'])
+def _start_worker(encoder):
+    """Start a worker process: keep its encoder in the per-process cache, and run torch on one thread.
+
+    One process per core: torch must not start a thread per core in each (``conf.num_threads``,
+    when set, still wins, as in any process). No configuration is written.
+    """
+    keep_encoder(encoder)
+    import torch
+    torch.set_num_threads(1)
+
+
+def _run_worker_chunk(jobs, key=None):
+    """`_run_chunk` in a worker process, with the encoder it keeps in the per-process cache."""
+    return _run_chunk(jobs, None if key is None else cached_encoder(None, key))
 
 
 def _map_chunks(jobs, workers, progress, encoder=None):
     """`_run_chunk` over chunks of the jobs, in ``workers`` processes, results in input order.
 
-    Each process holds its own encoder (a copy made once when it starts), so encoding runs
+    Each process holds its own encoder (a copy kept once when it starts, in the per-process
+    cache of ``utils/_encoders.py``), so encoding runs
     beside preparation in every process instead of after it in this one.
     """
     if progress is None:
@@ -190,8 +203,10 @@ def _map_chunks(jobs, workers, progress, encoder=None):
             # chunks small enough that no process waits idle at the end
             size = max(1, min(batch if encoder is not None else 16, len(jobs) // (8 * workers)))
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,)) as pool:
-                for part in pool.map(_run_worker_chunk, chunks):
+            key = None if encoder is None else encoder_key(encoder)
+            with ProcessPoolExecutor(workers, initializer=None if encoder is None else _start_worker,
+                                     initargs=() if encoder is None else (encoder,)) as pool:
+                for part in pool.map(functools.partial(_run_worker_chunk, key=key), chunks):
                     parts.append(part)
                     bar.update(len(part[1]))
         else:
@@ -300,8 +315,8 @@ def describe(images, encoder, targets=None, *, normalisation=None, selection=Non
     >>> y, x = np.mgrid[:81, :81]
     >>> disc = np.exp(-np.hypot((x - 40) / 10, (y - 40) / 5))[None].repeat(3, 0)
     >>> vectors, table = describe([disc, np.zeros((81, 81))], load_pretrained())
-    >>> vectors.shape, np.isfinite(vectors).all(axis=1).tolist(), str(table['reason'][1])
-    ((2, 64), [True, False], 'no galaxy found near the target position')
+    >>> vectors.shape, np.isfinite(vectors).all(axis=1).tolist(), str(table['reason'][1]).split(' (')[0]
+    ((2, 64), [True, False], 'ValueError: not a galaxy image: every pixel holds 0')
     """
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     jobs = _jobs(images, targets, normalisation, selection)

@@ -9,8 +9,8 @@ cluster, a failing partition) is resumed by running it again: finished partition
 computed again. The shards are then merged into the usual
 `~astro_galsim.database.GalaxyDatabase` FITS file.
 
-`query_sharded` (from `~astro_galsim.sharded_search`, importable here) searches databases
-kept as several shards in parallel.
+`~astro_galsim.sharded_search.query_sharded` searches databases kept as several shards in
+parallel.
 
 Both need the optional dependencies ``dask[distributed]`` and ``pyarrow``
 (``pip install astro_galsim[dask]``). See ``docs/scaleout.rst``.
@@ -25,17 +25,30 @@ from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from tqdm.auto import tqdm
 
+from . import partitions
 from .config import conf
-from .partitions import (compute_partition, encoder_factory, partition_size_for, plan_partitions,  # noqa: F401
-                         read_partitions, save_partition)
-from .sharded_search import query_sharded
-from .shards import SHARD_FORMAT, read_shard
+from .ingest import interpret_items
+from .partitions import compute_partition, plan_partitions, read_partitions, save_partition
+from .utils._checks import positive_integer
 from .utils._coords import coord_id
-from .utils._ids import id_problem
-from .utils._images import image_id, image_positions
 
-__all__ = ['build_distributed', 'query_sharded', 'local_cluster', 'BuildIncomplete', 'read_shard', 'SHARD_FORMAT',
-           'WORKER_ENVIRON', 'encoder_factory', 'partition_size_for']
+__all__ = ['build_distributed', 'local_cluster', 'BuildIncomplete', 'WORKER_ENVIRON']
+
+# names this module used to give beside its own: where they live
+_MOVED = {'query_sharded': 'sharded_search', 'read_shard': 'shards', 'SHARD_FORMAT': 'shards',
+          'encoder_factory': 'partitions', 'partition_size_for': 'partitions'}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+        from astropy.utils.exceptions import AstropyDeprecationWarning
+        home = _MOVED[name]
+        warnings.warn(f'astro_galsim.scaleout.{name} is deprecated: import it from astro_galsim.{home}',
+                      AstropyDeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f'astro_galsim.{home}'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class BuildIncomplete(RuntimeError):
@@ -107,26 +120,14 @@ def _require():
 
 
 # ---------------------------------------------------------------------------- build
-def _default_ids_coords(items, ids, coords):
+def _catalogue(items, ids, coords):
+    """The galaxies of a build as the describe stage reads them, with the ids and positions of its plan."""
+    items, ids, coords, _ = interpret_items(items, ids, coords)
     if isinstance(items, SkyCoord):
-        items = items.reshape((1,)) if items.isscalar else items
-        coords = items if coords is None else coords
-        if ids is None:
-            ids = [coord_id(c) for c in items]
-        return items, [str(i) for i in ids], coords.icrs
-    if isinstance(items, (NDData, str, Path)):
-        items = [items]
-    items = list(items)
-    for item in items:
-        if not isinstance(item, (NDData, str, Path)):
-            raise TypeError(f'cannot build from {type(item).__name__}: give image file paths, NDData '
-                            'or an array SkyCoord of positions')
-    if ids is None:
-        ids = [image_id(item, i) for i, item in enumerate(items)]
-    coords = image_positions(items, coords)   # unknown positions from the images' WCS
+        # the plan names partitions by their ids before anything is fetched: positions name themselves
+        return items, ids if ids is not None else [coord_id(c) for c in items], coords
     # absolute paths: a worker may run in another directory
-    items = [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items]
-    return items, [str(i) for i in ids], coords.icrs
+    return [os.path.abspath(i) if isinstance(i, (str, Path)) else i for i in items], ids, coords
 
 
 def build_distributed(items, ids=None, coords=None, output=None, *, client=None, partition_size=None,
@@ -163,7 +164,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         core of this machine), closed at the end.
     partition_size : int, optional
         Galaxies per task and per shard: the unit of work redone after an interruption.
-        Default: sized to the cluster (`partition_size_for`: at least two even partitions
+        Default: sized to the cluster (`~astro_galsim.partitions.partition_size_for`: at least two even partitions
         per worker, at most 256 galaxies each). Give it to resume a build on a cluster of
         another size, since the shards are named by their galaxies.
     encoder_path : str or `~pathlib.Path`, optional
@@ -171,7 +172,7 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
         pretrained encoder of the package. Every worker must see the same file.
     encoder : `~astro_galsim.model.GalaxyEncoder` or callable, optional
         Any encoder instead (or a picklable callable that returns one): see
-        `encoder_factory`. Each worker makes it once.
+        `~astro_galsim.partitions.encoder_factory`. Each worker makes it once.
     existing_ids : sequence of str, optional
         Ids of the database these galaxies will join: they are refused (``'id already in
         the database'``), as `~astro_galsim.SimilaritySearch.add` refuses them.
@@ -226,26 +227,19 @@ def build_distributed(items, ids=None, coords=None, output=None, *, client=None,
     import distributed
     from .database import GalaxyDatabase
 
-    items, ids, coords = _default_ids_coords(items, ids, coords)
+    items, ids, coords = _catalogue(items, ids, coords)
     n = len(ids)
-    if len(items) != n or len(coords) != n:
-        raise ValueError(f'items ({len(items)}), ids ({n}) and coords ({len(coords)}) must have '
-                         'one entry per galaxy')
     if n == 0:
         raise ValueError('nothing to build: items is empty')
-    if partition_size is not None and int(partition_size) < 1:
-        raise ValueError(f'partition_size must be a positive integer; got {partition_size}')
-    bad = [i for i in ids if id_problem(i)]
-    if bad:
-        raise ValueError(f'ids must be non-empty ASCII text without surrounding white space (FITS stores '
-                         f'them); bad ids: {bad[:5]}')
+    if partition_size is not None:
+        partition_size = positive_integer(partition_size, 'partition_size')
     if partition_size is None:
         workers = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
-        partition_size = partition_size_for(n, workers)
+        partition_size = partitions.partition_size_for(n, workers)
     partition_size = int(partition_size)
     if encoder is not None and encoder_path is not None:
         raise ValueError('give encoder or encoder_path, not both')
-    factory, encoder_key, encoder = encoder_factory(encoder if encoder is not None else encoder_path)
+    factory, encoder_key, encoder = partitions.encoder_factory(encoder if encoder is not None else encoder_path)
     normalisation = dict(encoder.normalisation if normalisation is None else normalisation)
     selection = dict(selection or {})
     cutout_options = dict(cutout_options or {})

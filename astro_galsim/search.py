@@ -5,25 +5,23 @@ It ties the stages together: images (or sky positions, through
 encoder (`~astro_galsim.model`), and stored in and searched through a
 `~astro_galsim.database.GalaxyDatabase`.
 """
-from pathlib import Path
+import warnings
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.nddata import NDData
-from astropy.table import QTable, Table
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyDeprecationWarning
 
 from .clustering import group_galaxies
-from .config import conf
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
-from ._targets import (check_target_pixels, is_source_catalog, raise_for_missing_ids, source_cutouts,
-                       stored_selves, table_positions, target_vectors, warn_if_k_too_large)
+from .ingest import describe_items
+from ._targets import raise_for_missing_ids, stored_selves, target_vectors, warn_if_k_too_large
 from .results import explanation_table, neighbour_distances, query_bands, query_numbers, query_result
-from .utils._coords import coord_id, nan_coords
+from .utils._coords import nan_coords
 from .utils._data import package_data
-from .utils._ids import id_problem, refuse_duplicate_ids
-from .utils._images import image_id, image_items, image_positions, wcs_and_shape
+from .utils._ids import refuse_duplicate_ids
 
 __all__ = ['SimilaritySearch', 'DEMO_PIXEL_SCALE']
 
@@ -176,59 +174,10 @@ class SimilaritySearch:
         return html_summary('SimilaritySearch', rows)
 
     # ------------------------------------------------------------------ inputs
-    def _images_of(self, inputs, coords=None):
-        """Turn user inputs into images (or errors), targets, ids, coordinates and (WCS, shape)s."""
-        if isinstance(inputs, Table):
-            coords = table_positions(inputs)
-            inputs = coords
-        if isinstance(inputs, SkyCoord):
-            return self._retrieve(inputs.reshape((1,)) if inputs.isscalar else inputs)
-        single = image_items(inputs, name='images')   # Cutout2D, FITS HDU or HDUList as NDData
-        if isinstance(single, (NDData, str, Path, np.ndarray)) and not (
-                isinstance(single, np.ndarray) and single.dtype == object):
-            inputs = [single] if not (isinstance(single, np.ndarray) and single.ndim == 4) else list(single)
-        images = [image_items(item, name=f'image {i}') for i, item in enumerate(inputs)]
-        for item in images:
-            if not isinstance(item, (NDData, str, Path, np.ndarray)):
-                raise TypeError(f'cannot use {type(item).__name__} as a galaxy image: give NDData, a file '
-                                'path (FITS, JPEG, PNG), a (3, ny, nx) or (ny, nx) array, or SkyCoord positions')
-        geometry = [wcs_and_shape(item) for item in images]
-        coords = image_positions(images, coords, geometry)
-        ids = [image_id(item, i) for i, item in enumerate(images)]
-        targets = coords if any(wcs is not None for wcs, _ in geometry) else None
-        return images, targets, ids, coords, geometry
-
     def _described_inputs(self, inputs, coords=None):
-        """Images or positions described: vectors, measurements, default ids and positions.
-
-        ``coords`` place the galaxies in their images: they are the targets, WCS or not.
-        """
-        images, targets, ids, image_coords, geometry = self._images_of(inputs, coords)
-        if coords is not None:
-            targets = image_coords
-        vectors, table = self._describe(images, targets, geometry)
-        return vectors, table, ids, image_coords
-
-    def _retrieve(self, coords):
-        from .retrieval import get_cutouts
-        cutouts = get_cutouts(coords, **self.cutout_options)   # failed downloads stay as errors
-        ids = [str(getattr(c, 'meta', {}).get('objid', coord_id(p)))
-               for c, p in zip(cutouts, coords)]
-        return cutouts, coords, ids, coords, None
-
-    def _describe(self, images, targets, geometry=None):
-        """Prepare and encode images; failed downloads become rejected rows with NaN vectors."""
-        from .pipeline import describe  # photutils is imported only when images are prepared
-        if len(images) == 0:
-            return (np.zeros((0, self.encoder.latent_dim), np.float32),
-                    QTable({'found': np.zeros(0, bool), 'accepted': np.zeros(0, bool),
-                            'reason': np.zeros(0, str)}))
-        workers = conf.workers if len(images) >= 100 else 1
-        vectors, table = describe(images, self.encoder, targets, selection=self.selection, workers=workers)
-        if targets is not None:
-            check_target_pixels(images, targets, vectors, table, geometry, selection=self.selection,
-                                normalisation=self.encoder.normalisation)
-        return vectors, table
+        """Images or positions described (`~astro_galsim.ingest.describe_items`): vectors, report, ids, positions."""
+        return describe_items(inputs, self.encoder, coords=coords, selection=self.selection,
+                              cutout_options=self.cutout_options, storable_ids=False)
 
     # ------------------------------------------------------------------ main API
     def embed(self, images):
@@ -252,10 +201,11 @@ class SimilaritySearch:
 
         Parameters
         ----------
-        images : as for `embed`, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
+        images : as for `embed`, a folder, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
             column or ``ra``/``dec`` columns in degrees, or a photutils ``SourceCatalog`` (one
             cutout per source, ids ``source<label>``)
-            Galaxies to add.
+            Galaxies to add. A folder means its images, named and placed by its ``index.csv``
+            where it has one, as ``build`` reads it (`~astro_galsim.ingest.folder_images`).
         ids : sequence of str, optional
             Their ids (default: the SDSS objid or file name, else ``'img<n>'``).
         coords : `~astropy.coordinates.SkyCoord`, optional
@@ -263,9 +213,8 @@ class SimilaritySearch:
         columns : dict of array-like, optional
             Extra catalogue columns to store (one value per input).
         client : ``distributed.Client``, optional
-            Prepare and embed on this Dask cluster (`~astro_galsim.scaleout.build_distributed`,
-            in partitions sized to the cluster); each worker makes the encoder once, whatever
-            the encoder. Images must be files or positions every worker can reach, or NDData.
+            Deprecated: use ``build_database(source, output, search=search, executor=client)``
+            (`~astro_galsim.build.build_database`), which this calls.
 
         Returns
         -------
@@ -273,50 +222,34 @@ class SimilaritySearch:
             One row per input: ``id``, ``accepted``, ``reason``, then the measurements.
         """
         if client is not None:
-            return self._add_on_dask(images, ids, coords, columns, client)
+            warnings.warn('SimilaritySearch.add(client=...) is deprecated: build on a Dask cluster with '
+                          'build_database(source, output, search=search, executor=client)',
+                          AstropyDeprecationWarning, stacklevel=2)
+            if columns or isinstance(images, Table):
+                raise ValueError('add(client=...) takes images or SkyCoord positions, without extra columns')
+            from .build import add_on_cluster
+            return add_on_cluster(self, images, ids, coords, client=client)
         user_columns = dict(columns or {})
         if isinstance(images, Table):
             user_columns = {name: images[name] for name in images.colnames
                             if name not in ('ra', 'dec') and not isinstance(images[name], SkyCoord)}
-        elif is_source_catalog(images):
-            images, coords = source_cutouts(images)
-        images, targets, default_ids, coords, geometry = self._images_of(images, coords)
-        ids = default_ids if ids is None else [str(i) for i in ids]
-        if len(ids) != len(images):
-            raise ValueError(f'ids has {len(ids)} entries for {len(images)} images')
-        user_columns = _checked_columns(user_columns, len(images))  # before the costly work
-        vectors, measured = self._describe(images, targets, geometry)
-        report = QTable({'id': np.array(ids, dtype=str)})
-        accepted = np.array(measured['accepted'], dtype=bool)
-        reasons = np.array(measured['reason'], dtype=object)
-        for i, galaxy_id in enumerate(ids):
-            problem = id_problem(galaxy_id)
-            if problem and accepted[i]:
-                reasons[i], accepted[i] = problem, False
-        # the one rule of every build: an id already stored is refused, a repeated one kept at its first
-        report['accepted'], report['reason'] = refuse_duplicate_ids(ids, accepted, reasons, stored=self.ids)
-        for name in measured.colnames:
-            if name not in report.colnames:
-                report[name] = measured[name]
-        report.meta['normalisation'] = dict(self.encoder.normalisation)
-        keep = np.asarray(report['accepted'], dtype=bool)
-        if keep.any():
-            rows = report[keep]
-            rows['coord'] = coords[keep]
-            for name, values in user_columns.items():
-                rows[name] = values[keep]
-            self.database.add(vectors[keep], rows)
-        return report
-
-    def _add_on_dask(self, images, ids, coords, columns, client):
-        if columns or isinstance(images, Table):
-            raise ValueError('add(client=...) takes images or SkyCoord positions, without extra columns')
-        from .scaleout import build_distributed
-        built, report = build_distributed(images, ids, coords, client=client, encoder=self.encoder,
-                                          normalisation=self.encoder.normalisation, selection=self.selection,
-                                          cutout_options=self.cutout_options, existing_ids=self.ids)
-        if len(built):
-            self.database.add(built.vectors, built.table)
+        n = len(images) if isinstance(images, (list, tuple, Table)) else None
+        if n is not None:   # checked before the costly work
+            _checked_columns(user_columns, n)
+        vectors, report, ids, coords = describe_items(images, self.encoder, ids=ids, coords=coords,
+                                                      selection=self.selection, cutout_options=self.cutout_options)
+        user_columns = _checked_columns(user_columns, len(report))
+        with self.database.lock:   # the stored ids checked and the rows added at once, whatever other threads do
+            # the one rule of every build: an id already stored is refused, a repeated one kept at its first
+            report['accepted'], report['reason'] = refuse_duplicate_ids(ids, report['accepted'], report['reason'],
+                                                                        stored=self.ids)
+            keep = np.asarray(report['accepted'], dtype=bool)
+            if keep.any():
+                rows = report[keep]
+                rows['coord'] = coords[keep]
+                for name, values in user_columns.items():
+                    rows[name] = values[keep]
+                self.database.add(vectors[keep], rows)
         return report
 
     def query(self, target, k=10, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS,

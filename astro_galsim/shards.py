@@ -11,7 +11,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
-from .io import atomic_output
+from .utils._files import atomic_output
 from .utils._coords import sky_coords
 
 __all__ = ['read_shard', 'SHARD_FORMAT']
@@ -43,7 +43,8 @@ def shard_table(result, meta):
     meta = dict(meta, format=SHARD_FORMAT, units={f.name: f.metadata[b'unit'].decode()
                                                   for f in fields if f.metadata},
                 columns=names, dim=dim, n_rows=len(result['id']))
-    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
+    # a Quantity in the selection (min_r50=10 * u.pix) is written as its text, as in the partition key
+    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta, default=str).encode()})
     return pa.Table.from_arrays(columns, schema=schema)
 
 

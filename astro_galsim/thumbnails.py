@@ -1,21 +1,18 @@
 """SDSS colour thumbnails of result galaxies, fetched once and cached, for looking at results.
 
 The demo database holds no images; these thumbnails (SkyServer ``ImgCutout`` JPEGs at the
-stored positions) let a result be looked at without local images. They are for the eye
+stored positions, fetched by `~astro_galsim.retrieval` with ``source='skyserver'``, so with its
+timeouts, retries and cache) let a result be looked at without local images. They are for the eye
 only: the pipeline describes galaxies from calibrated cutouts (`~astro_galsim.retrieval`).
 """
 import numpy as np
 from astropy import units as u
 from astropy.nddata import NDData
 
-from .config import conf
-from .io import atomic_output
 from .retrieval import RetrievalError, cache_directory
+from .utils._coords import known_positions
 
 __all__ = ['get_thumbnail', 'result_thumbnails', 'thumbnail_gallery']
-
-#: SkyServer image cutout service, under ``astroquery.sdss.conf.skyserver_baseurl``.
-_SERVICE = '/dr{dr}/SkyServerWS/ImgCutout/getjpeg'
 
 
 def get_thumbnail(coord, *, size=96, scale=0.4 * u.arcsec, data_release=None):
@@ -30,7 +27,7 @@ def get_thumbnail(coord, *, size=96, scale=0.4 * u.arcsec, data_release=None):
     scale : `~astropy.units.Quantity`, optional
         Pixel scale.
     data_release : int, optional
-        SDSS data release (default ``astro_galsim.conf.data_release``).
+        SDSS data release (default ``astro_galsim.retrieval.sdss.conf.data_release``).
 
     Returns
     -------
@@ -52,38 +49,21 @@ def get_thumbnail(coord, *, size=96, scale=0.4 * u.arcsec, data_release=None):
     >>> image.data.shape  # doctest: +REMOTE_DATA
     (3, 96, 96)
     """
-    import requests
-    from astroquery.sdss import conf as sdss_conf
+    from .retrieval import get_cutout
     coord = coord.icrs
-    if not (np.isfinite(coord.ra.deg) and np.isfinite(coord.dec.deg)):
+    if not known_positions(coord):
         raise RetrievalError('no position is stored for this galaxy, so there is no thumbnail to fetch')
-    dr = int(data_release or conf.data_release)
-    arcsec = float(u.Quantity(scale, u.arcsec).value)
-    path = cache_directory() / 'thumbnails' / f'dr{dr}_{coord.ra.deg:.5f}{coord.dec.deg:+.5f}_{size}_{arcsec:g}.jpg'
-    if not path.is_file():
-        url = sdss_conf.skyserver_baseurl.rstrip('/') + _SERVICE.format(dr=dr)
-        params = {'ra': f'{coord.ra.deg:.6f}', 'dec': f'{coord.dec.deg:.6f}', 'scale': arcsec,
-                  'width': size, 'height': size}
-        try:
-            response = requests.get(url, params=params, timeout=conf.timeout)
-        except requests.exceptions.RequestException as exc:
-            raise RetrievalError(f'cannot reach SkyServer for a thumbnail at {coord.to_string("decimal")} '
-                                 f'({type(exc).__name__}): thumbnails need the network the first time; '
-                                 f'cached ones (in {path.parent}) are used offline') from None
-        if response.status_code != 200 or not response.content.startswith(b'\xff\xd8'):
-            raise RetrievalError(f'SkyServer answered HTTP {response.status_code} with '
-                                 f'{response.headers.get("Content-Type", "no content type")} for a '
-                                 f'thumbnail at {coord.to_string("decimal")}, not a JPEG: it begins '
-                                 f'{response.content[:60]!r}')
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as handle:
-            handle.write(response.content)
-    from PIL import Image
-    with Image.open(path) as image:
-        rgb = np.asarray(image.convert('RGB'))
-    return NDData(np.ascontiguousarray(np.moveaxis(rgb, -1, 0)),
-                  meta={'ra': coord.ra.deg, 'dec': coord.dec.deg, 'kind': 'colour', 'path': str(path),
-                        'bands': ('i', 'r', 'g')})
+    try:
+        cutout = get_cutout(coord, size=int(size), pixel_scale=u.Quantity(scale, u.arcsec), source='skyserver',
+                            data_release=data_release)
+    except RetrievalError as exc:
+        raise RetrievalError(f'no SkyServer thumbnail at {coord.to_string("decimal")}: {exc} Thumbnails need '
+                             f'the network the first time; cached ones (in {cache_directory()}) are used '
+                             'offline') from exc
+    # the cutout runs from the southern row up (FITS order); a thumbnail is shown as a JPEG is read
+    return NDData(np.ascontiguousarray(cutout.data[:, ::-1]),
+                  meta={'ra': coord.ra.deg, 'dec': coord.dec.deg, 'kind': 'colour',
+                        'bands': tuple(cutout.meta['bands'])})
 
 
 def result_thumbnails(result, **kwargs):
@@ -120,7 +100,7 @@ def result_thumbnails(result, **kwargs):
     for ids, coords in pairs:
         for galaxy_id, coord in zip(ids, coords):
             key = str(galaxy_id)
-            if key not in thumbnails and np.isfinite(coord.ra.deg):
+            if key not in thumbnails and known_positions(coord):
                 thumbnails[key] = get_thumbnail(coord, **kwargs)
     return thumbnails
 

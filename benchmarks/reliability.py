@@ -9,20 +9,29 @@ prints what happened, as counts and times.
 * kills during saves: ``kill -9`` of a process saving a large database over an existing one,
   at random moments; whether the file still loads (FITS checksums verified) and whether the
   temporary file is gone after the next save;
-* kills during builds: ``kill -9`` of ``astro-galsim build`` after its first saved chunk, then
+* kills during builds: ``kill -9`` of ``astro-galsim build`` after its first saved partition, then
   the same command again, against an uninterrupted build;
 * concurrency: threads querying and embedding one `SimilaritySearch` at once, against the
   same calls made one after another; two processes saving the same file at once;
 * network: a position query against a port on 127.0.0.1 that refuses connections and one that
-  never answers, with the default timeouts.
+  never answers, with the default timeouts;
+* adding: threads adding galaxies to one `SimilaritySearch` at once, against the same adds made
+  one after another (rows, vectors, ids), with the time and peak memory of each;
+* slow server: a server on 127.0.0.1 that sends its headers, then one byte every 2 s, asked for a
+  frame and for the SDSS cross-match with ``conf.total_timeout = 30``;
+* huge image: a 10000 x 10000 int16 FITS frame (200 MB) with a WCS, read without a position
+  (refused before its pixels are read) and described at a position (from a section), each in a
+  fresh process whose peak memory is reported.
 
 Usage::
 
     python benchmarks/reliability.py                 # all sections (about 5 minutes)
     python benchmarks/reliability.py --only network
+    python benchmarks/reliability.py --only adding slow_server huge_image
 """
 import argparse
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -42,6 +51,7 @@ from astropy.table import QTable, Table  # noqa: E402
 
 from astro_galsim import SimilaritySearch, conf, read_image  # noqa: E402
 from astro_galsim.database import GalaxyDatabase  # noqa: E402
+from astro_galsim.ingest import interpret_items  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 ENCODER = {'name': 'benchmark', 'sha256': '3f' * 32}
@@ -52,7 +62,7 @@ def positions():
     index = Table.read(folder / 'index.csv', format='ascii.csv')
     good = index[index['wcs_consistent_with_name'] == 'True']
     search = SimilaritySearch()
-    coords = search._images_of([folder / p for p in good['path']])[3]
+    coords = interpret_items([folder / p for p in good['path']])[2]
     sep = coords.separation(SkyCoord(good['center_ra'], good['center_dec'], unit='deg')).to(u.arcsec)
     print(f'FITS paths with a WCS: {int(np.isfinite(sep).sum())} of {len(good)} positions stored; '
           f'largest offset from the WCS centre {np.nanmax(sep):.3f}')
@@ -107,28 +117,33 @@ def kills_during_saves(trials=10, n=230_000):
 
 
 def kills_during_builds(n=30, chunk=10):
+    from astro_galsim.shards import read_shard
     labels = Table.read(DATA / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / 'images'
         source.mkdir()
         for p in labels['path'][:n]:
             (source / Path(p).name).symlink_to(DATA / 'sdss_gz1_eggochi' / p)
-        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--chunk-size', str(chunk),
+        command = [sys.executable, '-m', 'astro_galsim.cli', 'build', str(source), '--partition-size', str(chunk),
                    '--output']
         killed = Path(tmp) / 'killed.fits'
+        shards = Path(f'{killed}.shards')
         with subprocess.Popen(command + [str(killed)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) as build:
-            while not killed.exists():
+            while not list(shards.glob('part-*.parquet')):
                 time.sleep(0.05)
             os.kill(build.pid, signal.SIGKILL)
             build.wait()
-        saved = len(GalaxyDatabase.load(killed))
+        # the build's record is its shards: the database file is written when the build ends or stops
+        saved = sum(len(read_shard(path)[0]) for path in shards.glob('part-*.parquet'))
+        database_left = killed.exists()
         subprocess.run(command + [str(killed)], check=True, capture_output=True)
         fresh = Path(tmp) / 'fresh.fits'
         subprocess.run(command + [str(fresh)], check=True, capture_output=True)
         a, b = GalaxyDatabase.load(killed), GalaxyDatabase.load(fresh)
         rows = b.lookup_ids(a.ids)
-        print(f'kill -9 of a build of {n} images after its first chunk: {saved} galaxies kept; the rerun '
+        print(f'kill -9 of a build of {n} images after its first saved partition: {saved} galaxies kept in '
+              f'its shards (a database file left: {database_left}); the rerun '
               f'ended with {len(a)} galaxies against {len(b)} for an uninterrupted build, same ids: '
               f'{sorted(a.ids) == sorted(b.ids)}, largest vector difference '
               f'{np.abs(a.vectors - b.vectors[rows]).max():.1e}')
@@ -188,13 +203,156 @@ def network():
               f'{conf.total_timeout} s): {message.split(": ", 3)[-1][:160]}...')
 
 
+def adding(threads=8, per_thread=2, rounds=3):
+    labels = Table.read(DATA / 'sdss_gz1_eggochi' / 'labels.csv', format='ascii.csv')
+    paths = [DATA / 'sdss_gz1_eggochi' / p for p in labels['path'][:threads * per_thread]]
+    images = [read_image(p) for p in paths]
+    ids = [p.stem for p in paths]
+    SimilaritySearch().embed(images[:1])   # the encoder's weights loaded once, outside the timings
+    started = time.perf_counter()
+    serial = SimilaritySearch()
+    for t in range(threads):   # the same calls, one after another
+        serial.add(images[t * per_thread:(t + 1) * per_thread], ids=ids[t * per_thread:(t + 1) * per_thread])
+    serial_time = time.perf_counter() - started
+    aligned, times, largest = 0, [], 0.0
+    for _ in range(rounds):
+        search = SimilaritySearch()
+
+        def work(t):
+            part = slice(t * per_thread, (t + 1) * per_thread)
+            search.add(images[part], ids=ids[part])
+        pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        started = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        times.append(time.perf_counter() - started)
+        rows = search.database.lookup_ids(serial.ids)
+        same = len(search.table) == len(search.vectors) == len(serial) and (rows >= 0).all()
+        if same:
+            largest = max(largest, float(np.abs(search.vectors[rows] - serial.vectors).max()))
+        aligned += bool(same and np.array_equal(search.vectors[rows], serial.vectors))
+    print(f'{threads} threads each adding {per_thread} JPEGs to one search, {rounds} times: the rows, ids and '
+          f'vectors of the same adds made one after another in {aligned} of {rounds} (bit-identical; largest '
+          f'difference {largest:.1e}; {len(serial)} galaxies stored); {np.median(times):.1f} s per round against '
+          f'{serial_time:.1f} s one after another; peak memory of this process {_peak_mb():.0f} MB')
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _trickling_server(interval):
+    """A server on 127.0.0.1 that sends headers, then one byte every ``interval`` s; stops after 120 s."""
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(8)
+    server.settimeout(0.5)
+    stop = time.monotonic() + 120
+
+    def trickle(conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n')
+            while time.monotonic() < stop:
+                conn.sendall(b'x')
+                time.sleep(interval)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def serve():
+        while time.monotonic() < stop:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+        server.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return f'http://127.0.0.1:{server.getsockname()[1]}'
+
+
+def slow_server(interval=2.0, total=30.0):
+    from astroquery.sdss import conf as sdss_conf
+    from astro_galsim.retrieval import RetrievalError, query_sdss_objects
+    from astro_galsim.retrieval._http import get
+    url = _trickling_server(interval)
+    with tempfile.TemporaryDirectory() as tmp, conf.set_temp('cache_dir', tmp), \
+            conf.set_temp('total_timeout', total), sdss_conf.set_temp('skyserver_baseurl', url):
+        for what, call in (('a frame download', lambda: get(url + '/frame.fits.bz2', 'a frame download')),
+                           ('the SDSS cross-match', lambda: query_sdss_objects(SkyCoord(150.1, 2.2, unit='deg')))):
+            started = time.perf_counter()
+            try:
+                call()
+                outcome = 'answered (unexpected)'
+            except RetrievalError as exc:
+                outcome = str(exc).split(': ', 1)[-1][:90]
+            print(f'slow server (one byte every {interval:g} s), {what}, conf.total_timeout {total:g} s: '
+                  f'ended after {time.perf_counter() - started:.1f} s: {outcome}...')
+
+
+_HUGE_READ = '''
+import sys, time
+from astropy.coordinates import SkyCoord
+from astro_galsim import SimilaritySearch, read_image
+start = time.perf_counter()
+if sys.argv[2] == 'read':
+    try:
+        read_image(sys.argv[1])
+        outcome = 'read'
+    except ValueError as exc:
+        outcome = 'refused: ' + str(exc).split("' ", 1)[-1][:105]
+else:
+    search = SimilaritySearch()
+    report = search.add([sys.argv[1]], coords=SkyCoord(150.0, 2.0, unit='deg'), ids=['huge'])
+    outcome = 'described from a section, ' + ('accepted' if report['accepted'][0] else report['reason'][0][:60])
+# the high-water mark of this process (ru_maxrss would include the parent's, kept across exec)
+peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')) / 1024
+print(f'{time.perf_counter() - start:.1f} s, peak memory {peak:.0f} MB: ' + outcome)
+'''
+
+
+def huge_image(side=10_000):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [side / 2 + 0.5, side / 2 + 0.5]
+    wcs.wcs.cdelt = [-0.396 / 3600, 0.396 / 3600]
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[-200:201, -200:201]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / 'huge.fits'
+        data = rng.integers(990, 1011, (side, side), dtype=np.int16)   # sky noise, 200 MB in memory
+        data[side // 2 - 200:side // 2 + 201, side // 2 - 200:side // 2 + 201] += (
+            400 * np.exp(-np.hypot(x / 12, y / 7))).astype(np.int16)   # a galaxy at the centre
+        fits.PrimaryHDU(data, wcs.to_header()).writeto(path)
+        del data
+        size = path.stat().st_size / 1e6
+        baseline = subprocess.run([sys.executable, '-c', 'import astro_galsim; print(next(int(line.split()[1]) for line '
+                                   "in open('/proc/self/status') if line.startswith('VmHWM')) / 1024)"],
+                                  capture_output=True, text=True)
+        print(f'huge image: {side} x {side} int16 FITS, {size:.0f} MB on disk (conf.max_image_pixels '
+              f'{conf.max_image_pixels:,}); importing the package alone peaks at {float(baseline.stdout):.0f} MB')
+        for mode in ('read', 'describe'):
+            run = subprocess.run([sys.executable, '-c', _HUGE_READ, str(path), mode], capture_output=True, text=True,
+                                 env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+            print(f'  {mode}: {run.stdout.strip() or run.stderr.strip()[-300:]}')
+
+
 SECTIONS = {'positions': positions, 'saves': kills_during_saves, 'builds': kills_during_builds,
-            'concurrency': concurrency, 'network': network}
+            'concurrency': concurrency, 'network': network, 'adding': adding, 'slow_server': slow_server,
+            'huge_image': huge_image}
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--only', choices=sorted(SECTIONS), nargs='+', default=list(SECTIONS))
     args = parser.parse_args()
+    print(f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
     with conf.set_temp('show_progress', False):
         for name in args.only:
             SECTIONS[name]()

@@ -15,7 +15,7 @@ needs_demo = pytest.mark.skipif(not DEMO_DATABASE.is_file(),
 COMMANDS = {
     'demo': ['--output', '--k', '--n'],
     'query': ['target', '--database', '--k', '--exclude-radius', '--output'],
-    'build': ['source', '--output', '--chunk-size', '--restart'],
+    'build': ['source', '--output', '--partition-size', '--executor', '--restart'],
     'train': ['data', '--output', '--epochs', '--contrastive-weight', '--seed', '--workers'],
     'evaluate': ['data', '--label-column', '--k', '--encoder'],
     'info': ['database'],
@@ -168,6 +168,7 @@ def test_build_ctrl_c_says_where_it_stopped(shared_data, tmp_path, monkeypatch, 
     import shutil
     from astropy.table import Table
     from astro_galsim import SimilaritySearch
+    from astro_galsim import build as build_module
     src = shared_data / 'sdss_galaxies_mikeedi'
     index = Table.read(src / 'index.csv', format='ascii.csv')[:4]
     folder = tmp_path / 'images'
@@ -176,21 +177,40 @@ def test_build_ctrl_c_says_where_it_stopped(shared_data, tmp_path, monkeypatch, 
         shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
     index['path'] = [f'{objid}.jpg' for objid in index['objid']]
     index.write(folder / 'index.csv', format='ascii.csv')
-    original, calls = SimilaritySearch.add, []
+    original, calls = build_module.describe_partition, []
 
-    def interrupted(self, images, **kwargs):
+    def interrupted(*args, **kwargs):   # Ctrl-C while the second partition is described
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, images, **kwargs)
-    monkeypatch.setattr(SimilaritySearch, 'add', interrupted)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(build_module, 'describe_partition', interrupted)
     output = tmp_path / 'db.fits'
-    assert main(['build', str(folder), '--output', str(output), '--chunk-size', '2']) == 130
+    assert main(['build', str(folder), '--output', str(output), '--partition-size', '2']) == 130
     err = capsys.readouterr().err
     said = [line for line in err.replace('\r', '\n').splitlines() if line.strip() and not line.startswith('building')]
     assert 'Traceback' not in err and len(said) == 1 and said[0].startswith('astro-galsim build: interrupted')
     assert f'interrupted: 2 galaxies saved in {output}, 1 finished partition(s)' in err
-    assert f'astro-galsim build {folder} --output {output} --chunk-size 2' in err
-    monkeypatch.setattr(SimilaritySearch, 'add', original)
-    assert main(['build', str(folder), '--output', str(output), '--chunk-size', '2']) == 0
+    assert f'astro-galsim build {folder} --output {output} --partition-size 2' in err
+    monkeypatch.setattr(build_module, 'describe_partition', original)
+    assert main(['build', str(folder), '--output', str(output), '--partition-size', '2']) == 0
     assert len(SimilaritySearch.load(output)) == 4
+
+
+def test_build_executor_runs_local_processes_and_scheduler_is_a_deprecated_alias(shared_data, tmp_path, capsys):
+    from astro_galsim import SimilaritySearch
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for path in sorted((shared_data / 'sdss_galaxies_mikeedi' / 'images' / 'val').glob('*.jpg'))[:4]:
+        (folder / path.name).symlink_to(path)
+    assert main(['build', str(folder), '--output', str(tmp_path / 'a.fits'), '--executor', '2',
+                 '--partition-size', '2']) == 0
+    first = capsys.readouterr()
+    assert 'deprecated' not in first.err and len(list((tmp_path / 'a.fits.shards').glob('part-*'))) == 2
+    assert main(['build', str(folder), '--output', str(tmp_path / 'b.fits'), '--scheduler', '2',
+                 '--chunk-size', '2']) == 0
+    err = capsys.readouterr().err
+    assert '--scheduler is deprecated: use --executor' in err and '--chunk-size is deprecated' in err
+    a, b = SimilaritySearch.load(tmp_path / 'a.fits'), SimilaritySearch.load(tmp_path / 'b.fits')
+    assert len(a) >= 3 and list(a.ids) == list(b.ids)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)

@@ -98,3 +98,23 @@ def _prepare_tiny():
     arrays, table = prepare([np.ones((10, 10), np.float32)])
     return (None if not arrays[0].any() else arrays[0]), {'accepted': bool(table['accepted'][0]),
                                                           'reason': str(table['reason'][0])}
+
+
+def _worker_state():
+    from astro_galsim import conf
+    from astro_galsim.utils._encoders import encoder_loads
+    return conf.num_threads, encoder_loads()
+
+
+def test_pipeline_workers_keep_their_encoder_and_write_no_configuration():
+    # a worker of the pipeline's pool keeps its encoder in the one per-process cache and runs
+    # torch on one thread without writing the package configuration (it used to set conf.num_threads)
+    from concurrent.futures import ProcessPoolExecutor
+    from astro_galsim import conf, pipeline
+    from astro_galsim.model import load_pretrained
+    from astro_galsim.utils._encoders import encoder_key
+    encoder = load_pretrained()
+    with ProcessPoolExecutor(1, initializer=pipeline._start_worker, initargs=(encoder,)) as pool:
+        threads, loads = pool.submit(_worker_state).result()
+    assert threads == conf.num_threads == 0
+    assert encoder_key(encoder) in loads

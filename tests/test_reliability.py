@@ -71,7 +71,7 @@ def test_fits_paths_store_their_wcs_positions(frames, tmp_path):
     source.mkdir()
     for p in rows['path']:
         (source / p.split('/')[-1]).symlink_to(folder / p)
-    built, _ = build_database(source, tmp_path / 'db.fits', chunk_size=2)
+    built, _ = build_database(source, tmp_path / 'db.fits', partition_size=2)
     assert np.isfinite(built.database.coords.ra.deg).all()
 
 
@@ -134,11 +134,12 @@ def test_fits_cube_of_counts_is_not_a_display_image(frames, tmp_path):
 
 
 # ------------------------------------------------------------------ 4. query checks the galaxy
-def test_query_refuses_what_add_rejects(frames, search, shared_data):
+def test_query_refuses_what_add_rejects(frames, shared_data):
     folder, good, _ = frames
-    if len(search) == 0:
-        search.add(sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[:3])
-    small = folder / good['path'][0]     # r50 9.3 pix: below the selection's 10 pix
+    # a search that keeps only galaxies of 10 pixels or more (the default limit is the resolution)
+    search = SimilaritySearch(selection={'min_r50': 10 * u.pix})
+    search.add(sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[:3])
+    small = folder / good['path'][0]     # r50 9.3 pix: below that 10 pix
     assert not search.add([small])['accepted'][0]
     with pytest.raises(ValueError, match='half-light radius .* below the minimum'):
         search.query(small, k=2)
@@ -195,7 +196,8 @@ def test_build_refuses_a_chunk_size_below_one(shared_data, tmp_path, size, capsy
     output = tmp_path / 'db.fits'
     assert main(['build', str(shared_data / 'sdss_gz1_eggochi'), '--output', str(output),
                  '--chunk-size', size]) == 1
-    assert 'chunk_size must be a whole number' in capsys.readouterr().err
+    err = capsys.readouterr().err   # the deprecated name still works, and says what replaces it
+    assert 'partition_size must be a whole number' in err and '--chunk-size is deprecated' in err
     assert not output.exists()
 
 
@@ -269,10 +271,10 @@ def test_build_writes_the_reasons_for_rejections(frames, tmp_path, capsys):
     folder, good, _ = frames
     source = tmp_path / 'frames'
     source.mkdir()
-    for p in good['path'][:3]:          # the first is too small for the selection
+    for p in good['path'][:3]:          # the first is too small for a 10-pixel minimum
         (source / p.split('/')[-1]).symlink_to(folder / p)
     output = tmp_path / 'db.fits'
-    _, report = build_database(source, output)
+    _, report = build_database(source, output, search=SimilaritySearch(selection={'min_r50': 10 * u.pix}))
     out = capsys.readouterr().out
     assert '2 added now, 1 rejected' in out
     assert '1 rejected: half-light radius' in out

@@ -69,6 +69,39 @@ def test_built_jpegs_get_arcsec_from_the_recorded_scale(shared_data, tmp_path):
         SimilaritySearch(provenance={'pixel_scale': 'large'})
 
 
+def test_add_a_folder_means_its_images(shared_data, tmp_path):
+    """add('folder') reads the folder as a build does: its index.csv names and places the images, else the files."""
+    import shutil
+    from astro_galsim.build import read_source
+    src = shared_data / 'sdss_galaxies_mikeedi'
+    index = Table.read(src / 'index.csv', format='ascii.csv')[:3]
+    indexed, plain = tmp_path / 'indexed', tmp_path / 'plain'
+    indexed.mkdir()
+    plain.mkdir()
+    for row in index:
+        shutil.copy(src / row['path'], indexed / f'galaxy{row["objid"]}.jpg')
+        shutil.copy(src / row['path'], plain / f'{row["objid"]}.jpg')
+    index['path'] = [f'galaxy{objid}.jpg' for objid in index['objid']]
+    index.write(indexed / 'index.csv', format='ascii.csv')
+
+    search = SimilaritySearch()
+    report = search.add(str(indexed))
+    assert report['accepted'].all(), list(report['reason'])
+    _, ids, coords = read_source(indexed)
+    assert list(search.ids) == ids == [str(o) for o in index['objid']]
+    np.testing.assert_allclose(search.database.coords.ra.deg, coords.ra.deg)
+    by_files = SimilaritySearch()
+    by_files.add([indexed / p for p in index['path']], ids=ids, coords=coords)
+    np.testing.assert_allclose(search.vectors, by_files.vectors, atol=1e-6)
+
+    folder_only = SimilaritySearch()
+    report = folder_only.add(plain)   # no index: every image, named by its file
+    assert report['accepted'].all() and sorted(folder_only.ids) == sorted(str(o) for o in index['objid'])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no images'):
+        folder_only.add(tmp_path / 'empty')
+
+
 # ---------------------------------------------------------------- where filters
 def test_where_warns_on_hopeless_conditions(demo):
     table = QTable({'r50_arcsec': [np.nan, np.nan] * u.arcsec, 'g': [0.3, 0.5]})

@@ -19,7 +19,8 @@ from astropy.nddata import NDData
 from astropy.wcs import WCS
 
 from ..config import conf
-from ..io import atomic_output, nanomaggy
+from ..io import nanomaggy
+from ..utils._files import atomic_output
 
 __all__ = ['cache_directory']
 

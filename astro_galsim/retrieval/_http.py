@@ -5,6 +5,7 @@ Every request goes through astroquery's request layer (`astroquery.query.BaseQue
 astroquery's own service modules do, so proxies, the user agent and astroquery's test
 tooling apply unchanged.
 """
+import threading
 import time
 
 from astropy import log
@@ -16,8 +17,57 @@ from .core import RetrievalError
 __all__ = []
 
 
+# the end of the request `call_with_retries` runs in this thread (monotonic seconds), for bounded_reads
+_DEADLINE = threading.local()
+
+
+def bounded_reads(client):
+    """Make the answers an astroquery client receives respect the deadline of `call_with_retries`.
+
+    requests waits ``conf.timeout`` for each piece of an answer, not for the whole: a server
+    that sends a byte now and then holds a request for ever. The hook added here (before
+    astroquery's own, which reads the answer) reads the body piece by piece and abandons it,
+    as a read timeout, once ``conf.total_timeout`` has passed. Returns the client.
+    """
+    client._session.hooks['response'].insert(0, _read_within_deadline)
+    return client
+
+
+def _read_within_deadline(response, *args, **kwargs):
+    import requests
+    deadline = getattr(_DEADLINE, 'at', None)
+    if deadline is None or kwargs.get('stream'):
+        return response
+    chunks = []
+    try:
+        while True:
+            # read1: what has arrived (up to 1 MB), so that a trickle cannot hold one read for ever
+            chunk = response.raw.read1(1 << 20, decode_content=True)   # gzip undone, as requests does
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise requests.exceptions.ReadTimeout(
+                    f'Read timed out: the answer was still arriving after conf.total_timeout = '
+                    f'{conf.total_timeout} s ({sum(map(len, chunks))} bytes so far)', response=response)
+    except requests.exceptions.ReadTimeout:
+        response.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - as requests reports a failed read
+        response.close()
+        raise requests.exceptions.ConnectionError(exc, response=response) from exc
+    # requests keeps a read body here; its content property then returns it without reading again
+    response._content = b''.join(chunks)
+    response._content_consumed = True
+    return response
+
+
 class HTTPClient(BaseQuery):
     """A minimal astroquery service: GET a URL with the timeouts `call_with_retries` gives."""
+
+    def __init__(self):
+        super().__init__()
+        bounded_reads(self)
 
     def get(self, url, *, params=None, timeout):
         # astroquery (0.4.11) has no public call that GETs a service URL: BaseQuery._request is
@@ -59,7 +109,11 @@ def call_with_retries(func, what):
         remaining = max(deadline - time.monotonic(), 0.1)
         try:
             tried += 1
-            response = func((min(float(conf.connect_timeout), remaining), min(float(conf.timeout), remaining)))
+            _DEADLINE.at = deadline
+            try:
+                response = func((min(float(conf.connect_timeout), remaining), min(float(conf.timeout), remaining)))
+            finally:
+                _DEADLINE.at = None
             status = getattr(response, 'status_code', 200)
             if status == 429 or (status is not None and status >= 500):
                 raise _TransientStatus(status)

@@ -20,7 +20,7 @@ from astropy.wcs import WCS
 from ..config import conf
 from ._cache import cutout_path, load_cutout, save_cutout, write_cache
 __all__ = ['RetrievalError', 'RetrievalWarning', 'CutoutSource', 'register_source', 'get_source',
-           'get_cutouts', 'get_cutout']
+           'get_cutouts', 'get_cutout', 'is_temporary_failure', 'TRY_AGAIN']
 
 #: Largest cutout side, in pixels.
 MAX_PIXELS = 2048
@@ -31,6 +31,23 @@ class RetrievalError(Exception):
 
     The message names the input, what went wrong and what can be done.
     """
+
+
+#: The words of every retrieval error that may not recur (no network, a slow or failing service).
+TRY_AGAIN = 'try again later'
+
+
+def is_temporary_failure(reason):
+    """Whether a rejection reason is a retrieval that may succeed later (a build retries it on resume).
+
+    >>> from astro_galsim.retrieval.core import is_temporary_failure
+    >>> is_temporary_failure('retrieval failed: ... the service is down: check the connection and try again later')
+    True
+    >>> is_temporary_failure('retrieval failed: position outside the SDSS footprint')
+    False
+    """
+    reason = str(reason)
+    return reason.startswith('retrieval failed') and TRY_AGAIN in reason
 
 
 class RetrievalWarning(AstropyUserWarning):
@@ -348,7 +365,13 @@ def get_cutouts(coordinates, *, size=128, pixel_scale=None, source='sdss', **opt
     extra = src.cache_key(options)
     results = [None] * len(coords)
     misses, paths = [], {}
+    valid = np.isfinite(coords.ra.deg) & np.isfinite(coords.dec.deg)
     for i in range(len(coords)):
+        if not valid[i]:   # never sent: a NaN or masked position is the input's fault, not the network's
+            results[i] = RetrievalError(f'coordinate {i}: not a valid position (RA {coords[i].ra.deg}, Dec '
+                                        f'{coords[i].dec.deg}: NaN or masked); nothing was requested. Give '
+                                        'finite RA and Dec, or drop the row')
+            continue
         paths[i] = cutout_path(src.name, [
             round(float(coords[i].ra.deg), 7), round(float(coords[i].dec.deg), 7), shape[0], shape[1],
             round(float(scale.to_value(u.arcsec)), 6), extra])

@@ -6,7 +6,7 @@
 from astropy import config as _config
 import astropy.units as u
 
-from ._http import call_with_retries
+from ._http import bounded_reads, call_with_retries
 from .core import CutoutSource, RetrievalError, decode_jpeg, register_source, rgb_cutout, tan_wcs
 
 __all__ = ['Conf', 'conf', 'HiPSColour']
@@ -38,7 +38,7 @@ class HiPSColour(CutoutSource):
 
     def fetch_one(self, coord, shape, scale, options):
         from astroquery.hips2fits import hips2fitsClass
-        client = hips2fitsClass()
+        client = bounded_reads(hips2fitsClass())
         hips = self.conf.hips
         wcs = tan_wcs(coord, shape, scale)
         what = f'hips2fits {hips} at {coord.to_string("decimal")}'

@@ -20,7 +20,7 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 
 from ..config import conf as root_conf
 from ._cache import CACHE_VERSION, atomic_write_bytes, cache_directory, key, write_cache
-from ._http import call_with_retries, check_status
+from ._http import bounded_reads, call_with_retries, check_status
 from ._sdss_frames import BANDS, build_cutout, fetch_frames, neighbour_fields
 from .core import (CutoutSource, RetrievalError, RetrievalWarning, as_icrs, progress, register_source)
 
@@ -102,7 +102,7 @@ def _query_chunk(coords, radius, dr):
     what = f'SDSS DR{dr} catalogue cross-match of {len(coords)} position(s)'
 
     def request(timeout):
-        client = SDSSClass()
+        client = bounded_reads(SDSSClass())
         client.TIMEOUT = timeout  # astroquery's first look-up of the column names waits this long
         return client.query_region_async(coords, radius=radius, photoobj_fields=_PHOTO_FIELDS,
                                          data_release=dr, timeout=timeout, cache=False)

@@ -5,8 +5,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import Cutout2D, NDData
 
-from ..io import FITS_SUFFIXES, fits_geometry, fits_meta, image_from_hdu, image_stem, read_image
-from ._coords import sky_coords
+from ..io import FITS_SUFFIXES, fits_geometry, fits_meta, image_from_hdu, image_stem, read_fits_near
+from ._checks import wcs_problem
+from ._coords import known_positions, sky_coords
 
 __all__ = ['image_items', 'as_image', 'pixel_position', 'image_id', 'image_coords', 'image_positions', 'wcs_and_shape']
 
@@ -46,12 +47,16 @@ def image_items(item, name='input'):
     return item
 
 
-def as_image(image):
-    """An NDData from an NDData, an image file path or an array."""
+def as_image(image, target=None):
+    """An NDData from an NDData, an image file path or an array.
+
+    A FITS file larger than ``conf.max_image_pixels`` is read as a section around
+    ``target`` (a SkyCoord) where one is given (`~astro_galsim.io.read_fits_near`).
+    """
     if isinstance(image, NDData):
         return image
     if isinstance(image, (str, Path)):
-        return read_image(image)
+        return read_fits_near(image, target)
     return NDData(np.asarray(image))
 
 
@@ -83,12 +88,14 @@ def wcs_and_shape(item):
     read gives (None, None) here; preparing it reports why.
     """
     if isinstance(item, (str, Path)) and str(item).lower().endswith(FITS_SUFFIXES):
+        if not Path(item).is_file():   # missing, or a FIFO that would block: reading it says why
+            return None, None
         try:
             return fits_geometry(item)
         except (OSError, ValueError):
             return None, None
-    if isinstance(item, NDData) and item.wcs is not None:
-        return item.wcs, np.shape(item.data)
+    if isinstance(item, NDData) and item.wcs is not None and wcs_problem(item.wcs) is None:
+        return item.wcs, np.shape(item.data)   # an unusable WCS places nothing (preparing rejects it)
     return None, None
 
 
@@ -126,7 +133,7 @@ def image_positions(images, coords=None, geometry=None):
     coords = coords.reshape((1,)) if coords.isscalar else coords
     if len(coords) != len(images):
         raise ValueError(f'coords has {len(coords)} positions for {len(images)} images')
-    unknown = np.flatnonzero(~(np.isfinite(coords.icrs.ra.deg) & np.isfinite(coords.icrs.dec.deg)))
+    unknown = np.flatnonzero(~known_positions(coords.icrs))
     if unknown.size:
         coords = coords.icrs.copy()
         coords[unknown] = image_coords([images[i] for i in unknown], [geometry[i] for i in unknown])
