@@ -16,7 +16,12 @@ from astropy.table import QTable, Table
 from .io import atomic_output
 
 __all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'query_result', 'query_bands', 'query_numbers',
-           'neighbour_distances', 'comparison', 'fitting_angle_unit', 'to_flat_table', 'write_result']
+           'neighbour_distances', 'comparison', 'fitting_angle_unit', 'to_flat_table', 'write_result',
+           'LABEL_COLUMNS', 'nearest_labels']
+
+#: Catalogue columns that hold a morphology label (Galaxy Zoo 1 class, OpenNGC Hubble type, GALAXY CRUISE
+#: interaction type): `explain` shows them beside the measurements and counts them among the neighbours.
+LABEL_COLUMNS = ('gz1_class', 'hubble', 'hubble_coarse', 'hubble_type', 'similarity_group', 'interaction_type')
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -234,6 +239,11 @@ def explanation_table(label, own, found, query_coord, percentile):
         else:
             table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
     table['distance_percentile'] = percentile(table['distance'])
+    for name in LABEL_COLUMNS:   # labels where the database has them: the query's own where it is stored
+        if name in found.colnames:
+            mine = str(own[name][0]) if name in own.colnames else ''
+            table[name] = np.r_[[mine], np.asarray(found[name], dtype=str)]
+    table.meta['nearest_labels'] = nearest_labels(found)
     if 'coord' in found.colnames:
         table['coord'] = SkyCoord([query_coord.icrs] + list(found['coord'].icrs))
     first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames else [])
@@ -242,6 +252,37 @@ def explanation_table(label, own, found, query_coord, percentile):
         if name in table.colnames:
             table[name].info.format = fmt
     return table
+
+
+def nearest_labels(found):
+    """How often each label occurs among neighbours that have one, per label column, commonest first.
+
+    Parameters
+    ----------
+    found : `~astropy.table.Table`
+        Neighbours, with any of the `LABEL_COLUMNS` (empty or masked where a galaxy has no label).
+
+    Returns
+    -------
+    counts : dict
+        ``{column: {label: count}}`` for each label column present.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> nearest_labels(Table({'hubble_coarse': ['spiral', '', 'spiral', 'lenticular']}))
+    {'hubble_coarse': {'spiral': 2, 'lenticular': 1}}
+    """
+    counts = {}
+    for name in LABEL_COLUMNS:
+        if name not in found.colnames:
+            continue
+        column = found[name]
+        values = np.asarray(column.filled('') if hasattr(column, 'filled') else column, dtype=str)
+        labels, n = np.unique([v for v in values if v.strip() and v not in ('--', 'nan')], return_counts=True)
+        order = np.argsort(-n, kind='stable')
+        counts[name] = {str(labels[i]): int(n[i]) for i in order}
+    return counts
 
 
 def comparison(query_bands, neighbour_bands):

@@ -490,7 +490,10 @@ class SimilaritySearch:
             ``distance_percentile`` (see `distance_percentile`), ``coord`` where positions are
             stored, and every measurement (``r50_arcsec`` and the like where the pixel scale
             is known). `~astro_galsim.visualization.similarity_figure` shows their normalised
-            inputs side by side.
+            inputs side by side. Where the database has morphology labels (the
+            `~astro_galsim.results.LABEL_COLUMNS`, such as ``hubble_coarse``), they are
+            shown too, and ``meta['nearest_labels']`` counts them among the neighbours
+            (`~astro_galsim.results.nearest_labels`).
 
         Examples
         --------
