@@ -5,6 +5,7 @@ table or photutils ``SourceCatalog`` of them. `classify_target` sorts one into
 ``('id', str)``, ``('coord', SkyCoord)`` or ``('image', image)``; `target_vectors` turns a
 batch into vectors: stored galaxies give theirs, the others are described.
 """
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -13,14 +14,15 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import NDData
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .ingest import is_source_catalog, source_cutouts, table_positions
 from .io import COLOUR_SUFFIXES, FITS_SUFFIXES
 from .utils._coords import coord_id, known_positions, nan_coords, parse_position
 from .utils._images import image_items
 
-__all__ = ['NOT_STORED', 'target_vectors', 'classify_target', 'as_target_list', 'text_target', 'place_targets',
-           'raise_for_missing_ids']
+__all__ = ['NOT_STORED', 'target_vectors', 'plain_icrs', 'stored_selves', 'warn_if_k_too_large',
+           'classify_target', 'as_target_list', 'text_target', 'place_targets', 'raise_for_missing_ids']
 
 IMAGE_SUFFIXES = FITS_SUFFIXES + COLOUR_SUFFIXES
 
@@ -43,15 +45,18 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     describe stage, `~astro_galsim.ingest.describe_items`) and returns their vectors, report,
     default ids and positions.
     """
-    carried = None
+    carried = source_labels = None
     if isinstance(target, Table):
         carried = target
         target = table_positions(target)
     elif is_source_catalog(target):
+        # the query_id of a source is its photutils label, with its type, so that results join back
+        source_labels = np.atleast_1d(target.labels)
+        carried = Table({'id': source_labels})
         target, coords = source_cutouts(target)
     positions_given = None   # a SkyCoord array stays one array (iterating it is slow)
     if isinstance(target, SkyCoord):
-        positions_given = (target.reshape((1,)) if target.isscalar else target.ravel()).icrs
+        positions_given = plain_icrs(target.reshape((1,)) if target.isscalar else target.ravel())
         items = [('coord', None)] * len(positions_given)
     else:
         items = [classify_target(t, database) for t in as_target_list(target)]
@@ -74,7 +79,8 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
             reasons[i] = '' if ok else NOT_STORED
     if (kinds == 'coord').any():
         where_c = np.flatnonzero(kinds == 'coord')
-        sky = positions_given if positions_given is not None else SkyCoord([items[i][1].icrs for i in where_c])
+        sky = positions_given if positions_given is not None else plain_icrs(
+            SkyCoord([plain_icrs(items[i][1]) for i in where_c]))
         positions[where_c] = sky
         rows = database.lookup_coords(sky, radius=match_radius)
         known = rows >= 0
@@ -99,7 +105,7 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
         described, table, ids, image_coords = describe([items[i][1] for i in where_im], given)
         accepted = np.asarray(table['accepted'], dtype=bool)
         vectors[where_im] = np.where(accepted[:, None], described, np.nan)
-        positions[where_im] = image_coords
+        positions[where_im] = plain_icrs(image_coords)
         shared = Counter(id(items[i][1]) for i in where_im)
         for j, i in enumerate(where_im):
             # several galaxies placed in one frame are told apart by their positions
@@ -112,12 +118,44 @@ def target_vectors(target, database, describe, *, coords=None, names=None, match
     for i, (kind, value) in enumerate(items):
         if kind == 'error':
             labels[i], reasons[i] = f'target{i}', value
+    if source_labels is not None and names is None:
+        labels = [str(label) for label in source_labels]
     if names is not None:
         names = [str(name) for name in as_target_list(names)]
         if len(names) != n:
             raise ValueError(f'names has {len(names)} entries for {n} query targets; give one per target')
         labels = names
     return vectors, labels, positions, reasons, carried, measured
+
+
+def plain_icrs(coord):
+    """``coord`` in ICRS, without the attributes of the frame it came from (``equinox``, ``obstime``).
+
+    A SkyCoord transformed from FK5 keeps ``equinox`` and cannot be stored into an ICRS array.
+    """
+    icrs = coord.icrs
+    return SkyCoord(icrs.ra, icrs.dec, frame='icrs')
+
+
+def stored_selves(database, labels, coords, match_radius):
+    """Per target, the id of the stored galaxy it is: its own id if stored, else the galaxy
+    within ``match_radius`` of its position ('' where none)."""
+    labels = [str(label) for label in labels]
+    selves = np.array(labels, dtype=object)
+    unknown = np.flatnonzero(database.lookup_ids(labels) < 0) if labels else np.zeros(0, int)
+    selves[unknown] = ''
+    if unknown.size:
+        rows = np.atleast_1d(database.lookup_coords(coords[unknown], radius=match_radius))
+        selves[unknown[rows >= 0]] = database.ids[rows[rows >= 0]]
+    return [str(s) for s in selves]
+
+
+def warn_if_k_too_large(k, size):
+    """Warn when more neighbours are asked for than a database of ``size`` galaxies holds."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > size:
+        warnings.warn(f'k={k} neighbours asked for, but the database holds only {size} galaxies: each '
+                      f'target gets at most {size} (fewer once itself is left out)', AstropyUserWarning,
+                      stacklevel=3)
 
 
 def classify_target(item, database):

@@ -9,18 +9,18 @@ import numpy as np
 from astropy import log
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyDeprecationWarning, AstropyUserWarning
+from astropy.utils.exceptions import AstropyDeprecationWarning
 from tqdm.auto import tqdm
 
 from .config import conf
-from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, file_kind, image_stem
+from .ingest import folder_images
 from .partitions import describe_partition, plan_partitions, read_partitions, save_partition
 from .search import SimilaritySearch
 from .utils._checks import positive_integer
-from .utils._coords import coord_id, nan_coords, table_coords
+from .utils._coords import coord_id, table_coords
 from .utils._files import atomic_output
 
-__all__ = ['build_database', 'read_source', 'add_on_cluster']
+__all__ = ['build_database', 'read_source', 'source_columns', 'add_on_cluster']
 
 
 def read_source(source):
@@ -30,57 +30,91 @@ def read_source(source):
     ----------
     source : str or `~pathlib.Path`
         A folder of images (FITS/JPEG/PNG; an ``index.csv`` beside them with ``path`` and
-        optionally ``objid``, ``ra``, ``dec`` columns names and places them), or a table
+        optionally ``objid``, ``ra``, ``dec`` columns names and places them; read by
+        `~astro_galsim.ingest.folder_images`), or a table
         file (ECSV, CSV, FITS, VOTable) with ``ra``/``dec`` columns in degrees and
         optionally ``objid``/``id``, whose positions are fetched from SDSS.
     """
     source = Path(source)
     if source.is_dir():
-        index = source / 'index.csv'
-        if index.is_file():
-            table = Table.read(index, format='ascii.csv')
-            if 'path' not in table.colnames:
-                raise ValueError(f'{str(index)!r} has no path column (columns: {table.colnames}): a build '
-                                 'index lists the image files (path; optionally objid, ra, dec); fix it, '
-                                 'or move it away to build from every image in the folder')
-            items = [source / p for p in table['path']]
-        else:
-            items = sorted(p for p in source.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
-            items = [p for p in items if p.is_file() or not p.exists() or _skipped(p)]   # a FIFO blocks reads
-            table = Table({'path': [str(p) for p in items]})
-        if not items:
-            raise ValueError(f'no images (FITS, JPEG, PNG) found in folder {str(source)!r}')
-    elif source.is_file():
-        table = Table.read(source, format='ascii.csv' if source.suffix.lower() == '.csv' else None)
-        items = None
-    else:
+        return folder_images(source)
+    if not source.is_file():
         raise FileNotFoundError(f'build source {str(source)!r} is neither a folder of images nor a table file')
+    table = Table.read(source, format='ascii.csv' if source.suffix.lower() == '.csv' else None)
     names = {n.lower(): n for n in table.colnames}
-    if 'ra' in names and 'dec' in names:
-        try:
-            coords = table_coords(table)
-        except ValueError as exc:
-            raise ValueError(f'catalogue {str(source)!r}: {exc}') from exc
-    elif items is None:
+    if 'ra' not in names or 'dec' not in names:
         raise ValueError(f'catalogue {str(source)!r} has no ra/dec columns (columns: {table.colnames})')
-    else:
-        coords = nan_coords(len(items))
+    try:
+        coords = table_coords(table)
+    except ValueError as exc:
+        raise ValueError(f'catalogue {str(source)!r}: {exc}') from exc
     id_col = names.get('objid') or names.get('id')
-    if id_col is not None:
-        ids = [str(v) for v in table[id_col]]
-    elif items is not None:
-        ids = [image_stem(p) for p in items]
-    else:
-        ids = [coord_id(c) for c in coords]
-    if items is None:
-        items = coords
-    return items, ids, coords
+    ids = [str(v) for v in table[id_col]] if id_col is not None else [coord_id(c) for c in coords]
+    return coords, ids, coords
 
 
-def _skipped(path):
-    """Warn that a path which is not a regular file (a FIFO...) is left out of a build; False."""
-    warnings.warn(f'{str(path)!r} is skipped: it is not a regular file ({file_kind(path)})', AstropyUserWarning)
-    return False
+def source_columns(source):
+    """The columns of a build source's ``index.csv`` or catalogue that the database keeps, by id.
+
+    Every column but those that name or place the galaxies (``path``, ``objid``/``id``,
+    ``ra``/``dec``), as `read_source` reads them; None for a folder without an index.
+
+    Returns
+    -------
+    columns : `~astropy.table.Table` or None
+        ``id`` (as `read_source` gives it) then the kept columns.
+    """
+    source = Path(source)
+    path = source / 'index.csv' if source.is_dir() else source
+    if not path.is_file():
+        return None
+    table = Table.read(path, format='ascii.csv' if path.suffix.lower() == '.csv' else None)
+    _, ids, _ = read_source(source)
+    skip = {'path', 'objid', 'id', 'ra', 'dec'}
+    kept = [c for c in table.colnames if c.lower() not in skip and not isinstance(table[c], SkyCoord)
+            and getattr(table[c], 'ndim', 1) == 1]
+    if not kept:
+        return None
+    columns = Table(table[kept], copy=True)
+    columns.meta.clear()
+    columns.add_column(np.asarray(ids, dtype=str), name='id', index=0)
+    return columns
+
+
+def _attach_columns(search, columns):
+    """Add the source's own columns to the stored galaxies, by id.
+
+    A galaxy not in the source keeps the value a column already has, else a blank (NaN, '').
+    A column named like one the database makes (a measurement, ``accepted``...) is stored as
+    ``catalogue_<name>``.
+    """
+    from .segmentation import MEASUREMENT_COLUMNS
+    if columns is None or not len(search):
+        return
+    table = search.database.table
+    made = {n.lower() for n in MEASUREMENT_COLUMNS} | {'coord', 'accepted', 'reason', 'found', 'bands'} | {
+        n.lower() for n in table.colnames if n.endswith('_arcsec')}
+    rows = search.database.lookup_ids([str(i) for i in columns['id']])
+    found = rows >= 0
+    for name in columns.colnames[1:]:
+        out = f'catalogue_{name}' if name.lower() in made else name
+        values = columns[name]
+        mask = np.asarray(getattr(values, 'mask', np.zeros(len(values), bool)), dtype=bool) | ~found
+        data = np.asarray(getattr(values, 'data', values))
+        complete = not mask.any() and found.sum() == len(table) and out not in table.colnames
+        if data.dtype.kind in 'biu' and complete:
+            full = np.zeros(len(table), dtype=data.dtype)
+        elif data.dtype.kind in 'biuf':
+            full = np.full(len(table), np.nan)
+            data = data.astype(float)
+        else:
+            full, data = np.full(len(table), '', dtype=object), data.astype(str)
+        if out in table.colnames:   # an earlier build's values, for the galaxies not in this source
+            full = np.asarray(table[out]).astype(full.dtype)
+        full[rows[~mask]] = data[~mask]
+        table[out] = full.astype(str) if full.dtype == object else full
+        if getattr(values, 'unit', None) is not None:
+            table[out].unit = values.unit
 
 
 def build_database(source, output, *, partition_size=500, resume=True, search=None, provenance=None,
@@ -146,16 +180,21 @@ def build_database(source, output, *, partition_size=500, resume=True, search=No
         shutil.rmtree(shard_dir, ignore_errors=True)
     if executor is not None and not isinstance(executor, (int, np.integer)):
         search, report = _build_on_dask(items, ids, coords, output, executor, partition_size, provenance, search)
+        columns = source_columns(source)
+        if columns is not None:   # the index's or catalogue's own columns, by id
+            _attach_columns(search, columns)
+            search.save(output, overwrite=True)
         _summarise(report, output, len(search))
         return search, report
     search = SimilaritySearch(provenance=provenance) if search is None else search
     workers = conf.workers if executor is None else int(executor)
-    report = _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers=workers)
+    report = _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers=workers,
+                         columns=source_columns(source))
     _summarise(report, output, len(search))
     return search, report
 
 
-def _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers):
+def _build_here(search, items, ids, coords, output, shard_dir, partition_size, workers, columns=None):
     """The build in this process: its partitions described as a Dask worker describes them, here.
 
     Each finished partition is saved at once as its shard (the build's record, O(partition)
@@ -190,6 +229,7 @@ def _build_here(search, items, ids, coords, output, shard_dir, partition_size, w
         if done:   # also when the build stops: the database holds what is described
             report, vectors, rows = read_partitions(done, stored=stored)
             search.database.add(vectors, rows)
+            _attach_columns(search, columns)   # the index's or catalogue's own columns, by id
         if done or not todo:
             search.save(output, overwrite=True)
     if not done:

@@ -7,15 +7,26 @@ first, ICRS ``coord`` second, columns FITS can store); `check_encoder_id` and
 """
 import numbers
 import re
+import warnings
 
 import numpy as np
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Column, MaskedColumn, QTable, Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .utils._coords import nan_coords, sky_coords
 
-__all__ = ['normalise_table', 'check_ids', 'check_encoder_id', 'check_provenance', 'where_mask']
+__all__ = ['normalise_table', 'check_ids', 'check_encoder_id', 'check_provenance', 'where_mask',
+           'fill_angular_sizes', 'ANGULAR_SIZES', 'WhereWarning']
+
+#: Radii measured in pixels that a known pixel scale also gives in arcsec, as ``<name>_arcsec``.
+ANGULAR_SIZES = ('scale_radius', 'r50', 'r90')
+
+
+class WhereWarning(AstropyUserWarning):
+    """A ``where`` filter that cannot select what it seems to ask for (NaN column, inverted range)."""
+
 
 #: Column names the database manages itself (``ra``/``dec`` become ``coord``).
 # names the columns of query results take (query_<name> carries a query catalogue's columns)
@@ -52,6 +63,8 @@ def check_provenance(provenance):
             value = list(value)
         elif isinstance(value, (np.generic,)):
             value = value.item()
+        if key == 'pixel_scale':
+            value = _pixel_scale(value)
         if not isinstance(value, (str, bool, numbers.Integral, numbers.Real, u.Quantity, list)):
             raise ValueError(f'provenance[{key!r}] must be a str, number, bool, scalar Quantity '
                              f'or list of str; got {type(value).__name__}.')
@@ -59,6 +72,59 @@ def check_provenance(provenance):
             raise ValueError(f'provenance[{key!r}] must be ASCII (FITS stores ASCII text).')
         out[key] = value
     return out
+
+
+def _pixel_scale(value):
+    """A provenance ``pixel_scale`` as a positive angle (a number or text without unit is arcsec)."""
+    try:
+        scale = u.Quantity(value, u.arcsec) if not isinstance(value, u.Quantity) or \
+            value.unit == u.dimensionless_unscaled else value.to(u.arcsec)
+    except (TypeError, ValueError, u.UnitsError):
+        scale = None
+    if scale is None or not scale.isscalar or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"provenance['pixel_scale'] must be a positive angle per pixel, such as "
+                         f"0.4 * u.arcsec (a number means arcsec); got {value!r}.")
+    return scale
+
+
+def fill_angular_sizes(table, pixel_scale):
+    """Give the radii of `ANGULAR_SIZES` in arcsec where the images' pixel scale is known.
+
+    Rows whose image had its own scale (a WCS) keep their ``<name>_arcsec``; the others
+    (NaN there: JPEGs and PNGs carry no scale) take ``<name> * pixel_scale``. A missing
+    ``<name>_arcsec`` column is added. The table is changed in place.
+
+    Parameters
+    ----------
+    table : `~astropy.table.QTable`
+        Catalogue rows with radii in pixels.
+    pixel_scale : `~astropy.units.Quantity` or None
+        The angle of one pixel of the images without a WCS; None changes nothing.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import QTable
+    >>> from astro_galsim.catalogue import fill_angular_sizes
+    >>> t = QTable({'r50': [10.0, 20.0] * u.pix, 'r50_arcsec': [3.96, float('nan')] * u.arcsec})
+    >>> fill_angular_sizes(t, 0.4 * u.arcsec)
+    >>> t['r50_arcsec']
+    <Quantity [3.96, 8.  ] arcsec>
+    """
+    if pixel_scale is None or not len(table):
+        return
+    scale = _pixel_scale(pixel_scale) / u.pix
+    for name in ANGULAR_SIZES:
+        if name not in table.colnames or getattr(table[name], 'unit', None) != u.pix:
+            continue
+        wanted = (table[name] * scale).to(u.arcsec)
+        out = f'{name}_arcsec'
+        if out not in table.colnames:
+            table[out] = wanted
+            continue
+        column = u.Quantity(table[out], u.arcsec)
+        missing = ~np.isfinite(column)
+        table[out] = np.where(missing, wanted, column)
 
 
 def _coords_from(table, n):
@@ -72,7 +138,8 @@ def _coords_from(table, n):
         if not isinstance(coord, SkyCoord):
             raise TypeError("the 'coord' column must be a SkyCoord (use NaN for galaxies without "
                             f"a position); got {type(coord).__name__}.")
-        return coord.icrs if coord.frame.name != 'icrs' else coord
+        icrs = coord.icrs   # in a plain ICRS frame: FK5's equinox would not stack with other rows
+        return SkyCoord(icrs.ra, icrs.dec, frame='icrs')
     if has_radec:
         coord = sky_coords(table['ra'], table['dec'])
         table.remove_columns(['ra', 'dec'])
@@ -83,8 +150,12 @@ def _coords_from(table, n):
     return nan_coords(n)
 
 
-def normalise_table(table, n):
-    """Validate a catalogue table and return a QTable with id first and coord second."""
+def normalise_table(table, n, pixel_scale=None):
+    """Validate a catalogue table and return a QTable with id first and coord second.
+
+    With ``pixel_scale`` (the angle of a pixel of images without a WCS), radii missing in
+    arcsec are filled (`fill_angular_sizes`).
+    """
     if table is None:
         raise ValueError("a table with an 'id' column must accompany the vectors.")
     if not isinstance(table, Table):
@@ -128,6 +199,7 @@ def normalise_table(table, n):
         table.remove_column('coord')
     table.add_column(Column(ids, name='id'), index=0)
     table.add_column(coord, name='coord', index=1)
+    fill_angular_sizes(table, pixel_scale)
     return table
 
 
@@ -190,9 +262,17 @@ def where_mask(table, where):
     table : `~astropy.table.QTable`
         The catalogue.
     where : callable or dict
-        ``where(table) -> bool mask``, or ``{column: (min, max)}`` (either end may be None;
-        Quantities for columns with units) or ``{column: value}`` for equality. Rows with
-        masked or NaN values fail ranges.
+        ``where(table) -> bool mask``, or a dict of conditions that must all hold:
+        ``{column: (min, max)}`` (a tuple: either end may be None; Quantities for columns
+        with units), ``{column: [a, b, ...]}`` (a list, set or 1-D array: one of these values) or
+        ``{column: value}`` for equality. Rows with masked or NaN values fail ranges.
+
+    Warns
+    -----
+    WhereWarning
+        When a condition can pass no galaxy for a reason other than the data: its column is
+        NaN (or masked) for every galaxy (a size in arcsec where no pixel scale is known,
+        say), a range is inverted (min > max), or a limit is NaN.
 
     Examples
     --------
@@ -201,6 +281,8 @@ def where_mask(table, where):
     >>> from astro_galsim.catalogue import where_mask
     >>> where_mask(QTable({'area': [10, 200, 50] * u.pix**2}), {'area': (40 * u.pix**2, None)})
     array([False,  True,  True])
+    >>> where_mask(QTable({'kind': ['S', 'E', 'Irr']}), {'kind': ['S', 'Irr']})
+    array([ True, False,  True])
     """
     n = len(table)
     if callable(where):
@@ -224,6 +306,7 @@ def where_mask(table, where):
             filled = ~np.asarray(getattr(col, 'mask', np.zeros(n, bool)))
             if isinstance(col, MaskedColumn):
                 values = col.filled(col.fill_value).data
+        _warn_if_hopeless(name, values, filled, cond)
         try:
             if isinstance(cond, tuple):
                 if len(cond) != 2:
@@ -235,6 +318,12 @@ def where_mask(table, where):
                         ok &= np.asarray(values >= low)
                     if high is not None:
                         ok &= np.asarray(values <= high)
+            elif isinstance(cond, (list, set, frozenset)) or (isinstance(cond, np.ndarray) and cond.ndim == 1):
+                choices = list(cond)   # one of these values
+                if isinstance(values, u.Quantity):
+                    choices = u.Quantity(choices, values.unit) if choices else []
+                ok = np.isin(np.asarray(values.value if isinstance(values, u.Quantity) else values),
+                             np.asarray(getattr(choices, 'value', choices)))
             else:
                 ok = np.asarray(values == cond)
         except u.UnitsError as exc:
@@ -242,3 +331,34 @@ def where_mask(table, where):
                                f'the column ({getattr(col, "unit", None)}): {exc}') from exc
         mask &= ok & filled
     return mask
+
+
+def _is_nan(value):
+    try:
+        return bool(np.isnan(getattr(value, 'value', value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _warn_if_hopeless(name, values, filled, cond):
+    """Warn about a ``where`` condition that passes no galaxy whatever the data."""
+    numeric = getattr(values, 'dtype', np.dtype('O')).kind in 'fc'
+    if len(values) and (not filled.any() or (numeric and not np.isfinite(
+            np.asarray(getattr(values, 'value', values))[filled]).any())):
+        hint = (' (sizes in arcsec need the pixel scale of the images: see the pixel_scale of '
+                'GalaxyDatabase provenance)' if name.endswith('_arcsec') else '')
+        warnings.warn(f'where[{name!r}]: the column is NaN or masked for every galaxy, so no galaxy '
+                      f'passes{hint}; filter on another column', WhereWarning, stacklevel=4)
+    if isinstance(cond, tuple) and len(cond) == 2:
+        low, high = cond
+        if any(_is_nan(v) for v in cond if v is not None):
+            warnings.warn(f'where[{name!r}]: a limit of {cond!r} is NaN, which no galaxy passes; give None '
+                          'for an open end', WhereWarning, stacklevel=4)
+        elif low is not None and high is not None:
+            try:
+                inverted = bool(low > high)
+            except (TypeError, u.UnitsError):
+                inverted = False
+            if inverted:
+                warnings.warn(f'where[{name!r}]: the range {cond!r} is inverted (min > max), so no galaxy '
+                              'passes; give (min, max)', WhereWarning, stacklevel=4)

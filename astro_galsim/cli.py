@@ -17,20 +17,30 @@ _CATALOGUE_FORMATS = {suffix: fmt for suffix, fmt in _TABLE_FORMATS.items() if s
 
 
 def _print_table(table, columns=('query_id', 'rank', 'id', 'distance', 'separation', 'r50', 'ellipticity')):
+    if 'r50_arcsec' in table.colnames and np.isfinite(table['r50_arcsec']).any():   # sizes in arcsec where known
+        columns = tuple('r50_arcsec' if c == 'r50' else c for c in columns)
     shown = table[[c for c in columns if c in table.colnames]]   # formats come with the result
     shown.pprint(max_lines=-1, max_width=-1)
 
 
-def _write_table(table, path):
+def _write_table(table, path, overwrite=False):
     from .results import write_result
+    path = _output_path(path, overwrite)
+    write_result(table, path, overwrite=overwrite)
+    print(f'wrote {path}')
+
+
+def _output_path(path, overwrite=False):
+    """The --output file, refused before any work if it cannot be written."""
     path = Path(path)
     if path.is_dir():
         raise SystemExit(f'astro-galsim: cannot write {path}: it is a directory; give a file name such '
                          f'as {path / "neighbours.ecsv"}')
     if path.suffix.lower() not in _TABLE_FORMATS:
         raise SystemExit(f'astro-galsim: cannot write {path}: use one of {", ".join(_TABLE_FORMATS)}')
-    write_result(table, path, overwrite=True)
-    print(f'wrote {path}')
+    if path.exists() and not overwrite:   # as astropy's writers: never replace a file unasked
+        raise FileExistsError(f'{path} exists; pass --overwrite to replace it, or give another --output')
+    return path
 
 
 def _parse_target(text):
@@ -96,6 +106,8 @@ def cmd_demo(args):
 
 def cmd_query(args):
     from .search import SimilaritySearch
+    if args.output:
+        _output_path(args.output, args.overwrite)   # before the work, not after it
     search = SimilaritySearch.load(args.database) if args.database else SimilaritySearch.load_demo()
     target = _parse_target(args.target)
     where = _where(args.where) if args.where else None
@@ -103,7 +115,7 @@ def cmd_query(args):
         where = {name: tuple(None if v is None else v * _unit_of(search.table, name) for v in cond)
                  if isinstance(cond, tuple) else cond for name, cond in where.items()}
     result = search.query(target, k=args.k, exclude_radius=args.exclude_radius, where=where,
-                          on_error='skip', measurements=args.output is not None)
+                          on_error='skip', measurements=args.measurements)
     targets = result.meta['targets']
     failed = [(q, why) for q, status, why in zip(targets['query_id'], targets['status'], targets['reason'])
               if status != 'ok']
@@ -112,7 +124,7 @@ def cmd_query(args):
     if len(failed) == len(targets['status']):
         raise ValueError(f'no target could be described: {failed[0][1]}')
     if args.output:
-        _write_table(result, args.output)
+        _write_table(result, args.output, overwrite=args.overwrite)
     else:
         _print_table(result)
 
@@ -160,12 +172,35 @@ def cmd_build(args):
     if executor is not None:
         executor = int(executor) if executor.isdigit() else 'dask' if executor in ('dask', 'local') else executor
     with conf.set_temp('workers', args.workers):
-        search, _ = build_database(args.source, args.output, partition_size=partition_size, resume=not args.restart,
-                                   provenance=provenance, executor=executor)
+        try:
+            search, _ = build_database(args.source, args.output, partition_size=partition_size,
+                                       resume=not args.restart, provenance=provenance, executor=executor)
+        except KeyboardInterrupt:
+            raise BuildInterrupted(_where_build_stopped(args, partition_size)) from None
     if len(search) == 0:   # an empty database is no success (offline, every download failed)
         raise ValueError(f'no galaxy was stored in {args.output} (the reasons are in {args.output}.rejected.ecsv); '
                          'downloads that failed for a reason that may pass (no network, a slow service) are '
                          'tried again when the same command is run again')
+
+
+class BuildInterrupted(Exception):
+    """Ctrl-C during ``astro-galsim build``: its message says what is saved and how to resume."""
+
+
+def _where_build_stopped(args, partition_size):
+    from astropy.io import fits
+    output, shards = Path(args.output), Path(f'{args.output}.shards')
+    try:
+        saved = f'{fits.getval(output, "NGALAXY")} galaxies saved in {output}' if output.is_file() else \
+            f'nothing saved in {output} yet'
+    except Exception:  # noqa: BLE001 - a half-read header must not hide the message
+        saved = f'{output} is being written'
+    parts = len(list(shards.glob('*.parquet'))) if shards.is_dir() else 0
+    executor = args.executor if args.scheduler is None else 'dask' if args.scheduler == 'local' else args.scheduler
+    again = f'build {args.source} --output {output} --partition-size {partition_size}' + (
+        f' --executor {executor}' if executor else '')   # the same partitions, without --restart
+    return (f'interrupted: {saved}, {parts} finished partition(s) in {shards}; run '
+            f'"astro-galsim {again}" again to resume where it stopped')
 
 
 def cmd_train(args):
@@ -246,8 +281,11 @@ def _parser():
     p.add_argument('--where', action='append', default=[], metavar='CONDITION',
                    help="keep neighbours passing COLUMN<VALUE, COLUMN>VALUE or COLUMN=VALUE, in the column's "
                    "stored unit (repeatable), e.g. --where 'ellipticity<0.4'")
-    p.add_argument('--output', help='write the table with all measurements to this file (.ecsv, .csv, .vot, '
-                   '.fits; positions as ra/dec columns but in ECSV) instead of printing')
+    p.add_argument('--output', help='write the table (the columns SimilaritySearch.query returns) to this file '
+                   '(.ecsv, .csv, .vot, .fits; positions as ra/dec columns but in ECSV) instead of printing')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
+    p.add_argument('--measurements', action='store_true',
+                   help='every stored measurement, not only the concise set (query(..., measurements=True))')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser('build', help='build a database from a folder of images or a catalogue of positions',
@@ -324,6 +362,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         args.func(args)
+    except BuildInterrupted as exc:
+        print(f'\nastro-galsim {args.command}: {exc}', file=sys.stderr)
+        return 130   # the shell's code for a command stopped by Ctrl-C
     except Exception as exc:
         if not isinstance(exc, _expected_errors()):
             raise  # a bug: the traceback is wanted

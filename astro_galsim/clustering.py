@@ -22,7 +22,7 @@ from scipy import sparse
 
 from .utils._knn import exact_knn, normalise_rows
 
-__all__ = ['cluster']
+__all__ = ['cluster', 'assign_noise', 'group_galaxies']
 
 
 def cluster(index, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None):
@@ -71,6 +71,68 @@ def cluster(index, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=N
     else:
         raise ValueError(f"method must be 'hdbscan' or 'agglomerative'; got {method!r}.")
     return _renumber(labels)
+
+
+def group_galaxies(database, *, assign_noise=True, **options):
+    """The table of `SimilaritySearch.cluster <astro_galsim.SimilaritySearch.cluster>`.
+
+    ``database.cluster(**options)``, HDBSCAN's noise given its nearest clustered
+    neighbour's group if ``assign_noise``, as a QTable of ``id``, ``cluster`` and ``core``.
+    """
+    from astropy.table import QTable
+    labels = database.cluster(**options)
+    core = labels >= 0
+    if assign_noise and not core.all():
+        labels = _assign(labels, database.neighbor_graph(options.get('k', 15)))
+    return QTable({'id': database.ids, 'cluster': labels, 'core': core})
+
+
+def assign_noise(labels, graph):
+    """Give each noise point (label -1) the cluster of its nearest clustered neighbour.
+
+    Noise points take, in rounds, the label of their nearest neighbour in ``graph`` that
+    has one, so a run of noise points between clusters joins the nearer. Points with no
+    clustered galaxy anywhere in their part of the graph stay -1.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,)
+        Cluster labels, -1 for noise.
+    graph : `scipy.sparse.csr_matrix`, shape (N, N)
+        Neighbour distances (the k-NN graph).
+
+    Returns
+    -------
+    labels : `~numpy.ndarray` of int
+        A copy, noise assigned where possible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import sparse
+    >>> from astro_galsim.clustering import assign_noise
+    >>> graph = sparse.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 2, 0], [0, 2, 0, 3], [0, 0, 3, 0.]]))
+    >>> assign_noise([0, -1, -1, 1], graph).tolist()
+    [0, 0, 1, 1]
+    """
+    labels = np.array(labels, dtype=np.int64)
+    graph = sparse.csr_matrix(graph)
+    graph = graph.maximum(graph.T).tocsr()
+    while True:
+        noise = np.flatnonzero(labels < 0)
+        if not noise.size:
+            break
+        changed = {}
+        for i in noise:
+            start, stop = graph.indptr[i], graph.indptr[i + 1]
+            neighbours, distances = graph.indices[start:stop], graph.data[start:stop]
+            clustered = labels[neighbours] >= 0
+            if clustered.any():
+                changed[i] = labels[neighbours[clustered][np.argmin(distances[clustered])]]
+        if not changed:
+            break
+        labels[list(changed)] = list(changed.values())
+    return labels
 
 
 def _metric_space(index):
@@ -131,3 +193,6 @@ def _renumber(labels):
         mapping[np.unique(labels[good])[order]] = np.arange(order.size)
         out[good] = mapping[labels[good]]
     return out
+
+
+_assign = assign_noise   # group_galaxies has a keyword of that name

@@ -79,7 +79,9 @@ class GalaxyDatabase:
     provenance : dict, optional
         Where the images come from, e.g. ``{'survey': 'SDSS', 'data_release': 17,
         'bands': 'gri', 'pixel_scale': 0.396 * u.arcsec}``. Values: str, number, bool,
-        scalar Quantity or list of str.
+        scalar Quantity or list of str. ``pixel_scale`` is the angle of one pixel of the
+        images that carry no WCS (JPEG, PNG): their radii get ``r50_arcsec`` and the like
+        from it (`~astro_galsim.catalogue.fill_angular_sizes`).
     metric : {'euclidean', 'cosine'}, optional
         Distance used for searching.
     dim : int, optional
@@ -113,7 +115,7 @@ class GalaxyDatabase:
         self._index_options.pop('graph', None)   # held by the index until its build
         if dim is not None and int(dim) != self._index.dim:
             raise ValueError(f'dim={dim} but the vectors have {self._index.dim} dimensions.')
-        self._tables = [normalise_table(table, len(self._index))]
+        self._tables = [normalise_table(table, len(self._index), self._provenance.get('pixel_scale'))]
         self._id_lookup = None
 
     # ------------------------------------------------------------------ properties
@@ -244,7 +246,7 @@ class GalaxyDatabase:
         if vectors.ndim == 1 and vectors.size == self.dim:
             vectors = vectors[np.newaxis]
         n = vectors.shape[0] if vectors.ndim == 2 else -1
-        new = normalise_table(table, n)
+        new = normalise_table(table, n, self._provenance.get('pixel_scale'))
         expected = self._tables[0].colnames
         if len(self) and new.colnames != expected:
             raise ValueError(f'the added table has columns {new.colnames[2:]} but the database '
@@ -458,7 +460,7 @@ class GalaxyDatabase:
 
     @classmethod
     @_named_errors
-    def load(cls, path, *, encoder_id=None, index_options=None):
+    def load(cls, path, *, encoder_id=None, index_options=None, pixel_scale=None):
         """Read a database written by `save`.
 
         Only data are read (FITS tables and images): nothing in the file is executed. A
@@ -473,6 +475,9 @@ class GalaxyDatabase:
             the file must have been made by the same encoder (same SHA-256).
         index_options : dict, optional
             Passed to `~astro_galsim.index.NeighbourIndex`.
+        pixel_scale : `~astropy.units.Quantity`, optional
+            The pixel scale of the images without a WCS, for a file whose provenance does
+            not record one (the file's own wins): radii get their ``*_arcsec`` from it.
 
         Returns
         -------
@@ -497,6 +502,8 @@ class GalaxyDatabase:
                     f"{wanted['sha256']}); its vectors are not comparable. Re-embed the images "
                     f"with `astro_galsim build` using the current encoder, or load the database "
                     f"with the encoder it was made with.")
+        if pixel_scale is not None and 'pixel_scale' not in provenance:
+            provenance = dict(provenance, pixel_scale=pixel_scale)
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
                    index_options=dict(index_options or {}, graph=graph))
 

@@ -36,7 +36,7 @@ _HEADER_PROVENANCE = {
     'survey': ('SURVEY', 'survey the images come from'),
     'data_release': ('DATAREL', 'data release of the survey'),
     'bands': ('BANDS', 'bands used, comma-separated'),
-    'pixel_scale': ('PIXSCALE', '[arcsec] pixel scale of the encoder input'),
+    'pixel_scale': ('PIXSCALE', '[arcsec] pixel scale of the images (no WCS)'),
 }
 
 

@@ -11,6 +11,7 @@ input is read, placed, fetched, described and checked in one way, whichever door
 by: the same input gives the same id, position and vector everywhere, and a bad one (an
 unreadable file, a failed download, an id FITS cannot store) is one rejected row.
 """
+import warnings
 from collections import namedtuple
 from pathlib import Path
 
@@ -18,14 +19,16 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .config import conf
-from .utils._coords import coord_id, known_positions, table_coords
+from .io import COLOUR_SUFFIXES, FITS_SUFFIXES, file_kind, image_stem
+from .utils._coords import coord_id, known_positions, nan_coords, table_coords
 from .utils._ids import id_problem
 from .utils._images import image_id, image_items, image_positions, wcs_and_shape
 
-__all__ = ['Described', 'describe_items', 'interpret_items', 'is_source_catalog', 'source_cutouts',
-           'table_positions']
+__all__ = ['Described', 'describe_items', 'interpret_items', 'folder_images', 'is_source_catalog',
+           'source_cutouts', 'table_positions']
 
 Described = namedtuple('Described', ['vectors', 'report', 'ids', 'coords'])
 Described.__doc__ = """What `describe_items` gives: ``vectors`` (N, d), one row per input (NaN where no
@@ -75,16 +78,82 @@ def table_positions(table):
     return coords
 
 
+def folder_images(folder):
+    """The images of a folder with their ids and positions, as a build reads them.
+
+    An ``index.csv`` in the folder (a ``path`` column; optionally ``objid``/``id``, ``ra``,
+    ``dec`` in degrees) lists, names and places the images; without one, every FITS, JPEG
+    and PNG file under the folder is taken, named by its file name. Entries that are not
+    regular files (a FIFO) are skipped with a warning.
+
+    Parameters
+    ----------
+    folder : str or `~pathlib.Path`
+
+    Returns
+    -------
+    items : list of `~pathlib.Path`
+    ids : list of str
+    coords : `~astropy.coordinates.SkyCoord`
+        NaN where the index does not place an image.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from astro_galsim.ingest import folder_images
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / 'ngc1.jpg').write_bytes(b''), (folder / 'notes.txt').write_text('')
+    >>> items, ids, coords = folder_images(folder)
+    >>> ids
+    ['ngc1']
+    """
+    folder = Path(folder)
+    index = folder / 'index.csv'
+    if index.is_file():
+        table = Table.read(index, format='ascii.csv')
+        if 'path' not in table.colnames:
+            raise ValueError(f'{str(index)!r} has no path column (columns: {table.colnames}): a build '
+                             'index lists the image files (path; optionally objid, ra, dec); fix it, '
+                             'or move it away to build from every image in the folder')
+        items = [folder / p for p in table['path']]
+    else:
+        items = sorted(p for p in folder.rglob('*') if p.name.lower().endswith(FITS_SUFFIXES + COLOUR_SUFFIXES))
+        items = [p for p in items if p.is_file() or not p.exists() or _skipped(p)]   # a FIFO blocks reads
+        table = Table({'path': [str(p) for p in items]})
+    if not items:
+        raise ValueError(f'no images (FITS, JPEG, PNG) found in folder {str(folder)!r}')
+    names = {n.lower(): n for n in table.colnames}
+    if 'ra' in names and 'dec' in names:
+        try:
+            coords = table_coords(table)
+        except ValueError as exc:
+            raise ValueError(f'catalogue {str(folder)!r}: {exc}') from exc
+    else:
+        coords = nan_coords(len(items))
+    id_col = names.get('objid') or names.get('id')
+    ids = [str(v) for v in table[id_col]] if id_col is not None else [image_stem(p) for p in items]
+    return items, ids, coords
+
+
+def _skipped(path):
+    """Warn that a path which is not a regular file (a FIFO...) is left out; False."""
+    warnings.warn(f'{str(path)!r} is skipped: it is not a regular file ({file_kind(path)})', AstropyUserWarning)
+    return False
+
+
 def interpret_items(items, ids=None, coords=None):
     """The galaxies of an input, before anything is described: the one reading of every input kind.
 
     Parameters
     ----------
-    items : image, list of images, `~astropy.table.Table`, ``SourceCatalog`` or `~astropy.coordinates.SkyCoord`
+    items : image, list of images, folder, `~astropy.table.Table`, ``SourceCatalog`` or SkyCoord
         Images: NDData (also CCDData), `~astropy.nddata.Cutout2D`, FITS HDU or HDUList, image
         file (FITS, JPEG, PNG) or ``(3, ny, nx)``/``(ny, nx)`` array (a ``(n, 3, ny, nx)``
-        array is ``n`` images). A table's positions, or a SkyCoord, are fetched from a survey
-        when described; a ``SourceCatalog`` gives one cutout per source.
+        array is ``n`` images). A folder means its images, with the ids and positions of its
+        ``index.csv`` where it has one (`folder_images`, as a build reads it). A table's
+        positions, or a SkyCoord, are fetched from a survey when described; a
+        ``SourceCatalog`` gives one cutout per source.
     ids : sequence, optional
         One id per galaxy. Default: an image's objid or file name, ``'img<n>'``, a source's
         ``source<label>``; for positions, None (the survey's objid is taken when they are
@@ -111,7 +180,11 @@ def interpret_items(items, ids=None, coords=None):
     >>> ids, bool(np.isnan(coords.ra.deg).all())
     (['img0', 'img1'], True)
     """
-    if isinstance(items, Table):
+    if isinstance(items, (str, Path)) and Path(items).is_dir():
+        items, folder_ids, folder_coords = folder_images(items)
+        ids = folder_ids if ids is None else ids
+        coords = folder_coords if coords is None else coords
+    elif isinstance(items, Table):
         items = table_positions(items)
     elif is_source_catalog(items):
         items, positions = source_cutouts(items)

@@ -15,7 +15,13 @@ from astropy.table import QTable, Table
 
 from .io import atomic_output
 
-__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'comparison', 'to_flat_table', 'write_result']
+__all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'query_result', 'query_bands', 'query_numbers',
+           'neighbour_distances', 'comparison', 'fitting_angle_unit', 'to_flat_table', 'write_result',
+           'LABEL_COLUMNS', 'nearest_labels']
+
+#: Catalogue columns that hold a morphology label (Galaxy Zoo 1 class, OpenNGC Hubble type, GALAXY CRUISE
+#: interaction type): `explain` shows them beside the measurements and counts them among the neighbours.
+LABEL_COLUMNS = ('gz1_class', 'hubble', 'hubble_coarse', 'hubble_type', 'similarity_group', 'interaction_type')
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
 DEFAULT_COLUMNS = ('r50', 'r50_arcsec', 'ellipticity', 'gini', 'concentration')
@@ -32,8 +38,38 @@ class ResultTable(QTable):
 
     A QTable in every way; in a notebook it shows the columns that say who is like whom
     (ids, rank, distance, separation, positions and the concise measurements), at most
-    20 rows, and names the other columns.
+    20 rows, and names the other columns. `write` writes every format `write_result`
+    does, SkyCoord columns included.
     """
+
+    def write(self, *args, **kwargs):
+        """Write the table, as `astropy.table.Table.write` does, in any format.
+
+        ECSV keeps the SkyCoord columns (``coord``, ``query_coord``) and ``meta['targets']``;
+        formats that cannot hold a SkyCoord (VOTable, FITS, CSV, HTML...) get
+        ``ra``/``dec`` and ``query_ra``/``query_dec`` columns in degrees instead
+        (`to_flat_table`) and only the scalar meta.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from astro_galsim import SimilaritySearch
+        >>> result = SimilaritySearch.load_demo().query('587722981740314629', k=3)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result.write(pathlib.Path(tmp) / 'neighbours.vot', format='votable')
+        ...     back = QTable.read(pathlib.Path(tmp) / 'neighbours.vot')
+        >>> back.colnames[:6]
+        ['query_id', 'rank', 'id', 'distance', 'ra', 'dec']
+        """
+        fmt = kwargs.get('format')
+        output = args[0] if args else kwargs.get('output')
+        if fmt is None and isinstance(output, (str, Path)):
+            fmt = _WRITERS.get(Path(output).suffix.lower())
+            if fmt is not None:   # astropy does not know .vot by its name
+                kwargs['format'] = fmt
+        if fmt in ('ascii.ecsv', 'ecsv') or not any(isinstance(self[c], SkyCoord) for c in self.colnames):
+            return super().write(*args, **kwargs)
+        return Table(to_flat_table(self)).write(*args, **kwargs)
 
     def _repr_html_(self):
         keep = [c for c in ('query_id', 'rank', 'id', 'distance', 'separation', 'coord') + DEFAULT_COLUMNS
@@ -80,10 +116,10 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
         result['query_coord'] = query_coord
         known = (np.isfinite(query_coord.icrs.ra.deg) & np.isfinite(result['coord'].icrs.ra.deg)
                  if len(found) else np.zeros(0, bool))
+        separation = np.full(len(found), np.nan) * u.arcsec   # NaN where a position is unknown
         if known.any():
-            separation = np.full(len(found), np.nan) * u.arcsec
             separation[known] = query_coord[known].separation(result['coord'][known]).to(u.arcsec)
-            result['separation'] = separation
+        result['separation'] = fitting_angle_unit(separation)
     if bands is not None:
         query_bands, neighbour_bands = bands
         result['comparison'] = [comparison(query_bands[t], b) for t, b in zip(target_of_row, neighbour_bands)]
@@ -102,6 +138,83 @@ def build_result(found, target_of_row, labels, coords, carried=None, measurement
             result[name].info.format = fmt
     result.meta.update(found.meta)
     return result
+
+
+def query_result(database, found, target_of_row, labels, coords, carried, measurements, bands, reasons):
+    """The result of `SimilaritySearch.query <astro_galsim.SimilaritySearch.query>` and of
+    ``query_examples``: one layout, with ``meta['targets']``.
+
+    ``database`` is the `~astro_galsim.database.GalaxyDatabase` searched, ``bands`` the
+    bands of each target (`query_bands`), ``reasons`` why each target failed ('' if not);
+    the others are as for `build_result`.
+    """
+    neighbour = found['bands'] if 'bands' in found.colnames else np.full(len(found), '')
+    result = build_result(found, target_of_row, labels, coords, carried, measurements,
+                          bands=(bands, _known_bands(database, neighbour)))
+    # plain lists, so that result.write() of any format keeps or drops them without error; the
+    # query_id of a catalogue's target is its own id, with its type, as in the rows
+    own = next((carried[c] for c in ('query_id', 'id') if carried is not None and c in carried.colnames), None)
+    result.meta['targets'] = {'query_id': [str(label) for label in labels] if own is None else
+                              np.asarray(own).tolist(),
+                              'status': ['failed' if r else 'ok' for r in reasons],
+                              'reason': [str(r) for r in reasons]}
+    return result
+
+
+def _known_bands(database, bands):
+    """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
+    default = str(database.provenance.get('bands', ''))
+    bands = np.asarray(bands, dtype=str)
+    return np.where(bands != '', bands, default).astype(object)
+
+
+def query_bands(database, labels, measured):
+    """The bands of each query target: of the image described (``measured``, a table or None per
+    target), else of the stored galaxy of that id, else the database's provenance ``bands``."""
+    table = database.table
+    if 'bands' not in table.colnames or not len(labels):
+        bands = _known_bands(database, np.full(len(labels), ''))
+    else:
+        rows = database.lookup_ids([str(i) for i in labels])
+        bands = _known_bands(database, np.where(rows >= 0, np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)],
+                                                ''))
+    for i, own in enumerate(measured):
+        if own is not None and 'bands' in own.colnames:
+            bands[i] = str(own['bands'][0])
+    return bands
+
+
+def query_numbers(rank):
+    """For each result row, the number of its query among those searched (ranks restart at 1)."""
+    return np.cumsum(np.asarray(rank) == 1) - 1
+
+
+def neighbour_distances(database, n=2000, k=10):
+    """Sorted distances of up to ``n`` stored galaxies (a fixed random sample) to their ``k`` nearest
+    neighbours: the scale of `SimilaritySearch.distance_percentile
+    <astro_galsim.SimilaritySearch.distance_percentile>`."""
+    rows = np.random.default_rng(0).permutation(len(database))[:n]
+    found = database.search(database.vectors[rows], k=min(k, len(database) - 1), query_ids=list(database.ids[rows]))
+    return np.sort(np.asarray(found['distance'], dtype=float))
+
+
+def fitting_angle_unit(angles):
+    """Angles in the unit that reads best for the largest: deg from 1 degree, arcmin from 1', else arcsec.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astro_galsim.results import fitting_angle_unit
+    >>> fitting_angle_unit([3.2, 608665.17] * u.arcsec).round(2)
+    <Quantity [  0.  , 169.07] deg>
+    >>> fitting_angle_unit([1.5, 30.0] * u.arcsec).unit
+    Unit("arcsec")
+    """
+    angles = u.Quantity(angles, u.arcsec)
+    finite = angles[np.isfinite(angles)]
+    largest = finite.max() if finite.size else 0 * u.arcsec
+    unit = u.deg if largest >= 1 * u.deg else u.arcmin if largest >= 1 * u.arcmin else u.arcsec
+    return angles.to(unit)
 
 
 def explanation_table(label, own, found, query_coord, percentile):
@@ -126,6 +239,11 @@ def explanation_table(label, own, found, query_coord, percentile):
         else:
             table[name] = np.r_[float(mine), np.asarray(values, dtype=float)]
     table['distance_percentile'] = percentile(table['distance'])
+    for name in LABEL_COLUMNS:   # labels where the database has them: the query's own where it is stored
+        if name in found.colnames:
+            mine = str(own[name][0]) if name in own.colnames else ''
+            table[name] = np.r_[[mine], np.asarray(found[name], dtype=str)]
+    table.meta['nearest_labels'] = nearest_labels(found)
     if 'coord' in found.colnames:
         table['coord'] = SkyCoord([query_coord.icrs] + list(found['coord'].icrs))
     first = ['id', 'rank', 'distance', 'distance_percentile'] + (['coord'] if 'coord' in table.colnames else [])
@@ -134,6 +252,37 @@ def explanation_table(label, own, found, query_coord, percentile):
         if name in table.colnames:
             table[name].info.format = fmt
     return table
+
+
+def nearest_labels(found):
+    """How often each label occurs among neighbours that have one, per label column, commonest first.
+
+    Parameters
+    ----------
+    found : `~astropy.table.Table`
+        Neighbours, with any of the `LABEL_COLUMNS` (empty or masked where a galaxy has no label).
+
+    Returns
+    -------
+    counts : dict
+        ``{column: {label: count}}`` for each label column present.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> nearest_labels(Table({'hubble_coarse': ['spiral', '', 'spiral', 'lenticular']}))
+    {'hubble_coarse': {'spiral': 2, 'lenticular': 1}}
+    """
+    counts = {}
+    for name in LABEL_COLUMNS:
+        if name not in found.colnames:
+            continue
+        column = found[name]
+        values = np.asarray(column.filled('') if hasattr(column, 'filled') else column, dtype=str)
+        labels, n = np.unique([v for v in values if v.strip() and v not in ('--', 'nan')], return_counts=True)
+        order = np.argsort(-n, kind='stable')
+        counts[name] = {str(labels[i]): int(n[i]) for i in order}
+    return counts
 
 
 def comparison(query_bands, neighbour_bands):

@@ -13,17 +13,23 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyDeprecationWarning
 
+from .clustering import group_galaxies
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
 from .model import file_sha256, load_pretrained
 from .ingest import describe_items
-from ._targets import raise_for_missing_ids, target_vectors
-from .results import build_result, explanation_table
+from ._targets import raise_for_missing_ids, stored_selves, target_vectors, warn_if_k_too_large
+from .results import explanation_table, neighbour_distances, query_bands, query_numbers, query_result
+from .utils._coords import nan_coords
 from .utils._data import package_data
 from .utils._ids import refuse_duplicate_ids
 
-__all__ = ['SimilaritySearch']
+__all__ = ['SimilaritySearch', 'DEMO_PIXEL_SCALE']
 
 DEMO_DATABASE = 'demo_database.fits'
+#: Pixel scale of the training sample's SkyServer JPEGs (Edukov 2018), so of the demo database,
+#: whatever the image size: registered on the 12 galaxies that are also SDSS FITS frames, each
+#: JPEG's scale is 0.3997-0.4003"/px, median 0.3999 (``benchmarks/jpeg_pixel_scale.py``).
+DEMO_PIXEL_SCALE = 0.400 * u.arcsec
 #: Separation within which a queried position is taken to be a galaxy already stored.
 SAME_GALAXY_RADIUS = 2 * u.arcsec
 
@@ -87,7 +93,7 @@ class SimilaritySearch:
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def load(cls, path, encoder=None, **kwargs):
+    def load(cls, path, encoder=None, *, pixel_scale=None, **kwargs):
         """Open a database saved with `save`; it must have been made by ``encoder``.
 
         Parameters
@@ -96,11 +102,13 @@ class SimilaritySearch:
             The database file.
         encoder : `~astro_galsim.model.GalaxyEncoder`, optional
             Default: the pretrained encoder.
+        pixel_scale : `~astropy.units.Quantity`, optional
+            Pixel scale of its images without a WCS, if the file does not record it (sizes in arcsec).
         **kwargs
             Passed to `SimilaritySearch`.
         """
         encoder = load_pretrained() if encoder is None else encoder
-        database = GalaxyDatabase.load(path, encoder_id=encoder.identity)
+        database = GalaxyDatabase.load(path, encoder_id=encoder.identity, pixel_scale=pixel_scale)
         return cls(encoder, database, **kwargs)
 
     @classmethod
@@ -110,7 +118,8 @@ class SimilaritySearch:
         It holds the latent vectors, SDSS objids, positions and measurements (no images)
         of the 7,401 galaxies that the default selection accepts among the 7,505 SDSS DR14
         galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
-        can be queried by position offline. The file's SHA-256 is checked on loading.
+        can be queried by position offline. The file's SHA-256 is checked on loading. Its
+        images' pixel scale is `~astro_galsim.search.DEMO_PIXEL_SCALE` (0.400"/px): sizes are in arcsec too.
 
         Examples
         --------
@@ -120,13 +129,15 @@ class SimilaritySearch:
         >>> result = demo.query(SkyCoord(180.4819, -1.0693, unit='deg'), k=5)
         >>> len(result), str(result['query_id'][0])
         (5, '587722981740314629')
+        >>> demo.table['r50_arcsec'][0] / demo.table['r50'][0]   # doctest: +FLOAT_CMP
+        <Quantity 0.4 arcsec / pix>
         """
         path = package_data(DEMO_DATABASE)
         expected = path.with_name(path.name + '.sha256').read_text().strip()
         if file_sha256(path) != expected:
             raise DatabaseError(f'the shipped demo database {str(path)!r} does not match its checksum: '
                                 'the installation is damaged; reinstall astro_galsim')
-        return cls.load(path)
+        return cls.load(path, pixel_scale=DEMO_PIXEL_SCALE)
 
     def save(self, path, overwrite=False):
         """Write the database (vectors, catalogue, provenance, encoder identity) to FITS."""
@@ -190,10 +201,11 @@ class SimilaritySearch:
 
         Parameters
         ----------
-        images : as for `embed`, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
+        images : as for `embed`, a folder, a `~astropy.table.Table` with a `~astropy.coordinates.SkyCoord`
             column or ``ra``/``dec`` columns in degrees, or a photutils ``SourceCatalog`` (one
             cutout per source, ids ``source<label>``)
-            Galaxies to add.
+            Galaxies to add. A folder means its images, named and placed by its ``index.csv``
+            where it has one, as ``build`` reads it (`~astro_galsim.ingest.folder_images`).
         ids : sequence of str, optional
             Their ids (default: the SDSS objid or file name, else ``'img<n>'``).
         coords : `~astropy.coordinates.SkyCoord`, optional
@@ -264,7 +276,7 @@ class SimilaritySearch:
               ``query_<name>``; or a photutils ``SourceCatalog``, one cutout per source from
               its data and WCS.
         k : int, optional
-            Neighbours per target.
+            Neighbours per target (a warning says when the database holds fewer).
         coords : `~astropy.coordinates.SkyCoord`, optional
             Where the query galaxies are in the target image(s): with one image, one query per
             position in it; with several, one position per image. Positions come from the
@@ -276,7 +288,8 @@ class SimilaritySearch:
         match_radius : `~astropy.units.Quantity`, optional
             Separation within which a position is taken to be a stored galaxy.
         exclude_self : bool, optional
-            Leave the target itself out of its neighbours.
+            Leave the target itself out of its neighbours: the stored galaxy of its id, or,
+            for an image or a position, the stored galaxy within ``match_radius`` of it.
         exclude_radius : `~astropy.units.Quantity`, optional
             Also leave out galaxies within this angle of the target (overlapping cutouts).
         where : dict or callable, optional
@@ -333,61 +346,99 @@ class SimilaritySearch:
             raise_for_missing_ids(negative_ids, why)
             if not np.isfinite(negative_vectors).all():
                 raise ValueError(f'a negative example could not be described: {next(r for r in why if r)}')
+        warn_if_k_too_large(k, len(self))
         ok = np.setdiff1d(np.arange(len(labels)), failed)
-        found = self.database.search(vectors[ok], k=k, query_ids=[labels[i] for i in ok],
+        self_ids = stored_selves(self.database, labels, query_coords, match_radius)   # by id or position
+        found = self.database.search(vectors[ok], k=k, query_ids=[self_ids[i] for i in ok],
                                      query_coords=query_coords[ok], exclude_self=exclude_self,
                                      exclude_radius=exclude_radius, where=where,
                                      negative_vectors=negative_vectors) if ok.size else \
             self.database.search(np.zeros((1, self.database.dim), np.float32), k=1)[:0]
-        target_of_row = ok[_query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
-        result = build_result(found, target_of_row, labels, query_coords, carried, measurements,
-                              bands=(self._query_bands(labels, measured), self._known_bands(
-                                  found['bands'] if 'bands' in found.colnames else np.full(len(found), ''))))
-        # plain lists, so that result.write() of any format keeps or drops them without error
-        result.meta['targets'] = {'query_id': [str(label) for label in labels],
-                                  'status': ['failed' if r else 'ok' for r in reasons],
-                                  'reason': [str(r) for r in reasons]}
-        return result
+        target_of_row = ok[query_numbers(found['rank'])] if len(found) else np.zeros(0, np.int64)
+        return query_result(self.database, found, target_of_row, labels, query_coords, carried, measurements,
+                            query_bands(self.database, labels, measured), reasons)
 
-    def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, **kwargs):
+    def query_examples(self, positives, negatives=None, k=10, *, beta=0.5, name='examples',
+                       match_radius=SAME_GALAXY_RADIUS, measurements=False, **kwargs):
         """Find galaxies like several examples at once (and unlike others).
 
         The examples' vectors are combined into one query (`~astro_galsim.database.rocchio_query`);
-        the examples themselves are left out of the results.
+        the examples (the stored galaxies they are, by id or position) are left out.
+
+        Parameters
+        ----------
+        positives, negatives : as the ``target`` of `query`
+            Galaxies the results should look like, and unlike.
+        k, match_radius, measurements
+            As for `query`.
+        beta, name : float, str, optional
+            How far to move away from the negatives; the ``query_id`` of the combined query.
+        **kwargs
+            ``where``, ``exclude_radius``... as for `~astro_galsim.database.GalaxyDatabase.search`.
+
+        Returns
+        -------
+        result : `~astropy.table.QTable`
+            The table `query` returns, for one target named ``name``.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> like = demo.query_examples(['587722981740314629', '587722981742084144'], k=3)
+        >>> like.colnames == demo.query('587722981740314629', k=3).colnames
+        True
+        >>> like['query_id'].tolist()[:1], '587722981742084144' in list(like['id'])
+        (['examples'], False)
         """
-        pos, pos_ids, _, reasons, _, _ = self._target_vectors(positives)
+        pos, pos_ids, pos_coords, reasons, _, measured = self._target_vectors(positives, match_radius=match_radius)
         raise_for_missing_ids(pos_ids, reasons)
-        neg = None if negatives is None else self._target_vectors(negatives)[0]
+        neg = None if negatives is None else self._target_vectors(negatives, match_radius=match_radius)[0]
         if any(reasons) or (neg is not None and not np.isfinite(neg).all()):
             raise ValueError(f'an example could not be described: {next((r for r in reasons if r), "")}')
+        warn_if_k_too_large(k, len(self))
         query = rocchio_query(pos, neg, beta=beta)
-        return self.database.search(query, k=k, query_ids=['examples'], exclude_ids=pos_ids, **kwargs)
-
-    def _known_bands(self, bands):
-        """Stored bands, the database's provenance ``bands`` where a galaxy's are not recorded."""
-        default = str(self.database.provenance.get('bands', ''))
-        bands = np.asarray(bands, dtype=str)
-        return np.where(bands != '', bands, default).astype(object)
-
-    def _stored_bands(self, ids):
-        """The bands each stored galaxy was described from ('' where the database does not say)."""
-        table = self.database.table
-        if 'bands' not in table.colnames or not len(ids):
-            return self._known_bands(np.full(len(ids), ''))
-        rows = self.database.lookup_ids([str(i) for i in ids])
-        return self._known_bands(np.where(rows >= 0, np.asarray(table['bands'], dtype=str)[np.maximum(rows, 0)], ''))
-
-    def _query_bands(self, labels, measured):
-        """The bands of each query target: of the image described, else of the stored galaxy."""
-        bands = self._stored_bands(labels)
-        for i, table in enumerate(measured):
-            if table is not None and 'bands' in table.colnames:
-                bands[i] = str(table['bands'][0])
-        return bands
+        selves = [s for s in stored_selves(self.database, pos_ids, pos_coords, match_radius) if s]
+        found = self.database.search(query, k=k, query_ids=[str(name)], exclude_ids=list(pos_ids) + selves, **kwargs)
+        bands = set(query_bands(self.database, pos_ids, measured))
+        return query_result(self.database, found, np.zeros(len(found), np.int64), [str(name)], nan_coords(1), None,
+                            measurements, [bands.pop() if len(bands) == 1 else ''], [''])
 
     def _target_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
         return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
                               match_radius=match_radius)
+
+    def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None, assign_noise=True):
+        """Group the stored galaxies by their k-nearest-neighbour graph.
+
+        Galaxy shapes are mostly a continuum: HDBSCAN finds few dense groups and calls 60%
+        of the demo database noise. By default each noise galaxy takes the group of its
+        nearest clustered neighbour (`~astro_galsim.clustering.assign_noise`), and ``core``
+        says which galaxies HDBSCAN placed itself.
+
+        Parameters
+        ----------
+        method, k, min_cluster_size, min_samples, n_clusters
+            As for `~astro_galsim.database.GalaxyDatabase.cluster`.
+        assign_noise : bool, optional
+            False leaves noise galaxies at -1.
+
+        Returns
+        -------
+        groups : `~astropy.table.QTable`
+            ``id``, ``cluster`` (0, 1, ...; -1 for noise) and ``core``, one row per stored
+            galaxy in the order of `ids`.
+
+        Examples
+        --------
+        >>> from astro_galsim import SimilaritySearch
+        >>> demo = SimilaritySearch.load_demo()
+        >>> groups = demo.cluster()
+        >>> bool((groups['cluster'] >= 0).all()), 0.3 < float(groups['core'].mean()) < 0.5
+        (True, True)
+        """
+        return group_galaxies(self.database, method=method, k=k, min_cluster_size=min_cluster_size,
+                              min_samples=min_samples, n_clusters=n_clusters, assign_noise=assign_noise)
 
     def distance_percentile(self, distance):
         """Where a distance falls among those between stored galaxies and their neighbours.
@@ -416,10 +467,7 @@ class SimilaritySearch:
         if len(self) < 2:
             raise ValueError('distances have no scale in a database of fewer than 2 galaxies')
         if self._distance_scale is None or self._distance_scale[1] != len(self):
-            rows = np.random.default_rng(0).permutation(len(self))[:2000]
-            found = self.database.search(self.vectors[rows], k=min(10, len(self) - 1),
-                                         query_ids=list(self.ids[rows]))
-            self._distance_scale = (np.sort(np.asarray(found['distance'], dtype=float)), len(self))
+            self._distance_scale = (neighbour_distances(self.database), len(self))
         scale = self._distance_scale[0]
         return 100.0 * np.searchsorted(scale, np.asarray(distance, dtype=float), side='right') / len(scale)
 
@@ -442,7 +490,10 @@ class SimilaritySearch:
             ``distance_percentile`` (see `distance_percentile`), ``coord`` where positions are
             stored, and every measurement (``r50_arcsec`` and the like where the pixel scale
             is known). `~astro_galsim.visualization.similarity_figure` shows their normalised
-            inputs side by side.
+            inputs side by side. Where the database has morphology labels (the
+            `~astro_galsim.results.LABEL_COLUMNS`, such as ``hubble_coarse``), they are
+            shown too, and ``meta['nearest_labels']`` counts them among the neighbours
+            (`~astro_galsim.results.nearest_labels`).
 
         Examples
         --------
@@ -454,22 +505,18 @@ class SimilaritySearch:
         >>> bool(why['distance_percentile'][1] <= why['distance_percentile'][3])
         True
         """
-        vectors, labels, coords, reasons, _, measured = self._target_vectors(
-            target, match_radius=kwargs.pop('match_radius', SAME_GALAXY_RADIUS))
+        radius = kwargs.pop('match_radius', SAME_GALAXY_RADIUS)
+        vectors, labels, coords, reasons, _, measured = self._target_vectors(target, match_radius=radius)
         if len(labels) != 1:
             raise ValueError(f'explain takes one galaxy; got {len(labels)} targets')
         raise_for_missing_ids(labels, reasons)
         if reasons[0]:
             raise ValueError(f'{labels[0]}: {reasons[0]}')
-        found = self.database.search(vectors, k=k, query_ids=labels, query_coords=coords, **kwargs)
+        found = self.database.search(vectors, k=k, query_ids=stored_selves(self.database, labels, coords, radius),
+                                     query_coords=coords, **kwargs)
         row = self.database.lookup_ids(labels[0])
         own = self.table[row:row + 1] if measured[0] is None else measured[0]
         return explanation_table(labels[0], own, found, coords[0], self.distance_percentile)
-
-
-def _query_numbers(rank):
-    """For each result row, the number of its query among those searched (ranks restart at 1)."""
-    return np.cumsum(np.asarray(rank) == 1) - 1
 
 
 def _checked_columns(columns, n):

@@ -43,7 +43,8 @@ def shard_table(result, meta):
     meta = dict(meta, format=SHARD_FORMAT, units={f.name: f.metadata[b'unit'].decode()
                                                   for f in fields if f.metadata},
                 columns=names, dim=dim, n_rows=len(result['id']))
-    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
+    # a Quantity in the selection (min_r50=10 * u.pix) is written as its text, as in the partition key
+    schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta, default=str).encode()})
     return pa.Table.from_arrays(columns, schema=schema)
 
 

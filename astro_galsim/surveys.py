@@ -33,7 +33,7 @@ class Survey:
         it varies (``'unknown'``).
     seeing : `~astropy.units.Quantity`
         Typical FWHM of its point-spread function: galaxies whose half-light radius is
-        below it are not resolved (`~astro_galsim.selection.select_galaxy`).
+        below it are not resolved (`~astro_galsim.segmentation.select_galaxy`).
     tone_curve : tuple, optional
         The survey's colour images brought to the SkyServer SDSS stretch: for each channel
         (red, green, blue) a pair ``(levels, sdss_levels)``, the SDSS grey level at which SDSS
@@ -92,8 +92,7 @@ def remove_sky_pedestal(rgb):
 #: The surveys whose images the package knows. The HSC tone curve was measured on the HSC and
 #: SDSS images of the 400 first ``train`` galaxies of ``galaxy_cruise_interacting``: the mean
 #: level of each channel in rings of 0.5" about the galaxy's centre (the HSC image blurred to
-#: SDSS's 1.4" seeing), the median SDSS level per 0.05 of HSC level (``benchmarks/invariance.py
-#: --fit-hsc`` prints it again).
+#: SDSS's 1.4" seeing), the median SDSS level per 0.05 of HSC level (docs/preprocessing.rst).
 SURVEYS = {
     'sdss': Survey('sdss', 0.396 * u.arcsec, 1.4 * u.arcsec),
     'hsc': Survey(

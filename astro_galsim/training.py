@@ -107,7 +107,7 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
     Parameters
     ----------
     arrays : `~numpy.ndarray`, shape (n, 3, S, S)
-        Galaxies prepared with `context_normalisation` of ``normalisation``.
+        Galaxies prepared with `~astro_galsim.training_data.context_normalisation` of ``normalisation``.
     output : str or `~pathlib.Path`
         Weights file to write (``.pt``); the model card goes beside it as ``.json``.
         Both are written atomically; the best epoch (lowest validation loss) is kept.
@@ -130,10 +130,10 @@ def train_autoencoder(arrays, output, *, normalisation, is_val=None, latent_dim=
         Seeds the split, the initial weights and the augmentations.
     bf16 : bool, optional
         Use bfloat16 autocast (about three times faster on CPUs that support it).
-    labels : `TrainingLabels`, optional
-        Morphology labels of some of ``arrays`` (see `load_labelled_images`). With them,
+    labels : `~astro_galsim.training_data.TrainingLabels`, optional
+        Morphology labels of some of ``arrays`` (see `~astro_galsim.training_data.load_training_set`). With them,
         every step adds ``labelled_per_step`` galaxies drawn evenly from the classes of
-        `MORPHOLOGY_CLASSES`, and the loss gains, weighted by ``label_weight``: a
+        `~astro_galsim.training_data.MORPHOLOGY_CLASSES`, and the loss gains, weighted by ``label_weight``: a
         supervised contrastive term (Khosla et al. 2020; temperature ``label_temperature``)
         on the latent vectors of those galaxies, so that galaxies of one class lie close
         in the description itself, and cross-entropy terms of two linear heads on the

@@ -16,7 +16,7 @@ import numpy as np
 from .io import atomic_output
 # the latent-space figures live in their own module; their names are importable from here too
 from .latent_space import latent_map, project_latent, reconstruction_figure
-from .utils._figures import lookup_image, new_figure, thumbnail
+from .utils._figures import bottom_up, image_lookup, lookup_image, new_figure, thumbnail
 
 __all__ = ['thumbnail', 'gallery', 'result_gallery', 'similarity_figure', 'segmentation_figure', 'project_latent',
            'latent_map', 'reconstruction_figure', 'save_figure', 'SEGMENT_COLOURS']
@@ -145,9 +145,10 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
         Maps an id (of a query or a neighbour) to an image (anything `thumbnail` takes),
         or returns None; ids without an image get a blank panel that still shows the id
         and distance.
-    query_images : dict, optional
+    query_images : dict or photutils ``SourceCatalog``, optional
         Images of queries that are not in ``images`` (a query image given by the user),
-        keyed by the ``query_id`` column's value.
+        keyed by the ``query_id`` column's value; or the ``SourceCatalog`` that was
+        queried, whose sources are shown as they were cut out for the query.
     max_queries : int, optional
         Show at most this many queries (rows), in table order.
     size : float, optional
@@ -185,6 +186,7 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
                          'give the table returned by SimilaritySearch.query')
     if len(result) == 0:
         raise ValueError('the result table is empty: there is nothing to show')
+    images, query_images = image_lookup(images), image_lookup(query_images)
     queries = list(dict.fromkeys(str(q) for q in result[key]))[:max_queries]
     rows = []
     for q in queries:
@@ -221,8 +223,8 @@ def result_gallery(result, images, *, query_images=None, max_queries=10, size=1.
     return fig
 
 
-def similarity_figure(explanation, images, *, normalisation=None, size=1.8,
-                      measurements=('r50', 'ellipticity', 'gini', 'concentration')):
+def similarity_figure(explanation, images, *, query_image=None, normalisation=None, size=1.8,
+                      measurements=('r50_arcsec', 'ellipticity', 'gini', 'concentration')):
     """The normalised encoder inputs of a query galaxy and its neighbours, side by side.
 
     What the encoder compared: each galaxy isolated, centred, scaled and turned as the
@@ -233,15 +235,19 @@ def similarity_figure(explanation, images, *, normalisation=None, size=1.8,
     ----------
     explanation : `~astropy.table.QTable`
         The table of `~astro_galsim.SimilaritySearch.explain` (rank 0 is the query).
-    images : dict or callable
+    images : dict, callable or photutils ``SourceCatalog``
         Images by id (``images[id]`` or ``images(id)``); galaxies without one show a blank panel.
+    query_image : image or photutils ``SourceCatalog``, optional
+        The query's image, when ``images`` has none under its id (an image or a source
+        given to `~astro_galsim.SimilaritySearch.explain`).
     normalisation : dict, optional
         The encoder's normalisation (``search.encoder.normalisation``); default
         `~astro_galsim.pipeline.DEFAULT_NORMALISATION`.
     size : float, optional
         Panel size in inches.
     measurements : sequence of str, optional
-        Columns of ``explanation`` to print under each panel.
+        Columns of ``explanation`` to print under each panel (with their units); a size in
+        arcsec that is unknown (NaN) is shown in pixels instead.
 
     Returns
     -------
@@ -267,32 +273,54 @@ def similarity_figure(explanation, images, *, normalisation=None, size=1.8,
         if column not in explanation.colnames:
             raise ValueError(f'explanation lacks column {column!r} (it has {explanation.colnames}); '
                              'give the table of SimilaritySearch.explain')
+    from .utils._images import as_image
     normalisation = dict(DEFAULT_NORMALISATION if normalisation is None else normalisation)
-    fig = new_figure(len(explanation), 1, size, extra_height=0.6)
+    images = image_lookup(images)
+    if query_image is not None:
+        query_image = image_lookup(query_image)
+        query_image = next(iter(query_image.values())) if isinstance(query_image, dict) else query_image
+    captions = [_similarity_caption(row, measurements) for row in explanation]
+    # room for every caption line above the panels (constrained layout keeps the panels square)
+    fig = new_figure(len(explanation), 1, size, extra_height=0.25 + 0.13 * max(len(c) for c in captions))
     axes = fig.subplots(1, len(explanation), squeeze=False)[0]
-    for ax, row in zip(axes, explanation):
+    for ax, row, lines in zip(axes, explanation, captions):
         ax.set_xticks([])
         ax.set_yticks([])
         image = lookup_image(images, str(row['id']))
+        if image is None and row['rank'] == 0:
+            image = query_image
+        image = None if image is None else as_image(image)
         array = None if image is None else prepare_one(image, normalisation=normalisation)[0]
         if array is None:
             _blank(ax, 'no image' if image is None else 'no galaxy found')
-        else:
-            ax.imshow(np.clip(np.moveaxis(array, 0, -1), 0, 1), origin='upper', interpolation='nearest')
-        lines = [str(row['id'])]
-        if row['rank'] > 0:
-            scale = (f' ({row["distance_percentile"]:.0f}th pct)' if 'distance_percentile' in row.colnames
-                     else '')
-            lines.append(f'd = {row["distance"]:.3f}{scale}')
-        else:
-            lines.append('query')
-        shown = [f'{name} {getattr(row[name], "value", row[name]):.2f}' for name in measurements
-                 if name in row.colnames]
-        lines += [', '.join(shown[i:i + 2]) for i in range(0, len(shown), 2)]
+        else:   # a FITS image's first row is its bottom
+            ax.imshow(np.clip(np.moveaxis(array, 0, -1), 0, 1), origin='lower' if bottom_up(image) else 'upper',
+                      interpolation='nearest')
         ax.set_title('\n'.join(lines), fontsize=7, color=_QUERY_COLOUR if row['rank'] == 0 else 'black')
         if row['rank'] == 0:
             _frame(ax, _QUERY_COLOUR)
     return fig
+
+
+def _similarity_caption(row, measurements):
+    """The caption lines of a `similarity_figure` panel: id, distance, measurements two by two."""
+    lines = [str(row['id'])]
+    if row['rank'] > 0:
+        scale = f' ({row["distance_percentile"]:.0f}th pct)' if 'distance_percentile' in row.colnames else ''
+        lines.append(f'd = {row["distance"]:.3f}{scale}')
+    else:
+        lines.append('query')
+    shown = []
+    for name in measurements:
+        if name.endswith('_arcsec') and name in row.colnames and not np.isfinite(row[name]):
+            name = name[:-len('_arcsec')]   # no pixel scale: the size in pixels
+        if name not in row.colnames:
+            continue
+        value = row[name]
+        unit = getattr(value, 'unit', None)
+        text = {'arcsec': '"', 'pix': ' px'}.get(str(unit), '') if unit is not None else ''
+        shown.append(f'{name.replace("_arcsec", "")} {getattr(value, "value", value):.2f}{text}')
+    return lines + [', '.join(shown[i:i + 2]) for i in range(0, len(shown), 2)]
 
 
 def segmentation_figure(images, targets=None, *, titles=None, normalisation=None, size=2.0):

@@ -82,6 +82,24 @@ def test_build_shows_one_progress_bar(shared_data, tmp_path, capsys):
     assert 'building' in err and 'describing' not in err and 'preparing' not in err
 
 
+def test_build_keeps_the_index_columns(image_folder, tmp_path):
+    """index.csv's own columns (split, sizes, GZ1 class...) are stored, so where= can filter on them."""
+    folder, index = image_folder
+    index['hubble'] = ['Sb', 'E', 'Sc', 'Sb', 'S0', 'E', 'Sb']
+    index['gz1_class'] = np.ma.masked_array([0, 3, 0, 1, 0, 0, 5], mask=[1, 0, 1, 0, 1, 1, 0])
+    index.write(folder / 'index.csv', format='ascii.csv', overwrite=True)
+    search, _ = build_database(folder, tmp_path / 'db.fits', partition_size=4)
+    loaded = SimilaritySearch.load(tmp_path / 'db.fits')
+    for kept in ('split', 'width', 'hubble', 'gz1_class'):
+        assert kept in loaded.table.colnames
+    rows = loaded.database.lookup_ids([str(o) for o in index['objid']])
+    assert list(loaded.table['hubble'][rows]) == list(index['hubble'])
+    assert np.isnan(loaded.table['gz1_class'][rows[0]]) and loaded.table['gz1_class'][rows[1]] == 3
+    assert 'path' not in loaded.table.colnames and 'objid' not in loaded.table.colnames
+    found = loaded.query(str(index['objid'][0]), k=3, where={'hubble': ['E', 'S0']})
+    assert set(found['id']) == {str(o) for o, h in zip(index['objid'], index['hubble']) if h in ('E', 'S0')}
+
+
 def test_build_writes_the_database_once(image_folder, tmp_path, monkeypatch):
     # bytes in proportion to the catalogue: the shards once each and the database once, not a
     # growing database rewritten after every partition

@@ -163,6 +163,40 @@ def test_evaluate_on_real_labelled_images_with_a_chosen_encoder(shared_data, tmp
     assert 'missing.pt' in capsys.readouterr().err
 
 
+def test_build_ctrl_c_says_where_it_stopped(shared_data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a real build: one message with what is saved and the command that resumes, no traceback."""
+    import shutil
+    from astropy.table import Table
+    from astro_galsim import SimilaritySearch
+    from astro_galsim import build as build_module
+    src = shared_data / 'sdss_galaxies_mikeedi'
+    index = Table.read(src / 'index.csv', format='ascii.csv')[:4]
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for row in index:
+        shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
+    index['path'] = [f'{objid}.jpg' for objid in index['objid']]
+    index.write(folder / 'index.csv', format='ascii.csv')
+    original, calls = build_module.describe_partition, []
+
+    def interrupted(*args, **kwargs):   # Ctrl-C while the second partition is described
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+    monkeypatch.setattr(build_module, 'describe_partition', interrupted)
+    output = tmp_path / 'db.fits'
+    assert main(['build', str(folder), '--output', str(output), '--partition-size', '2']) == 130
+    err = capsys.readouterr().err
+    said = [line for line in err.replace('\r', '\n').splitlines() if line.strip() and not line.startswith('building')]
+    assert 'Traceback' not in err and len(said) == 1 and said[0].startswith('astro-galsim build: interrupted')
+    assert f'interrupted: 2 galaxies saved in {output}, 1 finished partition(s)' in err
+    assert f'astro-galsim build {folder} --output {output} --partition-size 2' in err
+    monkeypatch.setattr(build_module, 'describe_partition', original)
+    assert main(['build', str(folder), '--output', str(output), '--partition-size', '2']) == 0
+    assert len(SimilaritySearch.load(output)) == 4
+
+
 def test_build_executor_runs_local_processes_and_scheduler_is_a_deprecated_alias(shared_data, tmp_path, capsys):
     from astro_galsim import SimilaritySearch
     folder = tmp_path / 'images'

@@ -266,3 +266,22 @@ def test_fits_frame_finds_its_own_jpeg_among_the_cross_format_galaxies(shared_da
     own = result[result['query_id'] == np.char.add('fits-', result['id'].astype(str))]
     assert len(own) == 12 and set(own['comparison']) == {'grey (r) vs colour (gri)'}
     assert (own['rank'] == 1).sum() >= 8 and own['rank'].max() <= 3, list(own['rank'])
+
+
+def test_explain_shows_the_labels_of_the_nearest_galaxies(shared_data):
+    # a database of NGC/IC galaxies (train split) that stores their Hubble types
+    from astro_galsim import SimilaritySearch
+    folder = shared_data / 'sdss_ngc_ic_kavehsayeh'
+    index = Table.read(folder / 'index.csv', format='ascii.csv')
+    index = index[index['split'] == 'train'][:12]
+    search = SimilaritySearch()
+    added = search.add([folder / 'images' / f for f in index['file']], ids=list(index['name']),
+                       columns={'hubble_coarse': np.asarray(index['hubble_coarse'], dtype=str)})
+    assert added['accepted'].sum() >= 10
+    first = str(index['name'][0])
+    why = search.explain(first, k=5)
+    stored = dict(zip(index['name'], index['hubble_coarse']))
+    assert list(why['hubble_coarse']) == [stored[str(i)] for i in why['id']]
+    counts = why.meta['nearest_labels']['hubble_coarse']
+    assert sum(counts.values()) == 5 and set(counts) <= set(stored.values())
+    assert list(counts.values()) == sorted(counts.values(), reverse=True)

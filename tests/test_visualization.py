@@ -273,3 +273,60 @@ def test_save_figure_png_and_pdf(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['g.pdf', 'g.png']   # no temporary left
     with pytest.raises(ValueError, match='cannot tell the image format'):
         save_figure(fig, tmp_path / 'noext')
+
+
+# ---------------------------------------------------------------- what a person sees (real FITS, real JPEGs)
+@pytest.fixture(scope='module')
+def fits_query(shared_data):
+    """A real SDSS r-band FITS cutout (with WCS), the demo database and its explanation."""
+    import warnings
+    from astropy.nddata import CCDData
+    frame = shared_data / 'sdss_fits_cutouts_pawlikmorph/cutouts/sdsscutout_149.00575+0.3580208_rband.fits'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ccd = CCDData.read(frame, unit='adu')
+    demo = SimilaritySearch.load_demo()
+    return demo, ccd, demo.explain(ccd, k=3)
+
+
+def test_fits_panels_are_not_mirrored(fits_query):
+    from astro_galsim.visualization import similarity_figure
+    demo, ccd, why = fits_query
+    # a FITS image's first row is its bottom: the thumbnail turns it over for imshow's origin='upper'
+    np.testing.assert_allclose(thumbnail(ccd), np.moveaxis(to_colour(ccd), 0, -1)[::-1], atol=1e-6)
+    fig = gallery(ccd, [], query_label='fits')
+    assert _images(fig.axes[0])[0].origin == 'upper'
+    np.testing.assert_allclose(_image_data(fig.axes[0]), thumbnail(ccd))
+    fig = similarity_figure(why, {}, query_image=ccd, normalisation=demo.encoder.normalisation)
+    assert _images(fig.axes[0])[0].origin == 'lower'
+
+
+def test_similarity_figure_captions_fit_and_use_arcsec(fits_query, tmp_path):
+    from astro_galsim.visualization import similarity_figure
+    demo, ccd, why = fits_query
+    fig = similarity_figure(why, {}, query_image=ccd, normalisation=demo.encoder.normalisation)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    save_figure(fig, tmp_path / 'why.png')
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()   # the constrained layout, as saved
+    renderer = canvas.get_renderer()
+    height = fig.bbox.height
+    for ax in fig.axes:
+        top = ax.title.get_window_extent(renderer).y1
+        assert top <= height, f'caption {ax.title.get_text()!r} is clipped ({top:.0f} > {height:.0f} px)'
+    assert 'r50 ' in fig.axes[1].get_title() and '"' in fig.axes[1].get_title()   # demo sizes in arcsec
+
+
+def test_source_catalog_query_panel_shows_the_source(shared_data):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from photutils.segmentation import SourceCatalog, detect_sources
+    field = shared_data / 'sdss_fits_cutouts_pawlikmorph/large_cutouts/sdsslcutout_149.91553+0.5410566_rband.fits.gz'
+    with fits.open(field) as hdul:
+        data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
+    data -= np.median(data)
+    sources = SourceCatalog(data, detect_sources(data, 5 * 1.4826 * np.median(np.abs(data)), n_pixels=20), wcs=wcs)
+    demo = SimilaritySearch.load_demo()
+    result = demo.query(sources, k=2, on_error='skip')
+    fig = result_gallery(result, {}, query_images=sources, max_queries=2)
+    assert len(_images(fig.axes[0])) == 1, 'the query panel of a source is blank'

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ['new_figure', 'thumbnail', 'lookup_image']
+__all__ = ['new_figure', 'thumbnail', 'lookup_image', 'bottom_up', 'image_lookup']
 
 
 def new_figure(ncols, nrows, size, extra_height=0.0, **kwargs):
@@ -28,7 +28,9 @@ def thumbnail(image, stretch=None):
     Returns
     -------
     rgb : `~numpy.ndarray`, shape (ny, nx, 3)
-        Ready for `~matplotlib.axes.Axes.imshow`.
+        Ready for `~matplotlib.axes.Axes.imshow` with its default ``origin='upper'``: the
+        first row is the top. A FITS image (or one with a WCS), whose first row is the
+        bottom, is turned over, so that it is not drawn mirrored.
 
     Examples
     --------
@@ -46,11 +48,31 @@ def thumbnail(image, stretch=None):
             and np.nanmin(array) >= 0 and np.nanmax(array) <= 1:
         rgb = np.asarray(array, dtype=np.float32)
     else:
-        rgb = to_colour(as_image(image))
+        image = as_image(image)
+        rgb = to_colour(image)
+        if bottom_up(image):
+            rgb = rgb[:, ::-1]
     rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 1)
     if stretch is not None:
         rgb = np.clip(stretch(rgb, clip=True), 0, 1)
     return rgb
+
+
+def bottom_up(image):
+    """Whether an image's first row is its bottom (FITS images, images with a WCS), as `NDData`."""
+    return getattr(image, 'wcs', None) is not None or getattr(image, 'meta', {}).get('kind') == 'fits'
+
+
+def image_lookup(images):
+    """``images`` for `lookup_image`: a photutils SourceCatalog becomes its cutouts by label."""
+    from .._targets import is_source_catalog, source_cutouts
+    if not is_source_catalog(images):
+        return images
+    cutouts, _ = source_cutouts(images)
+    out = {}
+    for label, cutout in zip(np.atleast_1d(images.labels), cutouts):
+        out.update({int(label): cutout, str(label): cutout, f'source{label}': cutout})
+    return out
 
 
 def lookup_image(images, key):
