@@ -411,8 +411,9 @@ class SimilaritySearch:
     def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None, assign_noise=True):
         """Group the stored galaxies by their k-nearest-neighbour graph.
 
-        Galaxy shapes are mostly a continuum: HDBSCAN finds few dense groups and calls 60%
-        of the demo database noise. By default each noise galaxy takes the group of its
+        Galaxy shapes are mostly a continuum: HDBSCAN finds few dense groups (in the demo
+        database, described by ``astro_galsim-ae-v5``, 2 groups, and 32% of its galaxies
+        noise; 60% with ``astro_galsim-ae-v4``). By default each noise galaxy takes the group of its
         nearest clustered neighbour (`~astro_galsim.clustering.assign_noise`), and ``core``
         says which galaxies HDBSCAN placed itself.
 
@@ -434,7 +435,7 @@ class SimilaritySearch:
         >>> from astro_galsim import SimilaritySearch
         >>> demo = SimilaritySearch.load_demo()
         >>> groups = demo.cluster()
-        >>> bool((groups['cluster'] >= 0).all()), 0.3 < float(groups['core'].mean()) < 0.5
+        >>> bool((groups['cluster'] >= 0).all()), 0.6 < float(groups['core'].mean()) < 0.8
         (True, True)
         """
         return group_galaxies(self.database, method=method, k=k, min_cluster_size=min_cluster_size,

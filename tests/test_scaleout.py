@@ -86,7 +86,9 @@ def serial(images):
 
 def assert_same_database(db, search):
     assert list(db.ids) == list(search.ids)
-    np.testing.assert_allclose(db.vectors, search.vectors, atol=1e-5, rtol=0)
+    # bfloat16 arithmetic (on CPUs with native support) depends on the number of torch threads, one in a
+    # Dask worker and all of them in this process, by up to about 1e-4; a misplaced row differs by 0.1-1
+    np.testing.assert_allclose(db.vectors, search.vectors, atol=2e-4, rtol=0)
     assert db.table.colnames == search.table.colnames
     for name in search.table.colnames[2:]:
         a, b = search.table[name], db.table[name]
