@@ -20,7 +20,8 @@ __all__ = ['DEFAULT_COLUMNS', 'ResultTable', 'build_result', 'query_result', 'qu
            'LABEL_COLUMNS', 'nearest_labels']
 
 #: Catalogue columns that hold a morphology label (Galaxy Zoo 1 class, OpenNGC Hubble type, GALAXY CRUISE
-#: interaction type): `explain` shows them beside the measurements and counts them among the neighbours.
+#: interaction type): `SimilaritySearch.explain <astro_galsim.SimilaritySearch.explain>` shows them beside
+#: the measurements and counts them among the neighbours.
 LABEL_COLUMNS = ('gz1_class', 'hubble', 'hubble_coarse', 'hubble_type', 'similarity_group', 'interaction_type')
 
 #: Neighbour measurements shown by default (``measurements=True`` gives all of them).
