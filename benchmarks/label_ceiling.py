@@ -255,10 +255,10 @@ def predict(model, arrays, batch=32):
     return np.concatenate(out).astype(np.float64)
 
 
-def finetune(encoder, probe, context, y, val_arrays, y_val_names, classes, lr, args):
-    """Fine-tune from the shipped weights; the state with the best validation macro P@10.
+def finetune(encoder, probe, context, y, val_arrays, y_val_names, classes, lr, args, early_stop=True):
+    """Fine-tune ``encoder``'s network; the state with the best validation macro P@10 (or the last one).
 
-    Returns the model in that state, the curve ``[(step, val macro P@10)]``, the best step,
+    Returns the model in that state, the curve ``[(step, val macro P@10)]``, the step kept,
     its score, the seconds and the steps run.
     """
     torch.manual_seed(args.seed)
@@ -296,7 +296,7 @@ def finetune(encoder, probe, context, y, val_arrays, y_val_names, classes, lr, a
         if step % args.eval_every == 0 or step == args.steps:
             score = macro_at_k(predict(model, val_arrays), y_val_names)
             curve.append((step, score))
-            if score > best[0]:
+            if score > best[0] or (not early_stop and step == args.steps):
                 best = (score, step, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
     return model, curve, best[1], best[0], time.perf_counter() - t0, args.steps
@@ -358,7 +358,7 @@ def show(rows, classes):
 
 # ---------------------------------------------------------------------------------------
 
-def run_set(name, encoder, args):
+def run_set(name, encoder, label_free, args):
     """Every row of one set (none with ``--validation-only``, None when the set is skipped)."""
     loaded = load_set(name, not args.no_openngc)
     if isinstance(loaded, str):
@@ -391,31 +391,38 @@ def run_set(name, encoder, args):
           f'vectors {macro_at_k(train_vectors[is_val], y_names[is_val]):.3f}')
 
     # the linear probe: penalty chosen on the validation part, then refitted on the whole train split
-    t0 = time.perf_counter()
-    scores = {}
-    for penalty in args.penalties:
-        w, b = fit_probe(train_vectors[~is_val], y[~is_val], len(classes), penalty)
-        scores[penalty] = (macro_at_k(probe_outputs(train_vectors[is_val], w, b)[0], y_names[is_val]), (w, b))
-    penalty = max(scores, key=lambda p: scores[p][0])
-    probe_train_part = scores[penalty][1]
-    probe = fit_probe(train_vectors, y, len(classes), penalty)
-    probe_seconds = time.perf_counter() - t0
-    print('linear probe: validation macro P@10 by penalty ' + ', '.join(f'{p:g}: {s[0]:.3f}' for p, s in scores.items())
-          + f'; chose {penalty:g}; {probe_seconds:.1f} s')
+    probe, probe_train_part, probe_seconds = choose_probe(train_vectors, y, y_names, is_val, classes, args)
 
-    # the supervised fine-tune, from the shipped weights and the probe of the train part
-    best = None
-    for lr in args.lrs:
-        model, curve, step, score, seconds, steps = finetune(
-            encoder, probe_train_part, context[~is_val], y[~is_val], train_arrays[is_val], y_names[is_val],
-            classes, lr, args)
-        print(f'fine-tune lr {lr:g}: {steps} steps of {args.batch_size} in {seconds:.1f} s '
-              f'({seconds / steps:.2f} s/step); validation macro P@10 by step: '
-              + ', '.join(f'{s}: {v:.3f}' for s, v in curve) + f'; best step {step} ({score:.3f})')
-        if best is None or score > best[1]:
-            best = (model, score, lr, step, seconds, steps)
-    model, score, lr, step, seconds, steps = best
-    print(f'fine-tune kept: lr {lr:g}, step {step} of {steps} (validation macro P@10 {score:.3f})')
+    # the supervised fine-tunes. From the shipped weights: those were trained with the labels of every
+    # train galaxy, the validation part included (its encoder P@10 above is that of galaxies trained on),
+    # so it cannot choose a state; a fixed schedule, the last state. From label-free weights: the
+    # validation part is clean, it chooses the learning rate and the step.
+    fine_tunes = {}
+    model, curve, step, score, seconds, steps = finetune(
+        encoder, probe_train_part, context[~is_val], y[~is_val], train_arrays[is_val], y_names[is_val],
+        classes, args.lrs[0], args, early_stop=False)
+    print(f'fine-tune from the shipped weights, lr {args.lrs[0]:g}: {steps} steps of {args.batch_size} in '
+          f'{seconds:.1f} s ({seconds / steps:.2f} s/step), the last state kept; validation macro P@10 (galaxies '
+          'the shipped weights were trained on; for information) by step: ' + ', '.join(f'{s}: {v:.3f}' for s, v in curve))
+    fine_tunes['supervised fine-tune (shipped init)'] = (model, seconds)
+    if label_free is not None:
+        free_vectors = label_free.encode(train_arrays).astype(np.float64)
+        print(f'label-free weights {label_free.identity["name"]}: validation macro P@10 of their vectors '
+              f'{macro_at_k(free_vectors[is_val], y_names[is_val]):.3f}')
+        free_probe = choose_probe(free_vectors, y, y_names, is_val, classes, args)[1]
+        best = None
+        for lr in args.lrs:
+            model, curve, step, score, seconds, steps = finetune(
+                label_free, free_probe, context[~is_val], y[~is_val], train_arrays[is_val], y_names[is_val],
+                classes, lr, args)
+            print(f'fine-tune from {label_free.identity["name"]}, lr {lr:g}: {steps} steps in {seconds:.1f} s; '
+                  'validation macro P@10 by step: ' + ', '.join(f'{s}: {v:.3f}' for s, v in curve)
+                  + f'; best step {step} ({score:.3f})')
+            if best is None or score > best[1]:
+                best = (model, score, lr, step, seconds)
+        print(f'fine-tune from {label_free.identity["name"]} kept: lr {best[2]:g}, step {best[3]} (validation '
+              f'macro P@10 {best[1]:.3f})')
+        fine_tunes['supervised fine-tune (label-free init)'] = (best[0], best[4])
     if args.validation_only:
         return []
 
@@ -424,7 +431,7 @@ def run_set(name, encoder, args):
         lambda *a: similarity.describe_images(*a)[:3])
     test_vectors, test_failed, t_encoder = describe_test(encoder, test, args.workers, args.seed)
     rows = [score_row(name, 'encoder', test_vectors, y_test, classes, t_encoder)]
-    # the fine-tune's test inputs: the same preparation, kept as arrays
+    # the fine-tunes' test inputs: the same preparation, kept as arrays
     test_arrays, _ = prepare(test, normalisation=encoder.normalisation, workers=args.workers)
     agree = np.abs(encoder.encode(test_arrays[~test_failed][:64]) - test_vectors[~test_failed][:64]).max()
     print(f'encoder: {t_encoder:.1f} s, {int(test_failed.sum())} test galaxies without a galaxy found (random '
@@ -434,43 +441,63 @@ def run_set(name, encoder, args):
     acc = accuracy_of(probs, y_test, classes)
     rows.append(score_row(name, 'probe probabilities', probs, y_test, classes, probe_seconds, acc[:2]))
     rows.append(score_row(name, 'probe logits', logits, y_test, classes, probe_seconds, acc[:2]))
-    # 3. the fine-tune's eight-view softmax
-    fine_probs = predict(model, test_arrays)
-    if test_failed.any():   # as the encoder row: no galaxy found, a chance-level description
-        fill = np.random.default_rng(args.seed).dirichlet(np.ones(len(classes)), size=int(test_failed.sum()))
-        fine_probs[test_failed] = fill
-    acc, bal, truth, pred = accuracy_of(fine_probs, y_test, classes)
-    rows.append(score_row(name, 'supervised fine-tune', fine_probs, y_test, classes, seconds, (acc, bal)))
-    print(f'fine-tune test accuracy {acc:.3f}, balanced {bal:.3f}')
+    # 3. the fine-tunes' eight-view softmax
+    described = {}
+    for method, (model, seconds) in fine_tunes.items():
+        fine_probs = predict(model, test_arrays)
+        if test_failed.any():   # as the encoder row: no galaxy found, a chance-level description
+            fill = np.random.default_rng(args.seed).dirichlet(np.ones(len(classes)), size=int(test_failed.sum()))
+            fine_probs[test_failed] = fill
+        acc, bal, truth, pred = accuracy_of(fine_probs, y_test, classes)
+        rows.append(score_row(name, method, fine_probs, y_test, classes, seconds, (acc, bal)))
+        described[method] = (fine_probs, truth, pred)
     print(f'\n{TITLES[name]}, test split ({len(y_test)} galaxies), P@10 euclidean; set run time '
           f'{time.perf_counter() - t_set:.0f} s:')
     show(rows, classes)
-
-    # confusions
-    matrix = {c: [int(np.sum((truth == i) & (pred == j))) for j in range(len(classes))]
-              for i, c in enumerate(classes)}
-    print_matrix('\nfine-tune confusion on test (rows: catalogued class, columns: predicted):', classes, matrix)
-    for method, vectors in (('encoder', test_vectors), ('supervised fine-tune', fine_probs)):
-        columns, shares = neighbour_shares(vectors, y_test, classes)
-        print_matrix(f'share of each class among a test query\'s {K} nearest, {method} (rows: query class):',
-                     columns, shares)
-    if fine is not None:
-        print('fine-tune predictions by catalogued (OpenNGC) type, test galaxies of the classes most confused:')
-        known = np.isin(y_test, classes)
-        for i, c in enumerate(classes):
-            if c not in ('lenticular', 'elliptical'):
-                continue
-            types = fine[known][truth == i]
-            for t, n in Counter(types.tolist()).most_common(6):
-                got = Counter(classes[j] for j in pred[truth == i][types == t])
-                print(f'  {c:<11} {t:<7} n={n:<4} predicted ' + ', '.join(f'{k} {v}' for k, v in got.most_common()))
-    if votes is not None:
-        known = np.isin(y_test, classes)
-        clear = votes[known] >= 0.5
-        print(f'sub-type votes: {np.mean(~clear):.0%} of test galaxies have no sub-type with half the votes '
-              f'(median top vote {np.median(votes):.2f}); fine-tune accuracy {np.mean(pred[clear] == truth[clear]):.3f} '
-              f'where one has, {np.mean(pred[~clear] == truth[~clear]):.3f} where none has')
+    confusions(test_vectors, described, y_test, classes, fine, votes)
     return rows
+
+
+def choose_probe(vectors, y, y_names, is_val, classes, args):
+    """The probe with the penalty of best validation macro P@10: refitted on all, fitted on the train part."""
+    t0 = time.perf_counter()
+    scores = {}
+    for penalty in args.penalties:
+        w, b = fit_probe(vectors[~is_val], y[~is_val], len(classes), penalty)
+        scores[penalty] = (macro_at_k(probe_outputs(vectors[is_val], w, b)[0], y_names[is_val]), (w, b))
+    penalty = max(scores, key=lambda p: scores[p][0])
+    probe = fit_probe(vectors, y, len(classes), penalty)
+    print('linear probe: validation macro P@10 by penalty ' + ', '.join(f'{p:g}: {v[0]:.3f}' for p, v in scores.items())
+          + f'; chose {penalty:g}')
+    return probe, scores[penalty][1], time.perf_counter() - t0
+
+
+def confusions(test_vectors, described, y_test, classes, fine, votes):
+    """The fine-tunes' confusion matrices, neighbour shares, catalogued types and sub-type votes."""
+    print_matrix(f'\nshare of each class among a test query\'s {K} nearest, encoder (rows: query class):',
+                 *neighbour_shares(test_vectors, y_test, classes))
+    known = np.isin(y_test, classes)
+    for method, (fine_probs, truth, pred) in described.items():
+        print(f'\n{method}:')
+        matrix = {c: [int(np.sum((truth == i) & (pred == j))) for j in range(len(classes))]
+                  for i, c in enumerate(classes)}
+        print_matrix('confusion on test (rows: catalogued class, columns: predicted):', classes, matrix)
+        print_matrix(f'share of each class among a test query\'s {K} nearest (rows: query class):',
+                     *neighbour_shares(fine_probs, y_test, classes))
+        if fine is not None:
+            print('predictions by catalogued (OpenNGC) type, test lenticulars and ellipticals:')
+            for i, c in enumerate(classes):
+                if c not in ('lenticular', 'elliptical'):
+                    continue
+                types = fine[known][truth == i]
+                for t, n in Counter(types.tolist()).most_common(6):
+                    got = Counter(classes[j] for j in pred[truth == i][types == t])
+                    print(f'  {c:<11} {t:<7} n={n:<4} predicted ' + ', '.join(f'{k} {v}' for k, v in got.most_common()))
+        if votes is not None:
+            clear = votes[known] >= 0.5
+            print(f'sub-type votes: {np.mean(~clear):.0%} of test galaxies have no sub-type with half the votes '
+                  f'(median top vote {np.median(votes):.2f}); accuracy {np.mean(pred[clear] == truth[clear]):.3f} '
+                  f'where one has, {np.mean(pred[~clear] == truth[~clear]):.3f} where none has')
 
 
 def target_lines(all_rows):
@@ -485,15 +512,15 @@ def target_lines(all_rows):
         for goal, value in goals.items():
             column = f'P@10 {goal}'
             top = max(rows, key=lambda r: r[column])
-            fine = next(r for r in rows if r['method'] == 'supervised fine-tune')
+            fine = max((r for r in rows if r['method'].startswith('supervised')), key=lambda r: r[column])
             ok = top[column] >= value
-            if not ok:
+            if fine[column] < value:
                 failed.append(f'{goal} {fine[column]:.3f} < {value:.2f}')
             lines.append(f'target {set_name} {goal} >= {value:.2f}: best {top[column]:.3f} ({top["method"]}); '
-                         f'encoder {rows[0][column]:.3f}, fine-tune {fine[column]:.3f}: {"PASS" if ok else "FAIL"}')
+                         f'encoder {rows[0][column]:.3f}, best fine-tune {fine[column]:.3f}: {"PASS" if ok else "FAIL"}')
         if failed:
-            lines.append(f'ceiling {set_name}: even the supervised fine-tune stays below the target ({"; ".join(failed)}): '
-                         'the measured ceiling of this network on these images with these labels')
+            lines.append(f'ceiling {set_name}: even the supervised fine-tunes stay below the target '
+                         f'({"; ".join(failed)}): the measured ceiling of this network on these images with these labels')
         else:
             lines.append(f'ceiling {set_name}: a row reaches every target; the labels can lift the description this far')
     return lines
@@ -516,6 +543,9 @@ def main(argv=None):
     parser.add_argument('--colour', type=float, default=0.1, help='augment: per-band scale change')
     parser.add_argument('--grey', type=float, default=0.0, help='augment: fraction of grey views')
     parser.add_argument('--noise', type=float, default=0.03, help='augment: largest added noise')
+    parser.add_argument('--label-free-init', type=Path, default=None, metavar='WEIGHTS',
+                        help='weights (model card beside them) of the same network trained without labels, for a '
+                        'second fine-tune whose validation part is clean, e.g. astro_galsim-ae-v2 from the history')
     parser.add_argument('--no-openngc', action='store_true',
                         help='Hubble types: train on the NGC/IC train split only, without the training sample\'s '
                         'OpenNGC types')
@@ -534,6 +564,16 @@ def main(argv=None):
         parser.error(f'unknown --sets {sorted(set(sets) - set(CLASSES))}; choose from {", ".join(CLASSES)}')
     torch.set_num_threads(args.threads)
     encoder = load_pretrained()
+    label_free = None
+    if args.label_free_init is not None:
+        try:
+            label_free = load_pretrained(args.label_free_init)
+        except (OSError, ValueError) as exc:
+            sys.exit(f'label ceiling benchmark: cannot load --label-free-init ({exc})')
+        configs = [ConvAutoencoder(**e.card['architecture']).config for e in (label_free, encoder)]
+        if configs[0] != configs[1]:
+            sys.exit(f'label ceiling benchmark: --label-free-init {args.label_free_init} has another architecture '
+                     f'({label_free.card["architecture"]}) than the shipped encoder ({encoder.card["architecture"]})')
     started = time.perf_counter()
     print(f'encoder {encoder.identity["name"]}; torch {torch.__version__}, {args.threads} threads, bfloat16 '
           f'{uses_bfloat16()}; fine-tune: {args.steps} steps of {args.batch_size} per learning rate {args.lrs}, '
@@ -542,7 +582,7 @@ def main(argv=None):
     all_rows = []
     with conf.set_temp('show_progress', False):
         for name in sets:
-            all_rows += run_set(name, encoder, args) or []
+            all_rows += run_set(name, encoder, label_free, args) or []
     if not args.validation_only:
         for line in target_lines(all_rows):
             print(line)
