@@ -22,9 +22,9 @@ from .utils._data import package_data
 
 __all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16']
 
-#: Calls of ``AutoencoderEncoder.encode`` with at most this many images run in numpy, without
-#: torch (whose import takes longer than describing a few galaxies), where the encoder
-#: computes in float32.
+#: Calls of ``AutoencoderEncoder.encode`` with at most this many images (a query) run in float32
+#: numpy, without torch, unless ``conf.encoder_precision`` asks for bfloat16: importing torch
+#: takes longer than describing a few galaxies, and bfloat16 only pays off on batches.
 NUMPY_MAX_IMAGES = 4
 PRETRAINED_WEIGHTS = 'encoder.pt'
 PRETRAINED_CARD = 'encoder.json'
@@ -156,16 +156,16 @@ class AutoencoderEncoder(GalaxyEncoder):
             Unit-length vectors, so that euclidean and cosine distances rank alike. They are
             computed in bfloat16 where `uses_bfloat16` says so (``conf.encoder_precision``);
             they then differ from float32 ones by about 0.001, and do not depend on the batch.
-            Where they are computed in float32 (``conf.encoder_precision = 'float32'``, or a
-            CPU without native bfloat16), calls with at most 4 images (``NUMPY_MAX_IMAGES``: a
-            query) run in numpy, which saves importing torch (about a second) and gives
-            torch's float32 vectors to 1e-7.
+            Calls with at most 4 images (``NUMPY_MAX_IMAGES``: a query) run in float32 numpy
+            unless ``conf.encoder_precision = 'bfloat16'`` asks otherwise: that saves
+            importing torch (about a second in a fresh process) and gives torch's float32
+            vectors to 1e-7.
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.input_shape:
             raise ValueError(f'encoder input must have shape (n, {", ".join(map(str, self.input_shape))}), '
                              f'got {images.shape}; prepare images with astro_galsim.pipeline.prepare')
-        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _float32_without_torch():
+        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _queries_in_numpy():
             return self._numpy_encoder().encode(images)
         import torch
         from .network import dihedral_views
@@ -234,20 +234,14 @@ def uses_bfloat16():
     return bool(native)
 
 
-def _float32_without_torch():
-    """Whether the encoder computes in float32, known without importing torch.
+def _queries_in_numpy():
+    """Whether a query-sized call may compute in float32 numpy: unless bfloat16 is asked for.
 
-    True for ``conf.encoder_precision = 'float32'``, and for ``'auto'`` on a Linux CPU whose
-    flags list neither of the native bfloat16 instructions torch looks for.
+    ``'auto'`` chooses bfloat16 for its speed on batches; for a few images float32 in numpy is
+    faster than importing torch, and its vectors are within bfloat16's rounding (about 0.001)
+    of the batch ones.
     """
-    if conf.encoder_precision != 'auto':
-        return conf.encoder_precision == 'float32'
-    try:
-        with open('/proc/cpuinfo') as fh:
-            flags = set(next((line for line in fh if line.startswith('flags')), '').split())
-    except OSError:
-        return False
-    return bool(flags) and not flags & {'avx512_bf16', 'amx_tile'}
+    return conf.encoder_precision != 'bfloat16'
 
 
 def load_pretrained(path=None):
