@@ -123,6 +123,7 @@ class GalaxyDatabase:
                 table = QTable({'id': np.zeros(0, dtype='U1')})
         self._index = NeighbourIndex(vectors, metric=metric, lazy=True, **self._index_options)
         self._index_options.pop('graph', None)   # held by the index until its build
+        self._index_options.pop('search', None)
         if dim is not None and int(dim) != self._index.dim:
             raise ValueError(f'dim={dim} but the vectors have {self._index.dim} dimensions.')
         self._tables = [normalise_table(table, len(self._index), self._provenance.get('pixel_scale'))]
@@ -450,14 +451,15 @@ class GalaxyDatabase:
         -------
         `~astropy.io.fits.HDUList`
             PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE, and
-            NEIGHBOURS (the k-NN graph) once a pynndescent index has been built over all
-            galaxies (``db.index.prepare()``): a reopened database then builds its index
-            from it without running NN-descent again.
+            NEIGHBOURS (the k-NN graph) and the SEARCH* HDUs (its search tree and graph) once
+            a pynndescent index has been built over all galaxies (``db.index.prepare()``): a
+            reopened database then sets up its index from them without running NN-descent or
+            building the search structures again.
         """
         with self._lock:   # a snapshot: later adds replace these arrays and tables, never change them
             return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
                                     provenance=self._provenance, metric=self.metric,
-                                    graph=self._index.knn_graph)
+                                    graph=self._index.knn_graph, search=self._index.search_structure)
 
     def save(self, path, overwrite=False):
         """Write the database to a FITS file, atomically.
@@ -516,7 +518,7 @@ class GalaxyDatabase:
             version, damaged (checksum failure, truncation, inconsistent sizes), or made by
             a different encoder than ``encoder_id``.
         """
-        vectors, table, stored, provenance, metric, graph = read_database_file(path)
+        vectors, table, stored, provenance, metric, graph, search = read_database_file(path)
         if encoder_id is not None:
             wanted = check_encoder_id(encoder_id)
             if wanted['sha256'] != stored['sha256'].lower():
@@ -529,7 +531,7 @@ class GalaxyDatabase:
         if pixel_scale is not None and 'pixel_scale' not in provenance:
             provenance = dict(provenance, pixel_scale=pixel_scale)
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
-                   index_options=dict(index_options or {}, graph=graph))
+                   index_options=dict(index_options or {}, graph=graph, search=search))
 
 
 def html_summary(title, rows):
