@@ -116,7 +116,7 @@ class SimilaritySearch:
         """The demo database shipped with the package.
 
         It holds the latent vectors, SDSS objids, positions and measurements (no images)
-        of the 7,401 galaxies that the default selection accepts among the 7,505 SDSS DR14
+        of the 7,402 galaxies that the default selection accepts among the 7,505 SDSS DR14
         galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
         can be queried by position offline. The file's SHA-256 is checked on loading. Its
         images' pixel scale is `~astro_galsim.search.DEMO_PIXEL_SCALE` (0.400"/px): sizes are in arcsec too.
