@@ -15,7 +15,7 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 
 from .clustering import group_galaxies
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
-from .model import file_sha256, load_pretrained
+from .model import file_sha256, load_pretrained, query_arithmetic
 from .ingest import describe_items
 from ._targets import raise_for_missing_ids, stored_selves, target_vectors, warn_if_k_too_large
 from .results import explanation_table, neighbour_distances, query_bands, query_numbers, query_result
@@ -405,8 +405,9 @@ class SimilaritySearch:
                             measurements, [bands.pop() if len(bands) == 1 else ''], [''])
 
     def _target_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
-        return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
-                              match_radius=match_radius)
+        with query_arithmetic():   # compared, not stored: a one-off query need not import torch
+            return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
+                                  match_radius=match_radius)
 
     def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None, assign_noise=True):
         """Group the stored galaxies by their k-nearest-neighbour graph.
