@@ -240,7 +240,7 @@ def read_database_file(path):
         The stored k-NN graph (``NEIGHBOURS`` HDU), if any.
     search : dict or None
         The stored search tree and graph (SEARCH* HDUs), if any; the index checks them before
-        use (`~astro_galsim.utils._nndescent.search_structure_problem`).
+        use (``astro_galsim.utils._nndescent.search_structure_problem``).
 
     Raises
     ------

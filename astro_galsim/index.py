@@ -281,7 +281,7 @@ class NeighbourIndex:
     def search_structure(self):
         """dict or None: The search tree and search graph of the pynndescent index, if built.
 
-        Plain arrays (`~astro_galsim.utils._nndescent.search_structure`), given back with
+        Plain arrays (``astro_galsim.utils._nndescent.search_structure``), given back with
         `knn_graph` as ``search=`` to skip building them again. None when `knn_graph` is.
         """
         if self._nnd is None or self._n_main != self._n:
