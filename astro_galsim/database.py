@@ -32,7 +32,7 @@ import threading
 
 import numpy as np
 import astropy.units as u
-from astropy.coordinates import match_coordinates_sky
+from astropy.coordinates import UnitSphericalRepresentation, match_coordinates_sky
 from astropy.table import QTable, vstack
 
 from .catalogue import check_encoder_id, check_provenance, normalise_table
@@ -48,6 +48,16 @@ __all__ = ['GalaxyDatabase', 'DatabaseError', 'rocchio_query', 'move_away',
 
 
 # ---------------------------------------------------------------------------- class
+#: Largest number of (query, stored) position pairs compared directly by `GalaxyDatabase.lookup_coords`
+#: (32 MiB of products); more go through astropy's k-d tree matching.
+_DIRECT_MATCH_PAIRS = 2 ** 22
+
+
+def _unit_vectors(coords):
+    """(n, 3) cartesian unit vectors of positions, as astropy's catalogue matching compares them."""
+    return coords.data.represent_as(UnitSphericalRepresentation).to_cartesian().xyz.value.T
+
+
 def _named_errors(load):
     """Any failure to make sense of a file's content is a DatabaseError naming the file."""
     @functools.wraps(load)
@@ -113,10 +123,11 @@ class GalaxyDatabase:
                 table = QTable({'id': np.zeros(0, dtype='U1')})
         self._index = NeighbourIndex(vectors, metric=metric, lazy=True, **self._index_options)
         self._index_options.pop('graph', None)   # held by the index until its build
+        self._index_options.pop('search', None)
         if dim is not None and int(dim) != self._index.dim:
             raise ValueError(f'dim={dim} but the vectors have {self._index.dim} dimensions.')
         self._tables = [normalise_table(table, len(self._index), self._provenance.get('pixel_scale'))]
-        self._id_lookup = None
+        self._id_lookup = self._position_lookup = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -259,7 +270,7 @@ class GalaxyDatabase:
                                  f'{np.asarray(new["id"])[clash][:10].tolist()}.')
         self._index.add(vectors)  # validates the vectors first: a refused add changes nothing
         self._tables = [new] if empty else self._tables + [new]
-        self._id_lookup = None
+        self._id_lookup = self._position_lookup = None
 
     # ------------------------------------------------------------------ lookups
     def lookup_ids(self, ids):
@@ -301,11 +312,25 @@ class GalaxyDatabase:
         scalar = coords.isscalar
         coords = coords.reshape((1,)) if scalar else coords
         out = np.full(len(coords), -1, dtype=np.int64)
-        known = np.flatnonzero(known_positions(self.coords))
+        with self._lock:
+            if self._position_lookup is None:
+                stored = self.coords
+                known = np.flatnonzero(known_positions(stored))
+                self._position_lookup = known, stored[known], None
+            known, catalogue, unit = self._position_lookup
         query_ok = np.flatnonzero(known_positions(coords.icrs))
         if known.size and query_ok.size:
-            catalogue = self.coords[known]
-            idx, sep, _ = match_coordinates_sky(coords[query_ok], catalogue)
+            targets = coords[query_ok]
+            if len(targets) * len(catalogue) <= _DIRECT_MATCH_PAIRS:
+                # a few positions: the nearest by one product with the stored unit vectors, without
+                # building a k-d tree (importing scipy.spatial alone costs a fresh process 0.15 s)
+                if unit is None:
+                    unit = _unit_vectors(catalogue)
+                    self._position_lookup = known, catalogue, unit
+                idx = np.argmax(_unit_vectors(targets.transform_to(catalogue)) @ unit.T, axis=1)
+                sep = catalogue[idx].separation(targets)
+            else:
+                idx, sep, _ = match_coordinates_sky(targets, catalogue)
             good = sep <= radius
             out[query_ok[good]] = known[idx[good]]
         return int(out[0]) if scalar else out
@@ -426,14 +451,15 @@ class GalaxyDatabase:
         -------
         `~astropy.io.fits.HDUList`
             PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE, and
-            NEIGHBOURS (the k-NN graph) once a pynndescent index has been built over all
-            galaxies (``db.index.prepare()``): a reopened database then builds its index
-            from it without running NN-descent again.
+            NEIGHBOURS (the k-NN graph) and the SEARCH* HDUs (its search tree and graph) once
+            a pynndescent index has been built over all galaxies (``db.index.prepare()``): a
+            reopened database then sets up its index from them without running NN-descent or
+            building the search structures again.
         """
         with self._lock:   # a snapshot: later adds replace these arrays and tables, never change them
             return database_hdulist(self.vectors, self.table, encoder_id=self._encoder_id,
                                     provenance=self._provenance, metric=self.metric,
-                                    graph=self._index.knn_graph)
+                                    graph=self._index.knn_graph, search=self._index.search_structure)
 
     def save(self, path, overwrite=False):
         """Write the database to a FITS file, atomically.
@@ -492,7 +518,7 @@ class GalaxyDatabase:
             version, damaged (checksum failure, truncation, inconsistent sizes), or made by
             a different encoder than ``encoder_id``.
         """
-        vectors, table, stored, provenance, metric, graph = read_database_file(path)
+        vectors, table, stored, provenance, metric, graph, search = read_database_file(path)
         if encoder_id is not None:
             wanted = check_encoder_id(encoder_id)
             if wanted['sha256'] != stored['sha256'].lower():
@@ -505,7 +531,7 @@ class GalaxyDatabase:
         if pixel_scale is not None and 'pixel_scale' not in provenance:
             provenance = dict(provenance, pixel_scale=pixel_scale)
         return cls(vectors, table, encoder_id=stored, provenance=provenance, metric=metric,
-                   index_options=dict(index_options or {}, graph=graph))
+                   index_options=dict(index_options or {}, graph=graph, search=search))
 
 
 def html_summary(title, rows):

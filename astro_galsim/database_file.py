@@ -3,8 +3,10 @@
 One file, four HDUs that any FITS reader opens: PRIMARY (format keywords, encoder identity,
 provenance keywords), GALAXIES (the catalogue table with ``id``, ``ra``, ``dec`` and the
 measurements), VECTORS (a float32 image, one row per galaxy) and PROVENANCE (key, value,
-type, unit). Reading takes data only (no pickle, nothing executed) and checks the FITS
-checksums, the format name and version and the consistency of the HDUs.
+type, unit); once an approximate index is built, NEIGHBOURS (its k-NN graph) and SEARCHTREE,
+SEARCHORDER, SEARCHPTR and SEARCHEDGES (its search tree and search graph) may follow. Reading
+takes data only (no pickle, nothing executed) and checks the FITS checksums, the format name
+and version and the consistency of the HDUs.
 `~astro_galsim.database.GalaxyDatabase.save` and ``load`` are its users; see
 ``docs/search.rst`` for the format.
 """
@@ -44,7 +46,7 @@ class DatabaseError(Exception):
     """A database file or database content that cannot be used as it is."""
 
 
-def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=None):
+def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=None, search=None):
     """The FITS representation of a database's vectors, catalogue and identity.
 
     Parameters
@@ -63,12 +65,17 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=No
         The k-NN graph of the vectors built by the pynndescent index
         (`~astro_galsim.index.NeighbourIndex.knn_graph`), stored in a ``NEIGHBOURS`` HDU so that
         a reopened database builds its index without running NN-descent again.
+    search : dict, optional
+        With ``graph``: that index's search tree and search graph
+        (`~astro_galsim.index.NeighbourIndex.search_structure`), stored in SEARCHTREE (table of
+        the tree's nodes), SEARCHORDER (the rows in tree order), SEARCHPTR and SEARCHEDGES (the
+        graph, compressed rows), so that a reopened database does not build them again.
 
     Returns
     -------
     `~astropy.io.fits.HDUList`
         PRIMARY (format keywords), GALAXIES (table), VECTORS (image), PROVENANCE, and
-        NEIGHBOURS (int32 image) when ``graph`` is given.
+        NEIGHBOURS (int32 image) when ``graph`` is given, then the search HDUs.
     """
     primary = fits.PrimaryHDU()
     hdr = primary.header
@@ -135,7 +142,47 @@ def database_hdulist(vectors, table, *, encoder_id, provenance, metric, graph=No
         _set_card(neighbours.header, 'NNEIGH', graph.shape[1], 'neighbours per galaxy (itself first)')
         _set_card(neighbours.header, 'METRIC', metric, 'distance metric of the graph')
         hdus.append(neighbours)
+        if search is not None:
+            hdus += _search_hdus(search, len(vectors), metric)
     return fits.HDUList(hdus)
+
+
+def _search_hdus(search, n, metric):
+    """The HDUs of a pynndescent search tree and search graph (see `database_hdulist`)."""
+    tree = fits.BinTableHDU(Table({'HYPERPLANE': search['hyperplanes'], 'OFFSET': search['offsets'],
+                                   'CHILDREN': search['children']}), name='SEARCHTREE')
+    header = tree.header
+    _set_card(header, 'NGALAXY', n, 'rows of the index: one per GALAXIES row')
+    _set_card(header, 'METRIC', metric, 'distance metric of the index')
+    _set_card(header, 'LEAFSIZE', int(search['leaf_size']), 'rows per leaf of the search tree')
+    _set_card(header, 'MINDIST', float(search['min_distance']), 'smallest distance in the search graph')
+    _set_card(header, 'PYNNDVER', str(search['version']), 'pynndescent version that built the index')
+    return [tree, fits.ImageHDU(np.asarray(search['order'], dtype='>i4'), name='SEARCHORDER'),
+            fits.ImageHDU(np.asarray(search['indptr'], dtype='>i8'), name='SEARCHPTR'),
+            fits.ImageHDU(np.asarray(search['indices'], dtype='>i4'), name='SEARCHEDGES')]
+
+
+def _read_search(hdul, primary, names):
+    """The stored search tree and graph, or None where absent or not of these vectors and metric."""
+    if not all(name in names for name in ('SEARCHTREE', 'SEARCHORDER', 'SEARCHPTR', 'SEARCHEDGES')):
+        return None
+    header, tree = hdul['SEARCHTREE'].header, hdul['SEARCHTREE'].data
+    if (tree is None or header.get('NGALAXY') != int(primary['NGALAXY'])
+            or header.get('METRIC') != primary['METRIC']):
+        return None   # the index builds them again from the k-NN graph
+
+    def values(name, dtype):
+        data = hdul[name].data
+        return np.zeros(0, dtype) if data is None else np.asarray(data, dtype=dtype).ravel()
+    try:
+        return {'hyperplanes': np.asarray(tree['HYPERPLANE'], dtype=np.float32),
+                'offsets': np.asarray(tree['OFFSET'], dtype=np.float32),
+                'children': np.asarray(tree['CHILDREN'], dtype=np.int32),
+                'leaf_size': int(header['LEAFSIZE']), 'min_distance': float(header['MINDIST']),
+                'version': str(header['PYNNDVER']), 'order': values('SEARCHORDER', np.int32),
+                'indptr': values('SEARCHPTR', np.int64), 'indices': values('SEARCHEDGES', np.int32)}
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def write_database_file(path, hdulist, *, overwrite=False):
@@ -191,6 +238,9 @@ def read_database_file(path):
     metric : str
     graph : `~numpy.ndarray` of int32 or None
         The stored k-NN graph (``NEIGHBOURS`` HDU), if any.
+    search : dict or None
+        The stored search tree and graph (SEARCH* HDUs), if any; the index checks them before
+        use (``astro_galsim.utils._nndescent.search_structure_problem``).
 
     Raises
     ------
@@ -230,6 +280,7 @@ def read_database_file(path):
                 galaxies = Table.read(hdul['GALAXIES'], astropy_native=True, mask_invalid=False)
                 prov_table = Table.read(hdul['PROVENANCE'])
                 graph = _read_graph(hdul, primary) if 'NEIGHBOURS' in names else None
+                search = _read_search(hdul, primary, names) if graph is not None else None
         except DatabaseError:
             raise
         except Exception as exc:
@@ -268,7 +319,7 @@ def read_database_file(path):
     table.replace_column('id', Column(ids, name='id'))
     table.add_column(coord, name='coord', index=1)
     return (np.asarray(vectors, dtype=np.float32), table, stored, _read_provenance(prov_table),
-            str(primary['METRIC']), graph)
+            str(primary['METRIC']), graph, search)
 
 
 def _read_graph(hdul, primary):

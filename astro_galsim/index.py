@@ -134,6 +134,10 @@ class NeighbourIndex:
         NN-descent again: only its search tree and search graph are built, which is many
         times faster at a million vectors. Ignored if its shape does not match or it names
         rows that do not exist.
+    search : dict, optional
+        With ``graph``: the search tree and search graph of that build (`search_structure`,
+        as stored in a database file), installed instead of being built again. Ignored unless
+        the same pynndescent version made it and every row number in it is within the vectors.
     build_work : float, optional
         With ``lazy=True`` and ``method='auto'``, calls whose work (queries x vectors) is
         below this are answered by exact search instead of triggering the pynndescent
@@ -171,7 +175,7 @@ class NeighbourIndex:
     def __init__(self, vectors, *, metric='euclidean', method='auto', n_neighbors=None,
                  random_state=0, exact_threshold=200_000, epsilon=None,
                  pruning_degree_multiplier=None, diversify_prob=None, tail_fraction=0.1,
-                 tail_min=1000, n_jobs=None, lazy=False, build_work=5e8, graph=None,
+                 tail_min=1000, n_jobs=None, lazy=False, build_work=5e8, graph=None, search=None,
                  **nndescent_kwargs):
         check_metric(metric)
         if method not in ('auto', 'exact', 'nndescent'):
@@ -205,11 +209,12 @@ class NeighbourIndex:
         self._nnd = None           # pynndescent index over the first _n_main vectors
         self._n_main = 0
         self._graph = None         # a stored k-NN graph of all vectors, used by the next build
+        self._search = None        # ...and the search tree and graph built from it
         if graph is not None:
             graph = np.asarray(graph)
             if (self._wants_nndescent() and graph.shape == (self._n, self.n_neighbors)
                     and _valid_graph(graph, self._n)):
-                self._graph = graph
+                self._graph, self._search = graph, search
         if not lazy:
             self._build()
 
@@ -251,12 +256,13 @@ class NeighbourIndex:
         """(Re)build the back end over all vectors."""
         self._nnd, self._n_main, self._unit = None, 0, None
         if self._wants_nndescent() and self._n > 0:
-            graph = self._graph if self._graph is not None and len(self._graph) == self._n else None
+            stored = self._graph is not None and len(self._graph) == self._n
             self._nnd = _build_nndescent(self.vectors, metric=self.metric,
                                          random_state=self.random_state, n_jobs=self.n_jobs,
-                                         graph=graph, **self._nnd_kwargs)
+                                         graph=self._graph if stored else None,
+                                         search=self._search if stored else None, **self._nnd_kwargs)
             self._n_main = self._n
-        self._graph = None
+        self._graph = self._search = None
 
     @property
     def knn_graph(self):
@@ -270,6 +276,18 @@ class NeighbourIndex:
         if self._nnd is None or self._n_main != self._n:
             return None
         return np.asarray(self._nnd.neighbor_graph[0], dtype=np.int32)
+
+    @property
+    def search_structure(self):
+        """dict or None: The search tree and search graph of the pynndescent index, if built.
+
+        Plain arrays (``astro_galsim.utils._nndescent.search_structure``), given back with
+        `knn_graph` as ``search=`` to skip building them again. None when `knn_graph` is.
+        """
+        if self._nnd is None or self._n_main != self._n:
+            return None
+        from .utils._nndescent import search_structure
+        return search_structure(self._nnd)
 
     def _ensure_current(self):
         """Rebuild lazily when the back end no longer matches the vectors."""
@@ -477,13 +495,14 @@ class NeighbourIndex:
         self._ensure_current()
 
 
-def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, **kwargs):
+def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, search=None, **kwargs):
     """Build and prepare a pynndescent index (imported lazily: import takes seconds).
 
     With ``graph`` (a k-NN graph of these vectors from an earlier build), NN-descent is
     neither run nor compiled: the graph is taken as it is (its distances recomputed), then the
     search tree and search graph are built by ``prepare`` as after a full build, with compiled
-    code that numba caches on disk (`~astro_galsim.utils._nndescent.nndescent_from_graph`).
+    code that numba caches on disk (`~astro_galsim.utils._nndescent.nndescent_from_graph`); with
+    ``search`` as well (that build's search tree and graph), only the search function is set up.
     """
     try:
         import pynndescent
@@ -497,7 +516,7 @@ def _build_nndescent(vectors, *, metric, random_state, n_jobs, graph=None, **kwa
     if graph is not None:
         from .utils._nndescent import nndescent_from_graph
         return nndescent_from_graph(vectors, graph, metric=metric, random_state=random_state,
-                                    n_jobs=n_jobs, **kwargs)
+                                    n_jobs=n_jobs, search=search, **kwargs)
     index = pynndescent.NNDescent(vectors, metric=metric, random_state=random_state,
                                   n_jobs=n_jobs, **kwargs)
     index.prepare()

@@ -11,6 +11,8 @@ Descriptions are made invariant to the eight flips and quarter turns of the imag
 averaging the latent vectors of all eight (the input is already turned so that the
 galaxy's major axis is horizontal, which covers the other angles).
 """
+import contextlib
+import contextvars
 import hashlib
 import json
 from pathlib import Path
@@ -20,11 +22,12 @@ import numpy as np
 from .config import conf
 from .utils._data import package_data
 
-__all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16']
+__all__ = ['GalaxyEncoder', 'AutoencoderEncoder', 'load_pretrained', 'file_sha256', 'uses_bfloat16',
+           'query_arithmetic']
 
-#: Calls of ``AutoencoderEncoder.encode`` with at most this many images run in numpy, without
-#: torch (whose import takes longer than describing a few galaxies), where the encoder
-#: computes in float32.
+#: Calls of ``AutoencoderEncoder.encode`` with at most this many images run in float32 numpy,
+#: without torch (whose import takes longer than describing a few galaxies), where the encoder
+#: computes in float32, and for query images (`query_arithmetic`) unless bfloat16 is asked for.
 NUMPY_MAX_IMAGES = 4
 PRETRAINED_WEIGHTS = 'encoder.pt'
 PRETRAINED_CARD = 'encoder.json'
@@ -156,16 +159,17 @@ class AutoencoderEncoder(GalaxyEncoder):
             Unit-length vectors, so that euclidean and cosine distances rank alike. They are
             computed in bfloat16 where `uses_bfloat16` says so (``conf.encoder_precision``);
             they then differ from float32 ones by about 0.001, and do not depend on the batch.
-            Where they are computed in float32 (``conf.encoder_precision = 'float32'``, or a
-            CPU without native bfloat16), calls with at most 4 images (``NUMPY_MAX_IMAGES``: a
-            query) run in numpy, which saves importing torch (about a second) and gives
-            torch's float32 vectors to 1e-7.
+            Calls with at most 4 images (``NUMPY_MAX_IMAGES``) run in numpy, which saves
+            importing torch (about a second in a fresh process) and gives torch's float32
+            vectors to 1e-7, where they are computed in float32 (``conf.encoder_precision =
+            'float32'``, or a CPU without native bfloat16) and, unless bfloat16 is asked for,
+            for query images (within `query_arithmetic`).
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.input_shape:
             raise ValueError(f'encoder input must have shape (n, {", ".join(map(str, self.input_shape))}), '
                              f'got {images.shape}; prepare images with astro_galsim.pipeline.prepare')
-        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _float32_without_torch():
+        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _queries_in_numpy():
             return self._numpy_encoder().encode(images)
         import torch
         from .network import dihedral_views
@@ -234,14 +238,48 @@ def uses_bfloat16():
     return bool(native)
 
 
-def _float32_without_torch():
-    """Whether the encoder computes in float32, known without importing torch.
+_QUERIES = contextvars.ContextVar('astro_galsim_query_arithmetic', default=False)
 
-    True for ``conf.encoder_precision = 'float32'``, and for ``'auto'`` on a Linux CPU whose
-    flags list neither of the native bfloat16 instructions torch looks for.
+
+@contextlib.contextmanager
+def query_arithmetic():
+    """Describe query images in float32 with numpy where that saves importing torch.
+
+    Within it, `AutoencoderEncoder.encode` computes calls of up to ``NUMPY_MAX_IMAGES``
+    images in float32 with numpy unless ``conf.encoder_precision`` is ``'bfloat16'``. The
+    vectors of a query are compared, not stored: they are within bfloat16's rounding (about
+    0.001) of the vectors a database computed in bfloat16, and a one-off query from a script
+    or the command line does not pay for importing torch. Stored vectors are always computed
+    in one arithmetic, whatever the size of their batch. `~astro_galsim.SimilaritySearch`
+    describes its query targets within it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_galsim.model import load_pretrained, query_arithmetic
+    >>> encoder = load_pretrained()
+    >>> with query_arithmetic():
+    ...     vector = encoder.encode(np.zeros((1,) + encoder.input_shape, dtype=np.float32))
+    >>> vector.shape, vector.dtype
+    ((1, 64), dtype('float32'))
     """
+    token = _QUERIES.set(True)
+    try:
+        yield
+    finally:
+        _QUERIES.reset(token)
+
+
+def _queries_in_numpy():
+    """Whether a call of up to NUMPY_MAX_IMAGES images computes in numpy (float32) without torch."""
     if conf.encoder_precision != 'auto':
         return conf.encoder_precision == 'float32'
+    return _QUERIES.get() or _cpu_without_bfloat16()
+
+
+def _cpu_without_bfloat16():
+    """Whether 'auto' means float32 here, known without importing torch: a Linux CPU whose flags
+    list neither of the native bfloat16 instructions torch looks for."""
     try:
         with open('/proc/cpuinfo') as fh:
             flags = set(next((line for line in fh if line.startswith('flags')), '').split())

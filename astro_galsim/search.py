@@ -15,7 +15,7 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 
 from .clustering import group_galaxies
 from .database import DatabaseError, GalaxyDatabase, html_summary, rocchio_query
-from .model import file_sha256, load_pretrained
+from .model import file_sha256, load_pretrained, query_arithmetic
 from .ingest import describe_items
 from ._targets import raise_for_missing_ids, stored_selves, target_vectors, warn_if_k_too_large
 from .results import explanation_table, neighbour_distances, query_bands, query_numbers, query_result
@@ -116,7 +116,7 @@ class SimilaritySearch:
         """The demo database shipped with the package.
 
         It holds the latent vectors, SDSS objids, positions and measurements (no images)
-        of the 7,401 galaxies that the default selection accepts among the 7,505 SDSS DR14
+        of the 7,402 galaxies that the default selection accepts among the 7,505 SDSS DR14
         galaxies the pretrained encoder was trained on (Edukov 2018), so that any of them
         can be queried by position offline. The file's SHA-256 is checked on loading. Its
         images' pixel scale is `~astro_galsim.search.DEMO_PIXEL_SCALE` (0.400"/px): sizes are in arcsec too.
@@ -405,8 +405,9 @@ class SimilaritySearch:
                             measurements, [bands.pop() if len(bands) == 1 else ''], [''])
 
     def _target_vectors(self, target, *, coords=None, names=None, match_radius=SAME_GALAXY_RADIUS):
-        return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
-                              match_radius=match_radius)
+        with query_arithmetic():   # compared, not stored: a one-off query need not import torch
+            return target_vectors(target, self.database, self._described_inputs, coords=coords, names=names,
+                                  match_radius=match_radius)
 
     def cluster(self, *, method='hdbscan', k=15, min_cluster_size=10, min_samples=None, n_clusters=None, assign_noise=True):
         """Group the stored galaxies by their k-nearest-neighbour graph.

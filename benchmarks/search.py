@@ -17,8 +17,9 @@ vectors from the same distribution.
 and answer a batch of queries (``--reopen-queries``, 10,000) with the pynndescent index, in
 a fresh Python process (so both paths pay numba's compilation), once from a file without
 the stored neighbour graph (the index is rebuilt: NN-descent runs) and once from the same
-database saved with its graph (``NEIGHBOURS`` HDU: only the search tree and graph are
-built). Recall@10 of both is measured on the first 1000 queries against exact search.
+database saved with its index (``NEIGHBOURS``: the k-NN graph, and the ``SEARCH*`` HDUs: the
+search tree and search graph, installed as they are; only their distances and the search
+function are set up). Recall@10 of both is measured on the first 1000 queries against exact search.
 Each child prints where its seconds go: imports, loading the file, building the index (and
 the part of it numba spends compiling rather than loading its disk cache), the first query,
 all queries, and the time from its launch to its first answer. Before them a fresh process
@@ -234,7 +235,7 @@ def _child(path, qpath, args):
 
 
 def bench_reopen(n, d, args):
-    """Reopen + queries from a file without and with the stored graph, each in a fresh process."""
+    """Reopen + queries from a file without and with the stored index, each in a fresh process."""
     x = clustered_vectors(n + args.reopen_queries, d, intrinsic=min(args.intrinsic, d), seed=args.seed)
     data, queries = x[:n], x[n:]
     db = GalaxyDatabase(data, QTable({'id': np.char.add('g', np.arange(n).astype(str))}),
@@ -257,7 +258,7 @@ def bench_reopen(n, d, args):
         gc.collect()
         qpath = os.path.join(tmp, 'queries.npy')
         np.save(qpath, queries)
-        for name, path in (('rebuild', plain), ('stored graph', stored)):
+        for name, path in (('rebuild', plain), ('stored index', stored)):
             out[name] = _child(path, qpath, args)
             out[name]['recall'] = recall(np.load(qpath + '.result.npy'), true_i)
     return out
@@ -339,20 +340,20 @@ def print_search_tables(rows):
 def print_reopen_table(reopened, args):
     print()
     print(f'Reopen a saved database + {args.reopen_queries} queries (k={args.k}), fresh process each; '
-          'ratio = rebuild total / stored-graph total')
+          'ratio = rebuild total / stored-index total')
     print(f"{'N':>9} {'d':>4} {'path':>13} {'import s':>8} {'load s':>7} {'index s':>8} "
           f"{'(compile s)':>11} {'1st query s':>11} {'queries s':>9} {'1st answer s':>12} "
           f"{'total s':>8} {'recall@10':>9} {'file MB':>8} {'ratio':>6}")
     for r in reopened:
-        for i, name in enumerate(('rebuild', 'stored graph')):
+        for i, name in enumerate(('rebuild', 'stored index')):
             m = r[name]
             ratio = r['rebuild']['total_s'] / m['total_s']
             print(f"{r['N']:>9} {r['d']:>4} {name:>13} {m['import_s']:>8.1f} {m['load_s']:>7.1f} "
                   f"{m['index_s']:>8.1f} {m['compile_s']:>11.1f} {m['first_query_s']:>11.3f} "
                   f"{m['query_s']:>9.2f} {m['first_answer_s']:>12.1f} {m['total_s']:>8.1f} "
                   f"{m['recall']:>9.4f} {r['file_mb'][i]:>8.0f} {ratio:>5.1f}x")
-    print('import: astro_galsim and pynndescent; index: NN-descent, or only the search tree and graph '
-          'from the stored graph (compile: numba compiling within it, not loading its disk cache); '
+    print('import: astro_galsim and pynndescent; index: NN-descent, or the stored k-NN graph, search tree '
+          'and search graph set up (compile: numba compiling within it, not loading its disk cache); '
           '1st answer: from the launch of the process to its first answer; total includes Python '
           f'start-up. Index build in the parent process: {reopened[-1]["build_here_s"]:.1f} s.')
 

@@ -139,11 +139,16 @@ def _per_image_ms(paths, encoder):
             steps[name] += dt
     ms = {k: 1000 * v / len(paths) for k, v in steps.items()}
     if encoder is not None:
+        # as in each describe() worker: one torch thread, batches of conf.batch_size / 8 galaxies
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         batch = _stack(outputs)
         encoder.encode(batch[:8])  # warm-up
         t0 = clock()
         encoder.encode(batch)
-        ms['encoder (8 views, batched)'] = 1000 * (clock() - t0) / len(batch)
+        ms['encoder (8 views, 1 thread)'] = 1000 * (clock() - t0) / len(batch)
+        torch.set_num_threads(threads)
     return ms
 
 
@@ -177,7 +182,7 @@ def main():
         print(f'  {name:32s} {value:8.2f}')
     ours_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['measure_galaxy'] + ms['normalise_galaxy']
     base_path = ms['read (JPEG decode)'] + ms['colour form'] + ms['photutils baseline stage']
-    enc = ms.get('encoder (8 views, batched)', 0.0)
+    enc = ms.get('encoder (8 views, 1 thread)', 0.0)
     for name, total in (('cutout -> vector, ours', ours_path + enc),
                         ('cutout -> vector, baseline', base_path + enc)):
         print(f'  {name:32s} {total:8.2f}  ({1000 / total:.0f} gal/s per core)')

@@ -397,6 +397,37 @@ def test_lookups(db):
     assert db.lookup_coords(SkyCoord(0 * u.deg, 80 * u.deg)) == -1
 
 
+def test_position_lookups_agree_with_astropys_matching(monkeypatch):
+    """A few positions are matched by a direct product, many through astropy's k-d tree: the same
+    rows for positions near stored ones, in another frame, unknown or stored twice; a database
+    that grows is matched against its new rows."""
+    import astro_galsim.database as database
+    rng = np.random.default_rng(3)
+    n = 500
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    ra[7], dec[7] = np.nan, np.nan
+    ra[9], dec[9] = ra[8], dec[8]          # two galaxies at one position: the direct match takes the first
+    table = QTable({'id': [f'g{i}' for i in range(n)], 'coord': SkyCoord(ra * u.deg, dec * u.deg)})
+    db = GalaxyDatabase(rng.normal(size=(n, 4)).astype(np.float32), table, encoder_id=ENCODER,
+                        provenance=PROVENANCE, index_options={'method': 'exact'})
+    picks = rng.choice(n, 200, replace=False)
+    targets = db.coords[picks].spherical_offsets_by(rng.normal(0, 1, 200) * u.arcsec,
+                                                    rng.normal(0, 1, 200) * u.arcsec)
+    targets = SkyCoord(np.r_[targets.ra.deg, np.nan, ra[8]] * u.deg, np.r_[targets.dec.deg, 0, dec[8]] * u.deg)
+    direct = db.lookup_coords(targets.transform_to('fk5'), radius=2 * u.arcsec)
+    monkeypatch.setattr(database, '_DIRECT_MATCH_PAIRS', 0)
+    db._position_lookup = None
+    tree = db.lookup_coords(targets, radius=2 * u.arcsec)
+    tie = np.isin(tree, [8, 9])     # the k-d tree takes either of two galaxies at one position
+    np.testing.assert_array_equal(direct[~tie], tree[~tie])
+    assert (direct[tie] == 8).all() and tie[-1]
+    assert (direct[:-2] >= 0).mean() > 0.5 and direct[-2] == -1
+    monkeypatch.setattr(database, '_DIRECT_MATCH_PAIRS', 2 ** 22)
+    assert db.lookup_coords(SkyCoord(10 * u.deg, 10 * u.deg)) == -1
+    db.add(np.zeros((1, 4), np.float32), QTable({'id': ['new'], 'coord': SkyCoord([10] * u.deg, [10] * u.deg)}))
+    assert db.lookup_coords(SkyCoord(10 * u.deg, 10 * u.deg)) == n
+
+
 def test_metric_override_is_exact(db):
     result = db.search(db.vectors[:2], k=5, metric='cosine')
     norm = db.vectors / np.linalg.norm(db.vectors, axis=1, keepdims=True)

@@ -311,3 +311,67 @@ def test_database_file_keeps_the_graph(data, nnd_index, tmp_path):
     found = np.asarray([loaded.lookup_ids(list(result['id'][result['query'] == q])) for q in range(len(queries))])
     assert recall(found, true_i) >= 0.98
     assert loaded.index._graph is None   # used by the build, then let go
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+def test_database_file_keeps_the_search_structure(data, metric, tmp_path, monkeypatch):
+    """A saved index's search tree and graph are stored, and a reopened database installs them
+    instead of building them (6 of 8 s at a million vectors): the same neighbours and distances."""
+    import pynndescent
+    from astropy.io import fits
+    from astropy.table import QTable
+    from astro_galsim.database import GalaxyDatabase
+    base, queries = data
+    db = GalaxyDatabase(base, QTable({'id': [f'g{i}' for i in range(len(base))]}), metric=metric,
+                        encoder_id={'name': 'test', 'sha256': '0' * 64}, index_options={'method': 'nndescent'})
+    db.index.prepare()
+    expected = db.index.query(queries, 10)
+    db.save(tmp_path / 'db.fits')
+    with fits.open(tmp_path / 'db.fits') as hdul:
+        names = [h.name for h in hdul]
+        assert {'SEARCHTREE', 'SEARCHORDER', 'SEARCHPTR', 'SEARCHEDGES'} <= set(names)
+        assert hdul['SEARCHTREE'].header['PYNNDVER'] == pynndescent.__version__
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the search structure was built although it was stored')
+    with monkeypatch.context() as patch:
+        patch.setattr(pynndescent.pynndescent_, 'make_hub_search_tree', refuse)
+        patch.setattr(pynndescent.pynndescent_.NNDescent, '_init_search_graph', refuse)
+        loaded = GalaxyDatabase.load(tmp_path / 'db.fits', index_options={'method': 'nndescent'})
+        loaded.index.prepare()
+    rows, distances = loaded.index.query(queries, 10)
+    np.testing.assert_array_equal(rows, expected[0])
+    np.testing.assert_array_equal(distances, expected[1])
+
+
+def test_a_damaged_search_structure_is_rebuilt_not_used(data, nnd_index):
+    """Numbers the compiled search reads as addresses must lie within their arrays: a structure
+    that points elsewhere (or comes from another pynndescent version) is left aside and the
+    index built from the k-NN graph, answering as before."""
+    from astro_galsim.utils._nndescent import search_structure_problem
+    base, queries = data
+    search, graph = nnd_index.search_structure, nnd_index.knn_graph
+    n, d = base.shape
+    assert search_structure_problem(search, n, d) is None
+    expected = NeighbourIndex(base, method='nndescent', graph=graph).query(queries, 10)
+
+    def damaged(**changes):
+        return dict(search, **changes)
+    children = search['children'].copy()
+    children[np.flatnonzero(children[:, 0] > 0)[0], 1] = len(children) + 5
+    leaf = search['children'].copy()
+    leaf[np.flatnonzero(leaf[:, 0] <= 0)[0]] = (0, -(n + 1))
+    edges = search['indices'].copy()
+    edges[7] = n
+    order = search['order'].copy()
+    order[3] = order[4]
+    cases = {'children': damaged(children=children), 'leaf': damaged(children=leaf),
+             'edges': damaged(indices=edges), 'order': damaged(order=order),
+             'indptr': damaged(indptr=search['indptr'][:-1]), 'nan': damaged(offsets=search['offsets'] * np.nan),
+             'missing': {k: v for k, v in search.items() if k != 'indptr'}}
+    for name, case in cases.items():
+        assert search_structure_problem(case, n, d) is not None, name
+        index = NeighbourIndex(base, method='nndescent', graph=graph, search=case)
+        np.testing.assert_array_equal(index.query(queries, 10)[0], expected[0], err_msg=name)
+    other = NeighbourIndex(base, method='nndescent', graph=graph, search=damaged(version='0.0.1'))
+    np.testing.assert_array_equal(other.query(queries, 10)[0], expected[0])

@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 from astro_galsim.config import conf
-from astro_galsim.model import file_sha256, load_pretrained
+from astro_galsim.model import file_sha256, load_pretrained, query_arithmetic, uses_bfloat16
 from astro_galsim.network import ConvAutoencoder, dihedral_views
 from astro_galsim.pipeline import prepare
 from astro_galsim.training import augment, context_normalisation, train_autoencoder
@@ -81,8 +81,9 @@ def test_weights_file_with_code_is_not_executed_by_the_numpy_reader(tmp_path):
 
 
 def test_a_query_is_described_in_numpy_as_torch_does_in_float32(encoder, real_inputs):
-    """In float32, up to NUMPY_MAX_IMAGES images are described without torch: torch's vectors
-    to 1e-6. In bfloat16 torch describes them, as it describes a batch."""
+    """Up to NUMPY_MAX_IMAGES images are described without torch in float32, and query images
+    by default ('auto'): torch's float32 vectors to 1e-6. Asked for bfloat16, torch describes
+    them, as it describes a batch; vectors to be stored never depend on the batch's size."""
     from astro_galsim.model import NUMPY_MAX_IMAGES
     _, arrays = real_inputs
     few = arrays[:NUMPY_MAX_IMAGES]
@@ -94,6 +95,15 @@ def test_a_query_is_described_in_numpy_as_torch_does_in_float32(encoder, real_in
         with_numpy = encoder.encode(few)
     np.testing.assert_allclose(quick, float32, atol=1e-6)
     np.testing.assert_array_equal(with_numpy, quick)
+    with conf.set_temp('encoder_precision', 'auto'):
+        with query_arithmetic():
+            np.testing.assert_array_equal(load_pretrained().encode(few), quick)
+        if uses_bfloat16():   # stored vectors: one arithmetic whatever the batch
+            np.testing.assert_allclose(encoder.encode(few), encoder.encode(arrays[:NUMPY_MAX_IMAGES + 4])[:len(few)],
+                                       atol=2e-4)
+            assert not np.allclose(encoder.encode(few), quick, atol=1e-5)
+    with conf.set_temp('encoder_precision', 'bfloat16'), query_arithmetic():
+        assert not np.array_equal(fresh.encode(few), quick)
     with conf.set_temp('encoder_precision', 'bfloat16'):
         batch = encoder.encode(arrays[:NUMPY_MAX_IMAGES + 4])[:NUMPY_MAX_IMAGES]
         bfloat16 = fresh.encode(few)
@@ -103,11 +113,12 @@ def test_a_query_is_described_in_numpy_as_torch_does_in_float32(encoder, real_in
 
 
 def test_an_image_query_in_a_fresh_process_imports_only_what_it_needs(shared_data):
-    """No torch (in float32 numpy describes one image), photutils, Dask, matplotlib or scikit-learn."""
+    """No torch (numpy describes one image, with the default configuration), photutils, Dask,
+    matplotlib or scikit-learn."""
     import subprocess
     import sys
     image = sorted((shared_data / 'sdss_gz1_eggochi' / 'images').glob('*.jpg'))[0]
-    code = ('import sys; from astro_galsim import SimilaritySearch, conf; conf.encoder_precision = "float32"; '
+    code = ('import sys; from astro_galsim import SimilaritySearch; '
             f's = SimilaritySearch.load_demo(); r = s.query({str(image)!r}, k=3); assert len(r) == 3; '
             "print(sorted(m for m in ('torch', 'photutils', 'dask', 'matplotlib', 'sklearn', 'pynndescent') "
             'if m in sys.modules))')
