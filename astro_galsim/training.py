@@ -405,13 +405,12 @@ def project_out_differences(init, output, first, second, spread, *, n_directions
     state['to_latent.weight'] = (p.T @ state['to_latent.weight'].float()).contiguous()
     state['to_latent.bias'] = (state['to_latent.bias'].float() @ p).contiguous()
     card = json.loads(init.with_suffix('.json').read_text())
-    card['name'] = name or output.stem
     card['training'] = dict(card['training'], projection={
         'method': 'nuisance attribute projection folded into to_latent (training.project_out_differences)',
         'init': {'name': card.get('name'), 'sha256': file_sha256(init)}, 'n_directions': int(n_directions),
         'pairs': int(len(first)), 'spread': int(len(spread)),
         'ratios': [round(float(r), 3) for r in ratios[:max(4, n_directions)]], 'note': note})
-    card['training']['projection']['init']['name'] = json.loads(init.with_suffix('.json').read_text())['name']
+    card['name'] = name or output.stem
     _save_atomically(state, card, output)
     return projection, ratios
 
@@ -427,6 +426,8 @@ def _nap_projection(first, second, spread, n_directions):
         raise ValueError('first and second must be finite vectors of the same galaxies, row by row, and '
                          'spread finite vectors: leave out galaxies that were not described')
     values, vectors = np.linalg.eigh(np.cov(spread.T))
+    # a floor: the spread of an encoder that already had a direction removed is singular there
+    values = np.maximum(values, 1e-6 * values.max())
     whiten = vectors @ np.diag(values ** -0.5) @ vectors.T
     colour = vectors @ np.diag(values ** 0.5) @ vectors.T
     differences = (first - second) @ whiten
