@@ -33,7 +33,7 @@ from .training_data import (LABEL_GROUPS, MORPHOLOGY_CLASSES, TrainingLabels, co
                             degraded_copies, gz2_labels_of, load_hubble_types, load_interacting_pairs,
                             load_labelled_images, load_training_images, load_training_set)
 
-__all__ = ['train_autoencoder', 'augment']
+__all__ = ['train_autoencoder', 'augment', 'project_out_differences']
 
 
 def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.25, noise=0.06):
@@ -348,3 +348,89 @@ def _save_atomically(state, card, output):
     card['sha256'] = file_sha256(output)
     with atomic_output(output.with_suffix('.json')) as handle:
         handle.write(json.dumps(card, indent=1).encode())
+
+
+def project_out_differences(init, output, first, second, spread, *, n_directions=1, name=None, note=''):
+    """Remove from an encoder's description the directions in which two images of one galaxy differ most.
+
+    Nuisance attribute projection: the differences between the descriptions of paired images of
+    the same galaxies (another survey, another rendering) are compared with the spread of the
+    descriptions of many galaxies; the ``n_directions`` directions in which the pairs differ most
+    relative to that spread (generalised eigenvectors) are projected out of the latent space, along
+    the spread's metric so that the rest of the space is left as it was. The projection is linear, so
+    it is folded into the network's last encoder layer: the new weights describe a galaxy as
+    ``unit(z @ P)``, ``z`` being the old flip-averaged latent vector.
+
+    Parameters
+    ----------
+    init : str or `~pathlib.Path`
+        Weights of the encoder (with its model card beside them).
+    output : str or `~pathlib.Path`
+        Where the new weights go; their card (``.json``) is written beside them.
+    first, second : `~numpy.ndarray`, shape (n, latent_dim)
+        The init encoder's vectors of the two images of ``n`` galaxies, row by row.
+    spread : `~numpy.ndarray`, shape (m, latent_dim)
+        Its vectors of many galaxies (the spread the differences are measured against).
+    n_directions : int, optional
+        How many directions to remove.
+    name : str, optional
+        Model card name (default: the file's stem).
+    note : str, optional
+        Where the vectors came from, for the model card.
+
+    Returns
+    -------
+    projection : `~numpy.ndarray`, shape (latent_dim, latent_dim)
+        ``P``: a description ``z`` becomes ``unit(z @ P)``.
+    ratios : `~numpy.ndarray`
+        Mean squared pair difference over the spread along each direction, largest first.
+
+    Examples
+    --------
+    Pairs that differ along one axis only lose it, and a galaxy's two images then agree:
+
+    >>> import numpy as np
+    >>> from astro_galsim.training import _nap_projection
+    >>> rng = np.random.default_rng(0)
+    >>> spread = rng.normal(size=(500, 4))
+    >>> a = rng.normal(size=(50, 4)); b = a * [-1, 1, 1, 1]     # the same but for axis 0
+    >>> P, ratios = _nap_projection(a, b, spread, 1)
+    >>> bool(np.allclose(a @ P, b @ P)), bool(ratios[0] > 10 * ratios[1])
+    (True, True)
+    """
+    init, output = Path(init), Path(output)
+    projection, ratios = _nap_projection(first, second, spread, n_directions)
+    state = torch.load(init, map_location='cpu', weights_only=True)
+    p = torch.from_numpy(projection.astype(np.float32))
+    state['to_latent.weight'] = (p.T @ state['to_latent.weight'].float()).contiguous()
+    state['to_latent.bias'] = (state['to_latent.bias'].float() @ p).contiguous()
+    card = json.loads(init.with_suffix('.json').read_text())
+    card['training'] = dict(card['training'], projection={
+        'method': 'nuisance attribute projection folded into to_latent (training.project_out_differences)',
+        'init': {'name': card.get('name'), 'sha256': file_sha256(init)}, 'n_directions': int(n_directions),
+        'pairs': int(len(first)), 'spread': int(len(spread)),
+        'ratios': [round(float(r), 3) for r in ratios[:max(4, n_directions)]], 'note': note})
+    card['name'] = name or output.stem
+    _save_atomically(state, card, output)
+    return projection, ratios
+
+
+def _nap_projection(first, second, spread, n_directions):
+    """``P`` removing the largest pair-difference directions relative to the spread (whitened)."""
+    def unit(x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    first, second, spread = unit(first), unit(second), unit(spread)
+    if first.shape != second.shape or not (np.isfinite(first).all() and np.isfinite(second).all()
+                                           and np.isfinite(spread).all()):
+        raise ValueError('first and second must be finite vectors of the same galaxies, row by row, and '
+                         'spread finite vectors: leave out galaxies that were not described')
+    values, vectors = np.linalg.eigh(np.cov(spread.T))
+    # a floor: the spread of an encoder that already had a direction removed is singular there
+    values = np.maximum(values, 1e-6 * values.max())
+    whiten = vectors @ np.diag(values ** -0.5) @ vectors.T
+    colour = vectors @ np.diag(values ** 0.5) @ vectors.T
+    differences = (first - second) @ whiten
+    scatter, axes = np.linalg.eigh(differences.T @ differences / len(differences))
+    keep = axes[:, ::-1][:, :n_directions]
+    return whiten @ (np.eye(len(whiten)) - keep @ keep.T) @ colour, scatter[::-1]

@@ -47,7 +47,9 @@ def child(kind, target, precision):
     times['load_s'] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if kind == 'image':
-        search.encoder.encode(_tiny_image(search.encoder.input_shape))   # the weights, a first forward pass
+        from astro_galsim.model import query_arithmetic
+        with query_arithmetic():   # as SimilaritySearch describes query images
+            search.encoder.encode(_tiny_image(search.encoder.input_shape))   # the weights, a first forward pass
     times['encoder_s'] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = search.query(target, k=10)
@@ -124,7 +126,8 @@ def main(argv=None):
               f"{med['load_s']:>7.2f} {med['encoder_s']:>9.2f} {med['query_s']:>7.2f}  "
               f"{', '.join(steps[-1]['modules']) or '-'}")
     print('import: astro_galsim.search; encoder: reading the weights and a first forward pass (image '
-          'queries; in numpy for up to 4 images, torch is not imported); query: SimilaritySearch.query '
+          'queries; in numpy for up to 4 query images unless bfloat16 is asked for, torch is not imported); '
+          'query: SimilaritySearch.query '
           '(the image read, prepared and described).')
 
 

@@ -151,3 +151,46 @@ def test_training_with_pairs_and_label_groups_records_them(small_gz1, small_inte
     with pytest.raises(ValueError, match='partners'):
         train_autoencoder(arrays, tmp_path / 'bad.pt', normalisation=dict(DEFAULT_NORMALISATION),
                           partners=np.arange(3), epochs=1, progress=False, bf16=False)
+
+
+def test_projecting_out_the_survey_direction_is_folded_into_the_weights(shared_data, tmp_path):
+    """The HSC and SDSS images of train galaxies differ along a direction that the projection removes:
+    the new weights describe every image as the old vector projected (to float32 rounding), the
+    pairs come closer relative to other galaxies, and the card says what was done."""
+    import json
+    from astro_galsim import conf, read_image
+    from astro_galsim.model import load_pretrained
+    from astro_galsim.pipeline import describe
+    from astro_galsim.training import project_out_differences
+    source = shared_data / 'galaxy_cruise_interacting'
+    with open(source / 'index.csv', newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r['split'] == 'train'][:40]
+    old = load_pretrained()
+    with conf.set_temp('encoder_precision', 'float32'):
+        hsc, _ = describe([read_image(source / r['hsc_file'], survey='hsc') for r in rows], old)
+        sdss, _ = describe([read_image(source / r['sdss_file'], survey='sdss') for r in rows], old)
+        first = hsc[:8]
+        ok = np.isfinite(hsc).all(1) & np.isfinite(sdss).all(1)
+        assert ok.sum() >= 30
+        hsc, sdss = hsc[ok], sdss[ok]
+        projection, ratios = project_out_differences(old.path, tmp_path / 'projected.pt', hsc, sdss,
+                                                     np.vstack([hsc, sdss]), name='projected', note='test')
+        new = load_pretrained(tmp_path / 'projected.pt')
+        again, _ = describe([read_image(source / r['hsc_file'], survey='hsc') for r in rows[:8]], new)
+    expected = first @ projection
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.isfinite(again).all(1).sum() >= 6
+    np.testing.assert_allclose(again, expected, atol=1e-5)   # NaN where no galaxy was accepted, in both
+    assert ratios[0] > ratios[1]
+
+    def paired_over_others(a, b):
+        d = np.linalg.norm(a[:, None] - b[None], axis=-1)
+        return np.diag(d).mean() / d[~np.eye(len(d), dtype=bool)].mean()
+    unit = np.linalg.norm
+    before = paired_over_others(hsc, sdss)
+    after = paired_over_others(*(x @ projection / unit(x @ projection, axis=1, keepdims=True) for x in (hsc, sdss)))
+    assert after < before
+    card = json.loads((tmp_path / 'projected.json').read_text())
+    assert card['name'] == 'projected' and card['training']['projection']['n_directions'] == 1
+    assert card['training']['projection']['init']['sha256'] == old.identity['sha256']
+    assert new.identity['sha256'] != old.identity['sha256']
