@@ -285,7 +285,8 @@ def finetune(encoder, probe, context, y, val_arrays, y_val_names, classes, lr, a
     opt = torch.optim.AdamW([{'params': body, 'lr': lr}, {'params': head, 'lr': lr * args.head_lr_factor}],
                             weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr * args.head_lr_factor],
-                                                   total_steps=args.steps, pct_start=0.1)
+                                                   total_steps=args.steps,
+                                                   pct_start=max(0.1, 3 / args.steps))
     data = torch.from_numpy(np.asarray(context, dtype=np.float16))
     targets = torch.as_tensor(y)
     weights = _class_weights(y, len(classes))
@@ -559,6 +560,9 @@ def main(argv=None):
     parser.add_argument('--colour', type=float, default=0.1, help='augment: per-band scale change')
     parser.add_argument('--grey', type=float, default=0.0, help='augment: fraction of grey views')
     parser.add_argument('--noise', type=float, default=0.03, help='augment: largest added noise')
+    parser.add_argument('--encoder', type=Path, default=None, metavar='WEIGHTS',
+                        help='weights (model card beside them) of the encoder row and of the shipped-init fine-tune '
+                        '(default: the shipped encoder)')
     parser.add_argument('--label-free-init', type=Path, default=None, metavar='WEIGHTS',
                         help='weights (model card beside them) of the same network trained without labels, for a '
                         'second fine-tune whose validation part is clean, e.g. astro_galsim-ae-v2 from the history')
@@ -575,11 +579,16 @@ def main(argv=None):
                         'test galaxy')
     parser.add_argument('--output', type=Path, default=None, help='write the table of every set to this ECSV file')
     args = parser.parse_args(argv)
+    if args.steps < 10:
+        parser.error(f'--steps {args.steps}: give at least 10 (the one-cycle schedule needs a warm-up)')
     sets = [s.strip() for s in args.sets.split(',') if s.strip()]
     if set(sets) - set(CLASSES):
         parser.error(f'unknown --sets {sorted(set(sets) - set(CLASSES))}; choose from {", ".join(CLASSES)}')
     torch.set_num_threads(args.threads)
-    encoder = load_pretrained()
+    try:
+        encoder = load_pretrained(args.encoder)
+    except (OSError, ValueError) as exc:
+        sys.exit(f'label ceiling benchmark: cannot load --encoder ({exc})')
     label_free = None
     if args.label_free_init is not None:
         try:
