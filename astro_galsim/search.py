@@ -414,7 +414,8 @@ class SimilaritySearch:
 
         Galaxy shapes are mostly a continuum: HDBSCAN finds few dense groups (in the demo
         database, described by ``astro_galsim-ae-v6``, 4 groups, and 57% of its galaxies
-        noise; 32% with ``astro_galsim-ae-v5``, 60% with ``astro_galsim-ae-v4``). By default each noise galaxy takes the group of its
+        noise; 32% with ``astro_galsim-ae-v5``, 60% with ``astro_galsim-ae-v4``). By default
+        each noise galaxy takes the group of its
         nearest clustered neighbour (`~astro_galsim.clustering.assign_noise`), and ``core``
         says which galaxies HDBSCAN placed itself.
 
