@@ -449,15 +449,20 @@ def main(argv=None):
           f'baseline, central {BASELINE_CROP:.0%} grey, {BASELINE_SIZE}x{BASELINE_SIZE}, unit length)')
     print(text_table(rows, COLUMNS_RETRIEVAL))
     if args.output:
-        table = Table(rows=[{k: r[k] for k in rows[0]} for r in rows])
-        table.meta.update(command=' '.join(sys.argv), encoder=str(encoder.path),
-                          encoder_sha256=encoder.identity['sha256'], seed=args.seed, n=args.n)
-        text = io.StringIO()
-        table.write(text, format='ascii.ecsv')
-        with atomic_output(args.output) as handle:
-            handle.write(text.getvalue().encode())
-        print(f'table written to {args.output}')
+        write_rows(rows, args.output, encoder=str(encoder.path), encoder_sha256=encoder.identity['sha256'],
+                   seed=args.seed, n=args.n)
     return 0
+
+
+def write_rows(rows, path, **meta):
+    """Write result rows as an ECSV table, atomically, with the command line and ``meta``."""
+    table = Table(rows=[{k: r[k] for k in rows[0]} for r in rows])
+    table.meta.update(command=' '.join(sys.argv), **meta)
+    text = io.StringIO()
+    table.write(text, format='ascii.ecsv')
+    with atomic_output(path) as handle:
+        handle.write(text.getvalue().encode())
+    print(f'table written to {path}')
 
 
 if __name__ == '__main__':

@@ -54,7 +54,6 @@ Usage (from the repository root)::
                                     [--workers 2] [--cache-dir DIR] [--output table.ecsv] [--fit-hsc]
 """
 import argparse
-import io
 import re
 import shlex
 import sys
@@ -66,7 +65,6 @@ import numpy as np
 from astropy import units as u
 from astropy.config import get_cache_dir
 from astropy.nddata import NDData
-from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 
@@ -75,7 +73,6 @@ import similarity  # noqa: E402
 from astro_galsim import __version__, read_image  # noqa: E402
 from astro_galsim.degrade import degrade  # noqa: E402
 from astro_galsim.evaluation import evaluate  # noqa: E402
-from astro_galsim.io import atomic_output  # noqa: E402
 from astro_galsim.model import load_pretrained  # noqa: E402
 from astro_galsim.pipeline import describe  # noqa: E402
 from astro_galsim.preprocessing import to_colour  # noqa: E402
@@ -464,14 +461,8 @@ def main(argv=None):
     for line in target_lines(rows, accepted, aucs, gz1, name, n_cruise, len(cross)):
         print(line)
     if args.output:
-        table = Table(rows=[{k: r[k] for k in rows[0]} for r in rows])
-        table.meta.update(command=' '.join(sys.argv), n=args.n, seed=args.seed,
-                          encoders={m: e.identity for m, e in encoders.items()})
-        text = io.StringIO()
-        table.write(text, format='ascii.ecsv')
-        with atomic_output(args.output) as handle:
-            handle.write(text.getvalue().encode())
-        print(f'table written to {args.output}')
+        framing.write_rows(rows, args.output, n=args.n, seed=args.seed,
+                           encoders={m: e.identity for m, e in encoders.items()})
     return 0
 
 
