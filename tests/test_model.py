@@ -51,30 +51,28 @@ def test_damaged_weights_are_refused(tmp_path):
         load_pretrained(tmp_path / 'encoder.pt')
 
 
-def test_weights_file_with_code_is_not_executed(tmp_path):
+@pytest.fixture
+def evil_encoder(tmp_path):
+    """An encoder whose weights file is a pickle that would run code, with a card that matches it."""
+    class Evil:
+        def __reduce__(self):
+            return (print, ('pwned',))
+    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
+    card = dict(load_pretrained().card)
+    card['sha256'] = file_sha256(tmp_path / 'evil.pt')
+    (tmp_path / 'evil.json').write_text(json.dumps(card))
+    return load_pretrained(tmp_path / 'evil.pt')
+
+
+def test_weights_file_with_code_is_not_executed(evil_encoder):
     # a pickle that would run code must be refused by weights_only loading
-    class Evil:
-        def __reduce__(self):
-            return (print, ('pwned',))
-    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
-    card = dict(load_pretrained().card)
-    card['sha256'] = file_sha256(tmp_path / 'evil.pt')
-    (tmp_path / 'evil.json').write_text(json.dumps(card))
-    encoder = load_pretrained(tmp_path / 'evil.pt')
     with pytest.raises(Exception, match='(?i)weights only|unsupported|global'):
-        encoder.model  # the weights are read, never executed, when first needed
+        evil_encoder.model  # the weights are read, never executed, when first needed
 
 
-def test_weights_file_with_code_is_not_executed_by_the_numpy_reader(tmp_path):
+def test_weights_file_with_code_is_not_executed_by_the_numpy_reader(evil_encoder):
     # a query of one image reads the weights without torch: the same refusal
-    class Evil:
-        def __reduce__(self):
-            return (print, ('pwned',))
-    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
-    card = dict(load_pretrained().card)
-    card['sha256'] = file_sha256(tmp_path / 'evil.pt')
-    (tmp_path / 'evil.json').write_text(json.dumps(card))
-    encoder = load_pretrained(tmp_path / 'evil.pt')
+    encoder = evil_encoder
     with conf.set_temp('encoder_precision', 'float32'), \
             pytest.raises(pickle.UnpicklingError, match='not part of a weights file'):
         encoder.encode(np.zeros((1,) + encoder.input_shape, dtype=np.float32))
