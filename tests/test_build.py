@@ -2,24 +2,15 @@ import shutil
 
 import numpy as np
 import pytest
-from astropy.table import Table
 
 from astro_galsim import SimilaritySearch
 from astro_galsim.build import build_database, read_source
 
 
 @pytest.fixture
-def image_folder(tmp_path, shared_data):
+def image_folder(build_source):
     """A small build source in the training set's layout: images and an index.csv."""
-    src = shared_data / 'sdss_galaxies_mikeedi'
-    index = Table.read(src / 'index.csv', format='ascii.csv')[:7]
-    folder = tmp_path / 'images'
-    folder.mkdir()
-    for row in index:
-        shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
-    index['path'] = [f'{objid}.jpg' for objid in index['objid']]
-    index.write(folder / 'index.csv', format='ascii.csv')
-    return folder, index
+    return build_source(7)
 
 
 def test_read_source_folder(image_folder):

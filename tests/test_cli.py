@@ -163,20 +163,11 @@ def test_evaluate_on_real_labelled_images_with_a_chosen_encoder(shared_data, tmp
     assert 'missing.pt' in capsys.readouterr().err
 
 
-def test_build_ctrl_c_says_where_it_stopped(shared_data, tmp_path, monkeypatch, capsys):
+def test_build_ctrl_c_says_where_it_stopped(build_source, tmp_path, monkeypatch, capsys):
     """Ctrl-C during a real build: one message with what is saved and the command that resumes, no traceback."""
-    import shutil
-    from astropy.table import Table
     from astro_galsim import SimilaritySearch
     from astro_galsim import build as build_module
-    src = shared_data / 'sdss_galaxies_mikeedi'
-    index = Table.read(src / 'index.csv', format='ascii.csv')[:4]
-    folder = tmp_path / 'images'
-    folder.mkdir()
-    for row in index:
-        shutil.copy(src / row['path'], folder / f'{row["objid"]}.jpg')
-    index['path'] = [f'{objid}.jpg' for objid in index['objid']]
-    index.write(folder / 'index.csv', format='ascii.csv')
+    folder, _ = build_source(4)
     original, calls = build_module.describe_partition, []
 
     def interrupted(*args, **kwargs):   # Ctrl-C while the second partition is described
