@@ -313,10 +313,10 @@ class GalaxyDatabase:
         coords = coords.reshape((1,)) if scalar else coords
         out = np.full(len(coords), -1, dtype=np.int64)
         with self._lock:
-            if self._position_lookup is None:
+            if self._position_lookup is None:   # the known positions, kept until the next add
                 stored = self.coords
                 known = np.flatnonzero(known_positions(stored))
-                self._position_lookup = known, stored[known], None
+                self._position_lookup = known, stored[known], _unit_vectors(stored[known])
             known, catalogue, unit = self._position_lookup
         query_ok = np.flatnonzero(known_positions(coords.icrs))
         if known.size and query_ok.size:
@@ -324,9 +324,6 @@ class GalaxyDatabase:
             if len(targets) * len(catalogue) <= _DIRECT_MATCH_PAIRS:
                 # a few positions: the nearest by one product with the stored unit vectors, without
                 # building a k-d tree (importing scipy.spatial alone costs a fresh process 0.15 s)
-                if unit is None:
-                    unit = _unit_vectors(catalogue)
-                    self._position_lookup = known, catalogue, unit
                 idx = np.argmax(_unit_vectors(targets.transform_to(catalogue)) @ unit.T, axis=1)
                 sep = catalogue[idx].separation(targets)
             else:
