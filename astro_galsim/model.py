@@ -13,6 +13,7 @@ galaxy's major axis is horizontal, which covers the other angles).
 """
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -277,6 +278,7 @@ def _queries_in_numpy():
     return _QUERIES.get() or _cpu_without_bfloat16()
 
 
+@functools.lru_cache(maxsize=None)   # the CPU does not change: read its flags once
 def _cpu_without_bfloat16():
     """Whether 'auto' means float32 here, known without importing torch: a Linux CPU whose flags
     list neither of the native bfloat16 instructions torch looks for."""
