@@ -170,7 +170,7 @@ class AutoencoderEncoder(GalaxyEncoder):
         if images.ndim != 4 or images.shape[1:] != self.input_shape:
             raise ValueError(f'encoder input must have shape (n, {", ".join(map(str, self.input_shape))}), '
                              f'got {images.shape}; prepare images with astro_galsim.pipeline.prepare')
-        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _queries_in_numpy():
+        if self._from_file and len(images) <= NUMPY_MAX_IMAGES and _small_calls_in_numpy():
             return self._numpy_encoder().encode(images)
         import torch
         from .network import dihedral_views
@@ -271,7 +271,7 @@ def query_arithmetic():
         _QUERIES.reset(token)
 
 
-def _queries_in_numpy():
+def _small_calls_in_numpy():
     """Whether a call of up to NUMPY_MAX_IMAGES images computes in numpy (float32) without torch."""
     if conf.encoder_precision != 'auto':
         return conf.encoder_precision == 'float32'
