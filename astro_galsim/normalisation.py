@@ -7,7 +7,7 @@ sources replaced by sky; `segmentation_map` shows which pixels were which.
 import numpy as np
 from scipy import ndimage
 
-from ._fastphot import block_mean
+from ._fastphot import block_mean, dilate
 
 __all__ = ['normalise_galaxy', 'segmentation_map']
 
@@ -195,7 +195,7 @@ def _fill_foreign(rgb, seg, measurement, seed):
     """Remove foreign sources: separate ones become sky drawn from the same image, stars
     on the galaxy take the galaxy's light from the point-symmetric position."""
     shape, block = rgb.shape[1:], seg.block
-    foreign = ndimage.binary_dilation(seg.foreign, iterations=1) & ~seg.central
+    foreign = dilate(seg.foreign) & ~seg.central
     stars = seg.stars
     if not foreign.any() and not stars.any():
         return rgb
@@ -207,7 +207,7 @@ def _fill_foreign(rgb, seg, measurement, seed):
             draw = sky_idx[np.random.default_rng(seed).integers(0, sky_idx.size, target.size)]
             out[:, target] = out[:, draw]
     if stars.any():
-        stars = _upsample(ndimage.binary_dilation(stars, iterations=1), block, shape)
+        stars = _upsample(dilate(stars), block, shape)
         yy, xx = np.nonzero(stars)
         my = np.clip(np.round(2 * measurement['y_centroid'] - yy).astype(int), 0, shape[0] - 1)
         mx = np.clip(np.round(2 * measurement['x_centroid'] - xx).astype(int), 0, shape[1] - 1)

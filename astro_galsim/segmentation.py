@@ -17,7 +17,7 @@ from astropy import units as u
 from astropy.table import QTable
 from scipy import ndimage
 
-from ._fastphot import (block_mean, clipped_stats, deblend_segment, distance_to_segments, label_segments,
+from ._fastphot import (block_mean, clipped_stats, deblend_segment, dilate, distance_to_segments, label_segments,
                         moment_shape)
 # normalising and selecting the measured galaxy live in their own modules; their names are
 # importable from here too, where the per-galaxy path has always found them
@@ -317,7 +317,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     iy, ix = int(np.clip(round(py), 0, det.shape[0] - 1)), int(np.clip(round(px), 0, det.shape[1] - 1))
     centre = float(smoothed[iy, ix])
     segm = _detect(det, smoothed, n_sigma, centre=centre)
-    source_mask = None if segm is None else ndimage.binary_dilation(segm > 0, iterations=2)
+    source_mask = None if segm is None else dilate(segm > 0, iterations=2)
     if source_mask is not None and (~source_mask).sum() > 50:
         sky, noise = _sky_noise(det, source_mask, centre)
         segm = _detect(det, smoothed, n_sigma, mask=source_mask, image_noise=lambda: noise, centre=centre)
@@ -345,7 +345,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     foreign = (segm > 0) & (segm != label)
 
     # centre and scale from the isophote, which the framing does not move (foreign light left out)
-    hidden = (ndimage.binary_dilation(foreign, iterations=1) & ~central) | stars
+    hidden = (dilate(foreign) & ~central) | stars
     # start at the peak under the target (one of a merging pair), or the galaxy's own peak when the target is on the sky
     radius = max(3.0, 0.08 * max(det.shape)) if segm[iy, ix] == label else np.inf
     x0, y0 = _peak_near(smoothed, central, anchor, radius, grid)

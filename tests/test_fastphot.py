@@ -4,7 +4,7 @@ import pytest
 from astropy import units as u
 from scipy import ndimage
 
-from astro_galsim._fastphot import block_mean, clipped_stats, deblend_segment, label_segments, moment_shape
+from astro_galsim._fastphot import block_mean, clipped_stats, deblend_segment, dilate, label_segments, moment_shape
 from astro_galsim.io import read_image
 from astro_galsim.preprocessing import to_colour
 
@@ -52,6 +52,17 @@ def test_block_mean_is_the_reshaped_mean():
         expected = rgb[:, :ny, :nx].reshape(shape).mean(axis=(-3, -1))
         assert np.array_equal(block_mean(rgb, factor), expected), factor
         assert np.array_equal(block_mean(rgb[0], factor), expected[0]), factor
+
+
+def test_dilate_is_scipys_binary_dilation(shared_data):
+    rng = np.random.default_rng(5)
+    masks = [rng.random((40, 33)) < p for p in (0.01, 0.2, 0.6)] + [np.ones((5, 7), bool), np.zeros((9, 9), bool)]
+    masks += [smoothed > np.percentile(smoothed, 85) for _, smoothed in _real_detection_images(shared_data, n=4)]
+    edge = np.zeros((6, 6), bool)
+    edge[0, 0] = edge[5, 3] = True   # pixels on the border grow only inwards
+    for mask in masks + [edge]:
+        for iterations in (1, 2, 3):
+            assert np.array_equal(dilate(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))
 
 
 def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data):

@@ -262,6 +262,21 @@ def test_real_galaxy_images_are_galaxy_images(shared_data):
                 assert image_content_problem(read_image(path).data) is None, path
 
 
+def test_byte_images_are_judged_from_their_histogram_as_any_other(shared_data):
+    # 8-bit planes are judged from 256 counts: the verdict must be the one the general path gives
+    from astro_galsim.utils._checks import image_content_problem
+    paths = sorted((shared_data / 'sdss_gz1_eggochi').rglob('*.jpg'))[:10] + [
+        shared_data / 'bad_inputs' / 'skyserver_error_page.jpg']
+    rng = np.random.default_rng(1)
+    for path in paths:
+        data = read_image(path).data
+        assert data.dtype == np.uint8
+        for image, mask in ((data, None), (data, rng.random(data.shape[1:]) < 0.3),
+                            (np.full((3, 20, 20), 7, np.uint8), None)):
+            assert image_content_problem(image, mask) == image_content_problem(image.astype(np.int16), mask), path
+    assert image_content_problem(data) is not None   # the error page is still refused
+
+
 # ------------------------------------------------------------------ strange and huge inputs
 def test_four_plane_cube_says_how_to_name_bands(frames, tmp_path, search):
     folder, good = frames
