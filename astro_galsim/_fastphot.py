@@ -165,7 +165,7 @@ def distance_to_segments(labels, iy, ix):
     return float(np.sqrt(np.min((yy - iy) ** 2 + (xx - ix) ** 2)))
 
 
-def moment_shape(image, segment):
+def moment_shape(image, segment, *, shape_only=False):
     """Centroid, shape, area, Gini and Kron radius of one segment, as photutils measures them.
 
     The same numbers as ``SourceCatalog(image, SegmentationImage(segment.astype(int)))``
@@ -173,7 +173,8 @@ def moment_shape(image, segment):
     ``semiminor_axis``, ``ellipticity``, ``orientation`` in degrees, ``area``, ``gini``
     and the unscaled ``kron_radius`` with photutils' default ``kron_params``), computed
     with the same formulae and operations without building a catalogue, which costs more
-    than the arithmetic for one source. ``image`` must be finite.
+    than the arithmetic for one source. ``image`` must be finite. ``shape_only`` leaves
+    out ``area``, ``gini`` and ``kron_radius``, which cost as much as the rest.
     """
     (slc,) = ndimage.find_objects(segment.astype(np.int8))
     inside = segment[slc]
@@ -205,11 +206,13 @@ def moment_shape(image, segment):
     cxx = (cos / a) ** 2 + (sin / b) ** 2
     cyy = (sin / a) ** 2 + (cos / b) ** 2
     cxy = 2.0 * cos * sin * ((1.0 / a ** 2) - (1.0 / b ** 2))
-    values = image[slc][inside].astype(float)  # photutils' masked cutouts are float64
     xc, yc = xcen + slc[1].start, ycen + slc[0].start
-    return dict(x_centroid=xc, y_centroid=yc, semimajor_axis=a, semiminor_axis=b,
-                ellipticity=1.0 - b / a, orientation=orientation, area=float(values.size),
-                gini=float(_gini(values)),
+    shape = dict(x_centroid=xc, y_centroid=yc, semimajor_axis=a, semiminor_axis=b,
+                 ellipticity=1.0 - b / a, orientation=orientation)
+    if shape_only:
+        return shape
+    values = image[slc][inside].astype(float)  # photutils' masked cutouts are float64
+    return dict(shape, area=float(values.size), gini=float(_gini(values)),
                 kron_radius=_kron_radius(image, xc, yc, 6.0 * a, 6.0 * b, theta, cxx, cxy, cyy))
 
 

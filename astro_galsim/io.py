@@ -350,4 +350,4 @@ def _display_planes(im):
             raise OSError(f'{im.mode} pixels outside 0-65535 are not a display image')
         grey = np.round(grey / 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2), alpha
-    return np.asarray(im.convert('RGB')), alpha
+    return np.asarray(im if im.mode == 'RGB' else im.convert('RGB')), alpha   # (convert copies even RGB)

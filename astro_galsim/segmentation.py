@@ -355,7 +355,7 @@ def measure_galaxy(rgb, position=None, *, n_sigma=_N_SIGMA, detection_size=_DETE
     shape = moment_shape(image, central)
     footprint = _isophotal_footprint(smoothed, central, xc, yc)
     if footprint is not None:  # the shape inside the isophote, which the frame does not cut
-        shape.update({k: v for k, v in moment_shape(image, footprint).items()
+        shape.update({k: v for k, v in moment_shape(image, footprint, shape_only=True).items()
                       if k in ('semimajor_axis', 'semiminor_axis', 'ellipticity', 'orientation')})
     galaxy = np.where(central, image, 0.0)
     radii = _flux_radii(galaxy, xc, yc, (0.2, 0.5, 0.8, 0.9))

@@ -79,6 +79,9 @@ def test_segments_and_shape_are_photutils_detect_sources_and_catalog(shared_data
                      'orientation', 'area', 'gini', 'kron_radius'):
             value = float(np.ravel(u.Quantity(getattr(cat, name)).value)[0])
             assert shape[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+        only = moment_shape(image, central, shape_only=True)
+        assert set(only) == set(shape) - {'area', 'gini', 'kron_radius'}
+        assert all(only[name] == shape[name] for name in only)
     assert label_segments(np.zeros((20, 20), np.float32), 0.5, MIN_PIXELS) is None
 
 
