@@ -75,30 +75,26 @@ def image_content_problem(data, mask=None):
             values = values[np.isfinite(values)]
         if values.size == 0:
             continue
-        if values.dtype == np.uint8:   # a JPEG's or PNG's plane: the same counts from its histogram
-            counts = np.bincount(values.ravel(), minlength=256)
-            levels = np.flatnonzero(counts)
-            lo, hi = levels[0], levels[-1]
+        if values.dtype == np.uint8:   # a JPEG's or PNG's plane: each count read off its histogram
+            histogram = np.bincount(values.ravel(), minlength=256)
+            present = np.flatnonzero(histogram)
+            lo, hi = present[0], present[-1]
+            count_at = histogram.__getitem__
+            count_far = lambda level, distance: histogram[np.abs(np.arange(256) - level) >= distance].sum()  # noqa: E731
         else:
-            counts, lo, hi = None, values.min(), values.max()
+            lo, hi = values.min(), values.max()
+            count_at = lambda level: np.count_nonzero(values == level)  # noqa: E731
+            count_far = lambda level, distance: np.count_nonzero(  # noqa: E731
+                np.abs(values.astype(np.float64) - level) >= distance)
         if lo == hi:
             constant.append(lo)
             continue
-        if counts is None:
-            at_lo, at_hi = np.count_nonzero(values == lo), np.count_nonzero(values == hi)
-        else:
-            at_lo, at_hi = counts[lo], counts[hi]
+        at_lo, at_hi = count_at(lo), count_at(hi)
         background = lo if at_lo >= at_hi else hi
-        half_range = 0.5 * (float(hi) - float(lo))
-        if counts is None:
-            others = values[values != background]
-            n_others = others.size
-            far = np.count_nonzero(np.abs(others.astype(np.float64) - float(background)) >= half_range)
-        else:
-            n_others = values.size - counts[background]
-            far = counts[np.abs(np.arange(256) - float(background)) >= half_range].sum()
-        strokes.append(max(at_lo, at_hi) > _BACKGROUND_FRACTION * values.size
-                       and far > _STROKE_FRACTION * n_others)
+        others = values.size - count_at(background)
+        # (the background itself is never half the range away from itself)
+        far = count_far(float(background), 0.5 * (float(hi) - float(lo)))
+        strokes.append(max(at_lo, at_hi) > _BACKGROUND_FRACTION * values.size and far > _STROKE_FRACTION * others)
     if constant and not strokes:
         value = constant[0] if len(set(np.asarray(constant).tolist())) == 1 else 'one value per plane'
         return (f'not a galaxy image: every pixel holds {value:g} (a blank image), so no galaxy '
