@@ -164,14 +164,17 @@ def test_projecting_out_the_survey_direction_is_folded_into_the_weights(shared_d
     from astro_galsim.training import project_out_differences
     source = shared_data / 'galaxy_cruise_interacting'
     with open(source / 'index.csv', newline='') as f:
-        rows = [r for r in csv.DictReader(f) if r['split'] == 'train'][:40]
+        # enough pairs that the largest difference direction stands out from the next (with 40
+        # pairs and one survey direction already projected out of the shipped weights, the top
+        # eigenvalues tie and the direction removed is arbitrary)
+        rows = [r for r in csv.DictReader(f) if r['split'] == 'train'][:160]
     old = load_pretrained()
     with conf.set_temp('encoder_precision', 'float32'):
         hsc, _ = describe([read_image(source / r['hsc_file'], survey='hsc') for r in rows], old)
         sdss, _ = describe([read_image(source / r['sdss_file'], survey='sdss') for r in rows], old)
         first = hsc[:8]
         ok = np.isfinite(hsc).all(1) & np.isfinite(sdss).all(1)
-        assert ok.sum() >= 30
+        assert ok.sum() >= 120
         hsc, sdss = hsc[ok], sdss[ok]
         projection, ratios = project_out_differences(old.path, tmp_path / 'projected.pt', hsc, sdss,
                                                      np.vstack([hsc, sdss]), name='projected', note='test')
