@@ -165,7 +165,7 @@ def test_projecting_out_the_survey_direction_is_folded_into_the_weights(shared_d
     source = shared_data / 'galaxy_cruise_interacting'
     with open(source / 'index.csv', newline='') as f:
         # enough pairs that the largest difference direction stands out from the next (with 40
-        # pairs and one survey direction already projected out of the shipped weights, the top
+        # pairs, and the survey directions already projected out of the shipped weights, the top
         # eigenvalues tie and the direction removed is arbitrary)
         rows = [r for r in csv.DictReader(f) if r['split'] == 'train'][:160]
     old = load_pretrained()
