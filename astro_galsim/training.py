@@ -33,7 +33,7 @@ from .training_data import (LABEL_GROUPS, MORPHOLOGY_CLASSES, TrainingLabels, co
                             degraded_copies, gz2_labels_of, load_hubble_types, load_interacting_pairs,
                             load_labelled_images, load_training_images, load_training_set)
 
-__all__ = ['train_autoencoder', 'augment', 'project_out_differences']
+__all__ = ['train_autoencoder', 'augment', 'project_out_differences', 'average_weights']
 
 
 def augment(batch, out_size, generator, zoom=(0.67, 1.5), colour=0.1, grey=0.25, noise=0.06):
@@ -413,6 +413,69 @@ def project_out_differences(init, output, first, second, spread, *, n_directions
     card['name'] = name or output.stem
     _save_atomically(state, card, output)
     return projection, ratios
+
+
+def average_weights(inputs, output, *, weights=None, name=None, note=''):
+    """Average the weights of encoders fine-tuned from one starting point (a weight average).
+
+    Networks continued from the same weights stay in one basin of the loss, and the average of
+    their weights is a network that keeps most of what each learned (Wortsman et al. 2022, "model
+    soups"): continuations with different label weights or seeds averaged give a description
+    between theirs, often better than either.
+
+    Parameters
+    ----------
+    inputs : list of str or `~pathlib.Path`
+        Weights files of one architecture, each with its model card beside it.
+    output : str or `~pathlib.Path`
+        Where the averaged weights go; their card (``.json``, the first input's, with the
+        average recorded in ``training['weight_average']``) is written beside them.
+    weights : sequence of float, optional
+        Weight of each input (non-negative, summing to 1); equal weights by default.
+    name : str, optional
+        Model card name (default: the file's stem).
+    note : str, optional
+        What the inputs are, for the model card.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> from astro_galsim.model import load_pretrained
+    >>> from astro_galsim.training import average_weights
+    >>> shipped = load_pretrained().path
+    >>> out = Path(tempfile.mkdtemp()) / 'same.pt'
+    >>> average_weights([shipped, shipped], out, weights=[0.25, 0.75])['weights']
+    [0.25, 0.75]
+    >>> a, b = (torch.load(p, weights_only=True) for p in (shipped, out))
+    >>> all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    True
+    """
+    inputs, output = [Path(p) for p in inputs], Path(output)
+    if not inputs:
+        raise ValueError('average_weights: give at least one weights file')
+    weights = np.full(len(inputs), 1 / len(inputs)) if weights is None else np.asarray(weights, dtype=float)
+    if weights.shape != (len(inputs),) or (weights < 0).any() or not math.isclose(weights.sum(), 1, abs_tol=1e-6):
+        raise ValueError(f'average_weights: weights {weights.tolist()} must be one non-negative number per input '
+                         f'({len(inputs)}), summing to 1')
+    states = [torch.load(p, map_location='cpu', weights_only=True) for p in inputs]
+    cards = [json.loads(p.with_suffix('.json').read_text()) for p in inputs]
+    for path, state, card in zip(inputs[1:], states[1:], cards[1:]):
+        same = (state.keys() == states[0].keys() and all(state[k].shape == states[0][k].shape for k in state)
+                and card.get('architecture') == cards[0].get('architecture')
+                and card.get('normalisation') == cards[0].get('normalisation'))
+        if not same:
+            raise ValueError(f'average_weights: {str(path)!r} is not the architecture and normalisation of '
+                             f'{str(inputs[0])!r}; only continuations of one network can be averaged')
+    state = {k: (sum(w * s[k].float() for w, s in zip(weights, states)).to(states[0][k].dtype)
+                 if states[0][k].is_floating_point() else states[0][k]) for k in states[0]}
+    record = {'of': [{'name': c.get('name'), 'sha256': file_sha256(p)} for p, c in zip(inputs, cards)],
+              'weights': [round(float(w), 6) for w in weights], 'note': note}
+    card = dict(cards[0], name=name or output.stem)
+    card['training'] = dict(card['training'], weight_average=record)
+    _save_atomically(state, card, output)
+    return record
 
 
 def _nap_projection(first, second, spread, n_directions):

@@ -229,3 +229,33 @@ def test_refine_from_sets_the_extra_convolutions_and_rejects_other_values():
     for bad in (-1, 5, 1.5, None):
         with pytest.raises(ValueError, match='refine_from=.*integer from 0'):
             ConvAutoencoder(refine_from=bad)
+
+
+def test_weight_average_is_the_weighted_mean_of_continuations_and_refuses_other_networks(tmp_path):
+    """Two networks of one architecture average parameter by parameter with the given weights, the
+    card records both inputs, and a network of another architecture or bad weights are refused."""
+    from astro_galsim.training import average_weights
+    shipped = load_pretrained().path
+    state = torch.load(shipped, weights_only=True)
+    other = tmp_path / 'other.pt'
+    torch.save({k: v * 3 if v.is_floating_point() else v for k, v in state.items()}, other)
+    card = json.loads(shipped.with_suffix('.json').read_text())
+    other.with_suffix('.json').write_text(json.dumps(dict(card, name='other')))
+    record = average_weights([shipped, other], tmp_path / 'avg.pt', weights=[0.75, 0.25], name='avg', note='test')
+    averaged = torch.load(tmp_path / 'avg.pt', weights_only=True)
+    for k, v in state.items():
+        if v.is_floating_point():   # 0.75 v + 0.25 (3 v) = 1.5 v
+            torch.testing.assert_close(averaged[k].float(), 1.5 * v.float(), rtol=1e-2, atol=1e-6)
+    loaded = load_pretrained(tmp_path / 'avg.pt')
+    assert loaded.identity['name'] == 'avg'
+    assert [r['name'] for r in record['of']] == [card['name'], 'other'] and record['weights'] == [0.75, 0.25]
+    assert loaded.card['training']['weight_average']['of'][1]['sha256'] == file_sha256(other)
+    small = tmp_path / 'small.pt'
+    model = ConvAutoencoder(latent_dim=8, size=32, widths=(8, 8, 16, 16))
+    torch.save(model.state_dict(), small)
+    small.with_suffix('.json').write_text(json.dumps(dict(card, architecture={'latent_dim': 8})))
+    with pytest.raises(ValueError, match='small.pt.*not the architecture'):
+        average_weights([shipped, small], tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match='summing to 1'):
+        average_weights([shipped, other], tmp_path / 'bad.pt', weights=[0.5, 0.6])
+    assert not (tmp_path / 'bad.pt').exists()
