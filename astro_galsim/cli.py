@@ -333,7 +333,8 @@ def _parser():
     p.add_argument('--interacting', metavar='FOLDER', help='interacting galaxies in SDSS and HSC (index.csv: split, '
                    'sdss_file, hsc_file, label): the train split joins, each image paired with the other survey\'s')
     p.add_argument('--degraded', type=float, default=0.0, metavar='FRACTION',
-                   help='fraction of the training sample and NGC/IC images paired with a physically degraded copy')
+                   help='fraction of the training sample and NGC/IC images paired with a physically degraded copy '
+                        '(above 1: more copies, 2.0 gives two of each)')
     p.add_argument('--group-per-class', type=int, default=8,
                    help='galaxies of each class of each further label group (Hubble type, interaction) per step')
     p.add_argument('--max-steps', type=int, help='stop after this many steps')

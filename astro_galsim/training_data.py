@@ -7,6 +7,7 @@ Zoo 1 and 2, the Hubble types of OpenNGC and the interacting galaxies of GALAXY 
 degraded copy, `degraded_copies`) are paired as positives (``partners``). Only the
 ``train`` split of a labelled set is ever read.
 """
+import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -386,7 +387,9 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
     degraded : float, optional
         Fraction of the training sample's and the NGC/IC images that get a degraded copy
         (`degraded_copies`) as their partner; a copy of a galaxy that is not interacting is
-        labelled not interacting, so that poor resolution does not mean interaction.
+        labelled not interacting, so that poor resolution does not mean interaction. Above 1,
+        more copies, each drawn anew (2.0: two of every image): the first is the original's
+        partner, and the original is every copy's.
 
     Returns
     -------
@@ -437,11 +440,13 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
         label_parts.append(extra_labels)
         val_parts.append(np.zeros(len(extra), bool))
         partner_parts.append(pairs + start)
-    if degraded > 0:
+    n_sources = len(parts)
+    # each round draws its copies anew; the first round is what degraded <= 1 gives
+    for round_ in range(math.ceil(degraded)):
         for paths, scales, start, source_labels in sources:
-            chosen = np.flatnonzero((rng.random(len(paths)) < degraded) & np.isfinite(scales))
+            chosen = np.flatnonzero((rng.random(len(paths)) < min(1.0, degraded - round_)) & np.isfinite(scales))
             copies, ok = degraded_copies(paths[chosen], normalisation, pixel_scales=scales[chosen],
-                                         seed=seed + start, workers=workers)
+                                         seed=seed + start + 1_000_000 * round_, workers=workers)
             chosen = chosen[ok]
             first = sum(len(p) for p in parts)
             parts.append(copies)
@@ -452,7 +457,8 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
             partner_parts.append(chosen + start)
             rows = np.arange(first, first + len(chosen))
             _set_partners(partner_parts, chosen + start, rows)
-        log.info(f'degraded copies: {sum(len(p) for p in parts[len(parts) - len(sources):])}')
+    if degraded > 0:
+        log.info(f'degraded copies: {sum(len(p) for p in parts[n_sources:])}')
     arrays = np.concatenate(parts)
     labels = TrainingLabels.concatenate(label_parts) if labelled else None
     return arrays, labels, np.concatenate(val_parts), np.concatenate(partner_parts)

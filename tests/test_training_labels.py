@@ -197,3 +197,26 @@ def test_projecting_out_the_survey_direction_is_folded_into_the_weights(shared_d
     assert card['name'] == 'projected' and card['training']['projection']['n_directions'] == 1
     assert card['training']['projection']['init']['sha256'] == old.identity['sha256']
     assert new.identity['sha256'] != old.identity['sha256']
+
+
+def test_degraded_above_one_adds_more_copies_each_paired_with_its_original(shared_data, tmp_path_factory):
+    """degraded=2 gives two copies of every training image, drawn apart; the first copy is the
+    original's partner and the original every copy's; degraded=1 is the first half of it, row for row."""
+    from astro_galsim.training_data import load_training_set
+    source = shared_data / 'sdss_galaxies_mikeedi'
+    with open(source / 'index.csv', newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r['split'] == 'train'][:6]
+    folder = _small_index(source, 'sample', rows, tmp_path_factory, ('path',))
+    one = load_training_set(folder, DEFAULT_NORMALISATION, degraded=1.0, workers=1)
+    two = load_training_set(folder, DEFAULT_NORMALISATION, degraded=2.0, workers=1)
+    arrays, _, is_val, partners = two
+    n = len(one[0]) // 2
+    assert len(one[0]) == 2 * n and len(arrays) == 3 * n >= 12
+    np.testing.assert_array_equal(arrays[:2 * n], one[0])
+    np.testing.assert_array_equal(partners[:2 * n], one[3])
+    originals = np.arange(n)
+    assert (partners[originals] == originals + n).all()
+    assert (partners[n:] == np.concatenate([originals, originals])).all()
+    first, second = arrays[n:2 * n].astype(np.float32), arrays[2 * n:].astype(np.float32)
+    assert not np.allclose(first, second, atol=0.02)   # another degradation, not the same copy again
+    assert not is_val.any()
