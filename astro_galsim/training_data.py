@@ -388,8 +388,8 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
         Fraction of the training sample's and the NGC/IC images that get a degraded copy
         (`degraded_copies`) as their partner; a copy of a galaxy that is not interacting is
         labelled not interacting, so that poor resolution does not mean interaction. Above 1,
-        more copies, each drawn anew (2.0: two of every image): the first is the original's
-        partner, and the original is every copy's.
+        more copies, each drawn anew (2.0: two of every image): the original's partner is the
+        first of its copies that could be made, and the original is every copy's.
 
     Returns
     -------
