@@ -440,7 +440,7 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
         label_parts.append(extra_labels)
         val_parts.append(np.zeros(len(extra), bool))
         partner_parts.append(pairs + start)
-    n_sources = len(parts)
+    n_before_copies = len(parts)
     # each round draws its copies anew; the first round is what degraded <= 1 gives
     for round_ in range(math.ceil(degraded)):
         for paths, scales, start, source_labels in sources:
@@ -458,7 +458,7 @@ def load_training_set(folder, normalisation, *, gz1=None, gz2_sample=None, ngc_i
             rows = np.arange(first, first + len(chosen))
             _set_partners(partner_parts, chosen + start, rows)
     if degraded > 0:
-        log.info(f'degraded copies: {sum(len(p) for p in parts[n_sources:])}')
+        log.info(f'degraded copies: {sum(len(p) for p in parts[n_before_copies:])}')
     arrays = np.concatenate(parts)
     labels = TrainingLabels.concatenate(label_parts) if labelled else None
     return arrays, labels, np.concatenate(val_parts), np.concatenate(partner_parts)
